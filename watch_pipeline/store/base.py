@@ -1,0 +1,63 @@
+"""The object store contract: where imported media and transcripts live.
+
+Keys are ``/``-separated relative paths such as ``user_1/file_42/talk.mp4``. Every method streams:
+no implementation may hold a whole media file in memory.
+"""
+
+from __future__ import annotations
+
+import abc
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What the store holds under one key.
+
+    Attributes:
+        key: The object key.
+        size: Size in bytes.
+        sha256: Hex SHA-256 of the content, computed while uploading (``None`` when unknown).
+    """
+
+    key: str
+    size: int
+    sha256: str | None = None
+
+
+class ObjectStoreError(Exception):
+    """The store refused or failed an operation; the message never contains credentials."""
+
+
+class ObjectStore(abc.ABC):
+    """A flat key → bytes store (a local directory or an S3/MinIO bucket)."""
+
+    @abc.abstractmethod
+    def put_file(self, key: str, src: Path, *, content_type: str | None = None) -> StoredObject:
+        """Stream ``src`` to ``key`` (overwriting) and return its size and SHA-256."""
+
+    @abc.abstractmethod
+    def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> StoredObject:
+        """Store a small payload (transcripts, metadata), overwriting."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> StoredObject | None:
+        """Return what is stored under ``key``, or ``None`` when nothing is."""
+
+    @abc.abstractmethod
+    def open(self, key: str) -> io.RawIOBase | io.BufferedIOBase:
+        """Open ``key`` as a seekable read-only binary file object (ranged reads for S3)."""
+
+    @abc.abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read a small object whole (transcripts only, never media)."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
+
+    @abc.abstractmethod
+    def url(self, key: str) -> str:
+        """A human-readable location for ``key`` (a ``file://`` path or ``s3://bucket/key``)."""

@@ -1,0 +1,12 @@
+"""Shared pytest configuration: loopback-server fixtures live in ``fixtures/`` modules."""
+
+import os
+
+# Nothing may download at run time: faster-whisper and huggingface_hub must use bundled files.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+pytest_plugins = [
+    "watch_pipeline_tests.fixtures.postgres",
+    "watch_pipeline_tests.fixtures.s3_server",
+    "watch_pipeline_tests.fixtures.speech",
+]
