@@ -31,6 +31,28 @@ class ObjectStoreError(Exception):
     """The store refused or failed an operation; the message never contains credentials."""
 
 
+def check_key(key: str) -> str:
+    """Return ``key`` unchanged if it is a safe relative object key, else raise.
+
+    A safe key is non-empty, ``/``-separated, relative (no leading ``/``), and has no empty,
+    ``.`` or ``..`` segment, no backslash and no NUL, so it maps to exactly one file below a
+    local root and to the same object name on every S3 implementation.
+
+    Raises:
+        ObjectStoreError: The key is unsafe; the message names the reason.
+    """
+    if not isinstance(key, str) or not key:
+        raise ObjectStoreError("object key must be a non-empty string")
+    if "\\" in key or "\x00" in key:
+        raise ObjectStoreError(f"object key {key!r} contains a backslash or NUL")
+    if key.startswith("/"):
+        raise ObjectStoreError(f"object key {key!r} is absolute")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise ObjectStoreError(f"object key {key!r} has an empty, '.' or '..' segment")
+    return key
+
+
 class ObjectStore(abc.ABC):
     """A flat key → bytes store (a local directory or an S3/MinIO bucket)."""
 

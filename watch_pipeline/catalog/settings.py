@@ -1,0 +1,143 @@
+"""Global tuning knobs stored in the ``settings`` table, with coded defaults.
+
+A change applies on the next sensor tick: readers call these getters each time they need a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from watch_pipeline.catalog.models import Setting
+from watch_pipeline.catalog.validation import ValidationError
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One known setting: its type, default, allowed range and meaning."""
+
+    key: str
+    type: type
+    default: Any
+    help: str
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+SETTINGS: dict[str, SettingSpec] = {
+    s.key: s
+    for s in (
+        SettingSpec("watch.enabled", bool, True,
+                    "Master switch: when false no source is scanned."),
+        SettingSpec("watch.file_stability_seconds", int, 30,
+                    "A file must keep its size and mtime/ETag this long before import.",
+                    minimum=0, maximum=86_400),
+        SettingSpec("watch.max_concurrent_imports", int, 5,
+                    "Most import runs in flight at once; more wait for a later tick.",
+                    minimum=1, maximum=1_000),
+        SettingSpec("watch.fs_events_enabled", bool, False,
+                    "Allow sources with use_fs_events to react to file-system events.",
+                    minimum=None, maximum=None),
+    )
+}
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _spec(key: str) -> SettingSpec:
+    try:
+        return SETTINGS[key]
+    except KeyError:
+        known = ", ".join(sorted(SETTINGS))
+        raise ValidationError("key", f"unknown setting {key!r}; known settings: {known}") from None
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Convert ``value`` (a JSON value or CLI text) to the setting's type and check its range.
+
+    Raises:
+        ValidationError: Naming the setting and the rule broken.
+    """
+    spec = _spec(key)
+    if spec.type is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValidationError(key, "must be true or false")
+    if spec.type is int:
+        if isinstance(value, bool):
+            raise ValidationError(key, "must be an integer")
+        try:
+            number = int(str(value).strip()) if not isinstance(value, int) else value
+        except ValueError:
+            raise ValidationError(key, "must be an integer") from None
+        if spec.minimum is not None and number < spec.minimum:
+            raise ValidationError(key, f"must be at least {spec.minimum}")
+        if spec.maximum is not None and number > spec.maximum:
+            raise ValidationError(key, f"must be at most {spec.maximum}")
+        return number
+    raise AssertionError(f"unsupported setting type {spec.type}")  # pragma: no cover
+
+
+def get_setting(session: Session, key: str) -> Any:
+    """The stored value of ``key``, or its coded default."""
+    spec = _spec(key)
+    row = session.get(Setting, key)
+    if row is None:
+        return spec.default
+    try:
+        return coerce(key, row.value)
+    except ValidationError:
+        # A value written by hand into the table that no longer fits: the default is safer.
+        return spec.default
+
+
+def set_setting(session: Session, key: str, value: Any) -> Any:
+    """Validate and store ``value`` for ``key``; returns the stored (typed) value."""
+    typed = coerce(key, value)
+    row = session.get(Setting, key)
+    if row is None:
+        session.add(Setting(key=key, value=typed))
+    else:
+        row.value = typed
+    session.flush()
+    return typed
+
+
+def all_settings(session: Session) -> dict[str, Any]:
+    """Every known setting with its effective value."""
+    stored = {r.key: r.value for r in session.scalars(sa.select(Setting))}
+    result = {}
+    for key, spec in SETTINGS.items():
+        result[key] = coerce(key, stored[key]) if key in stored else spec.default
+    return result
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """A snapshot of the ``watch.*`` settings, read once per tick."""
+
+    enabled: bool
+    file_stability_seconds: int
+    max_concurrent_imports: int
+    fs_events_enabled: bool
+
+    @classmethod
+    def load(cls, session: Session) -> WatchSettings:
+        """Read every ``watch.*`` setting from ``session``."""
+        values = all_settings(session)
+        return cls(
+            enabled=values["watch.enabled"],
+            file_stability_seconds=values["watch.file_stability_seconds"],
+            max_concurrent_imports=values["watch.max_concurrent_imports"],
+            fs_events_enabled=values["watch.fs_events_enabled"],
+        )
+

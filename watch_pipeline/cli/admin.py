@@ -1,0 +1,118 @@
+"""``watch-pipeline settings|db|secrets ...``: global settings, schema upgrades, key rotation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from watch_pipeline.catalog import db as catalog_db
+from watch_pipeline.catalog import keys
+from watch_pipeline.catalog import settings as settings_mod
+from watch_pipeline.catalog.secrets import SecretBox
+from watch_pipeline.cli.main import CliContext, emit_json, pass_cli
+
+
+@click.group()
+def settings() -> None:
+    """Read and change global settings (applied on the next sensor tick)."""
+
+
+@settings.command("get")
+@click.argument("key", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def settings_get(cli: CliContext, key: str | None, as_json: bool) -> None:
+    """Print KEY's value, or every setting with its default and meaning."""
+    with cli.session() as session:
+        if key:
+            value = settings_mod.get_setting(session, key)
+            if as_json:
+                emit_json({key: value})
+            else:
+                click.echo(str(value).lower() if isinstance(value, bool) else value)
+            return
+        values = settings_mod.all_settings(session)
+    if as_json:
+        emit_json(values)
+        return
+    for name, value in values.items():
+        spec = settings_mod.SETTINGS[name]
+        shown = str(value).lower() if isinstance(value, bool) else str(value)
+        default = str(spec.default).lower() if isinstance(spec.default, bool) else spec.default
+        click.echo(f"{name:<32} {shown:<8} (default {default}) {spec.help}")
+
+
+@settings.command("set")
+@click.argument("key")
+@click.argument("value")
+@pass_cli
+def settings_set(cli: CliContext, key: str, value: str) -> None:
+    """Validate and store VALUE for KEY."""
+    with cli.session() as session:
+        typed = settings_mod.set_setting(session, key, value)
+    click.echo(f"{key} = {str(typed).lower() if isinstance(typed, bool) else typed}")
+
+
+@click.group()
+def db() -> None:
+    """Catalog schema maintenance."""
+
+
+@db.command("upgrade")
+@pass_cli
+def db_upgrade(cli: CliContext) -> None:
+    """Apply every pending catalog migration (also done automatically at first use)."""
+    url = cli.catalog_url or catalog_db.resolve_catalog_url()
+    engine = catalog_db.create_catalog_engine(catalog_db.normalise_url(url))
+    try:
+        before = catalog_db.current_revision(engine)
+        catalog_db.upgrade(engine)
+        after = catalog_db.current_revision(engine)
+    finally:
+        engine.dispose()
+    where = catalog_db.redact_url(url)
+    if before == after:
+        click.echo(f"catalog at {where} is up to date (revision {after})")
+    else:
+        click.echo(f"catalog at {where} upgraded from {before or 'empty'} to {after}")
+
+
+@db.command("current")
+@pass_cli
+def db_current(cli: CliContext) -> None:
+    """Print the catalog's schema revision and the newest one this code ships."""
+    url = cli.catalog_url or catalog_db.resolve_catalog_url()
+    engine = catalog_db.create_catalog_engine(catalog_db.normalise_url(url))
+    try:
+        current = catalog_db.current_revision(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"current {current or 'empty'}, head {catalog_db.head_revision()}")
+
+
+@click.group()
+def secrets() -> None:
+    """Manage the key that encrypts stored passwords and secret keys."""
+
+
+@secrets.command("rotate")
+@click.option("--new-key-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="File holding the new key (base64 of 32 bytes); created if it does not exist.")
+@pass_cli
+def secrets_rotate(cli: CliContext, new_key_file: Path) -> None:
+    """Re-encrypt every stored secret with a new key, in one transaction."""
+    old_box, active = keys.active_box()
+    new_box = SecretBox(keys.prepare_new_key(new_key_file))
+    if new_box.key_id == old_box.key_id:
+        click.echo("the new key is the active key; nothing to do")
+        return
+    with cli.session() as session:
+        count = keys.rotate_values(session, old_box, new_box)
+    backup = keys.install_key_file(new_key_file, active)
+    click.echo(f"re-encrypted {count} secret(s): key {old_box.key_id} -> {new_box.key_id}")
+    if backup is not None:
+        click.echo(f"the default key file now holds the new key; the old key is in {backup}")
+    else:
+        click.echo("set WATCH_SECRET_KEY to the contents of the new key file and restart the "
+                   "Dagster webserver, daemon and code server")

@@ -1,0 +1,248 @@
+"""``watch-pipeline source ...``: add, list, show, update, remove, enable, disable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from watch_pipeline.catalog import sources as svc
+from watch_pipeline.catalog.validation import ValidationError
+from watch_pipeline.cli.main import CliContext, emit_json, pass_cli, read_secret
+
+# (flag declaration(s), catalog column, click keyword arguments)
+_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
+    (("--name",), "name", {"help": "Unique display name (1-200 characters)."}),
+    (("--type", "source_type"), "source_type",
+     {"type": click.Choice(["local", "s3", "smb"]), "help": "Source kind (fixed at creation)."}),
+    (("--path", "local_path"), "local_path",
+     {"help": "local: folder relative to WATCH_FOLDER_PATH ('.' = the root)."}),
+    (("--delete-after-import/--keep-after-import",), "delete_after_import",
+     {"default": None, "help": "local: delete the original once imported."}),
+    (("--endpoint-url",), "s3_endpoint_url", {"help": "s3: endpoint (MinIO); default AWS."}),
+    (("--bucket",), "s3_bucket_name", {"help": "s3: bucket name."}),
+    (("--prefix",), "s3_prefix", {"help": "s3: key prefix to watch."}),
+    (("--region",), "s3_region", {"help": "s3: region."}),
+    (("--access-key",), "s3_access_key_id", {"help": "s3: access key id."}),
+    (("--ssl/--no-ssl",), "s3_use_ssl", {"default": None, "help": "s3: use TLS (default on)."}),
+    (("--server",), "smb_server", {"help": "smb: server host name or address."}),
+    (("--share",), "smb_share", {"help": "smb: share name."}),
+    (("--smb-path",), "smb_path", {"help": "smb: folder inside the share (default /)."}),
+    (("--username",), "smb_username", {"help": "smb: user name."}),
+    (("--domain",), "smb_domain", {"help": "smb: domain used in the login."}),
+    (("--port",), "smb_port", {"type": int, "help": "smb: port (default 445)."}),
+    (("--polling-interval-minutes",), "polling_interval_minutes",
+     {"type": int, "help": "Minutes between scans, 1-1440 (default 15)."}),
+    (("--extensions",), "file_extensions",
+     {"help": "Comma-separated extensions to import, e.g. .mp4,.wav (empty = all)."}),
+    (("--skip-older-than-days",), "skip_files_older_than_days",
+     {"type": int, "help": "Skip files modified more than N days ago (default 30)."}),
+    (("--recursive/--no-recursive",), "recursive",
+     {"default": None, "help": "Descend into sub-folders (default on)."}),
+    (("--auto-transcribe/--no-auto-transcribe",), "auto_transcribe",
+     {"default": None, "help": "Transcribe imported media (default on)."}),
+    (("--min-speakers",), "min_speakers", {"type": int, "help": "1-20 (default 1)."}),
+    (("--max-speakers",), "max_speakers", {"type": int, "help": "1-20 (default 20)."}),
+    (("--collections",), "collections", {"help": "Comma-separated collections for imports."}),
+    (("--tags",), "tags", {"help": "Comma-separated tags for imports."}),
+    (("--owner",), "owner_id", {"type": int, "help": "Owner user id of imported media."}),
+    (("--multipart/--no-multipart",), "multipart_enabled",
+     {"default": None, "help": "Stitch name_P001, name_P002, ... into one recording."}),
+    (("--multipart-regex",), "multipart_regex",
+     {"help": "Regex with 3 groups: base, part number, extension."}),
+    (("--multipart-time-window-hours",), "multipart_time_window_hours", {"type": int}),
+    (("--multipart-wait-scans",), "multipart_wait_scans", {"type": int}),
+    (("--upload-stitched-to-source/--no-upload-stitched-to-source",),
+     "upload_stitched_to_source", {"default": None}),
+    (("--enabled/--disabled",), "is_enabled",
+     {"default": None, "help": "Scan this source (default enabled)."}),
+]
+
+
+def _param_name(decls: tuple[str, ...]) -> str:
+    if len(decls) == 2 and not decls[1].startswith("-"):
+        return decls[1]
+    first = decls[0].split("/")[0]
+    return first.lstrip("-").replace("-", "_")
+
+
+def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Attach every source field option, plus the secret-from-stdin flags."""
+    for decls, _column, kwargs in reversed(_OPTIONS):
+        func = click.option(*decls, **kwargs)(func)
+    func = click.option("--never-skip-old", is_flag=True,
+                        help="Import files of any age.")(func)
+    func = click.option("--secret-key-stdin", is_flag=True,
+                        help="s3: read the secret key from stdin.")(func)
+    func = click.option("--password-stdin", is_flag=True,
+                        help="smb: read the password from stdin.")(func)
+    return func
+
+
+def _fields(params: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for decls, column, _kwargs in _OPTIONS:
+        value = params.get(_param_name(decls))
+        if value is not None:
+            fields[column] = value
+    if params.get("never_skip_old"):
+        if "skip_files_older_than_days" in fields:
+            raise ValidationError("skip_files_older_than_days",
+                                  "cannot be combined with --never-skip-old")
+        fields["skip_files_older_than_days"] = None
+    return fields
+
+
+def _secret(params: dict[str, Any], source_type: str, fields: dict[str, Any], *,
+            creating: bool) -> str | None:
+    if params.get("secret_key_stdin") and source_type != "s3":
+        raise ValidationError("secret-key", "--secret-key-stdin only applies to s3 sources")
+    if params.get("password_stdin") and source_type != "smb":
+        raise ValidationError("password", "--password-stdin only applies to smb sources")
+    if source_type == "s3":
+        needed = creating and bool(fields.get("s3_access_key_id"))
+        return read_secret(params.get("secret_key_stdin", False), prompt="S3 secret key",
+                           required=needed, field="secret-key")
+    if source_type == "smb":
+        needed = creating and bool(fields.get("smb_username"))
+        return read_secret(params.get("password_stdin", False), prompt="SMB password",
+                           required=needed, field="password")
+    return None
+
+
+def _print_source(data: dict[str, Any]) -> None:
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if value is None or value == [] or value == "":
+            shown = "-"
+        elif isinstance(value, list):
+            shown = ", ".join(str(x) for x in value)
+        else:
+            shown = str(value)
+        click.echo(f"{key.ljust(width)}  {shown}")
+
+
+def _location(source: svc.WatchSource) -> str:
+    if source.source_type == "local":
+        return f"./{source.local_path}" if source.local_path != "." else "./"
+    if source.source_type == "s3":
+        return f"s3://{source.s3_bucket_name}/{source.s3_prefix or ''}"
+    return f"//{source.smb_server}/{source.smb_share}{source.smb_path or '/'}"
+
+
+@click.group()
+def source() -> None:
+    """Manage watch sources (local folders, S3 buckets, SMB shares)."""
+
+
+@source.command("add")
+@source_options
+@pass_cli
+def add(cli: CliContext, **params: Any) -> None:
+    """Add a watch source; secrets are read from stdin or a prompt, never from arguments."""
+    fields = _fields(params)
+    if "name" not in fields:
+        raise ValidationError("name", "is required (--name)")
+    if "source_type" not in fields:
+        raise ValidationError("source_type", "is required (--type local|s3|smb)")
+    secret = _secret(params, fields["source_type"], fields, creating=True)
+    box = cli.box() if secret is not None else None
+    with cli.session() as session:
+        created = svc.create_source(session, box, fields=fields, secret=secret)
+        click.echo(f"added {created.source_type} source {created.name!r} (id {created.id})")
+
+
+@source.command("update")
+@click.argument("ref")
+@source_options
+@pass_cli
+def update(cli: CliContext, ref: str, **params: Any) -> None:
+    """Change fields of the source REF (name or id); unspecified fields keep their value."""
+    fields = _fields(params)
+    with cli.session() as session:
+        target = svc.find_source(session, ref)
+        secret = _secret(params, target.source_type, fields, creating=False)
+        if not fields and secret is None:
+            raise ValidationError("options", "nothing to update: give at least one option")
+        box = cli.box() if secret is not None else None
+        svc.update_source(session, box, target, fields=fields, secret=secret)
+        changed = sorted(fields) + (["secret"] if secret is not None else [])
+        click.echo(f"updated source {target.name!r}: {', '.join(changed)}")
+
+
+@source.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--type", "source_type", type=click.Choice(["local", "s3", "smb"]))
+@pass_cli
+def list_(cli: CliContext, as_json: bool, source_type: str | None) -> None:
+    """List watch sources with their last scan."""
+    with cli.session() as session:
+        rows = svc.list_sources(session, source_type=source_type)
+        if as_json:
+            emit_json([svc.source_to_dict(s) for s in rows])
+            return
+        if not rows:
+            click.echo("no watch sources; add one with `watch-pipeline source add`")
+            return
+        header = f"{'ID':>4}  {'NAME':<24} {'TYPE':<5} {'ON':<3} {'EVERY':>6}  {'LAST SCAN':<20} "
+        click.echo(header + "LOCATION")
+        for s in rows:
+            last = (f"{s.last_scan_status} {s.last_scan_at:%Y-%m-%d %H:%M}"
+                    if s.last_scan_at else "never")
+            click.echo(f"{s.id:>4}  {s.name[:24]:<24} {s.source_type:<5} "
+                       f"{'yes' if s.is_enabled else 'no':<3} {s.polling_interval_minutes:>4}m  "
+                       f"{last:<20} {_location(s)}")
+
+
+@source.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def show(cli: CliContext, ref: str, as_json: bool) -> None:
+    """Show every field of the source REF (name or id); secrets show only as has_secret."""
+    with cli.session() as session:
+        data = svc.source_to_dict(svc.find_source(session, ref))
+    if as_json:
+        emit_json(data)
+    else:
+        _print_source(data)
+
+
+@source.command("remove")
+@click.argument("ref")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_cli
+def remove(cli: CliContext, ref: str, yes: bool) -> None:
+    """Remove the source REF and its file history (imported media are kept)."""
+    with cli.session() as session:
+        target = svc.find_source(session, ref)
+        if not yes and not click.confirm(f"remove source {target.name!r}?", default=False):
+            click.echo("not removed")
+            return
+        name = target.name
+        files = svc.delete_source(session, target)
+    click.echo(f"removed source {name!r} ({files} file records)")
+
+
+def _set_enabled(cli: CliContext, ref: str, enabled: bool) -> None:
+    with cli.session() as session:
+        target = svc.find_source(session, ref)
+        svc.update_source(session, None, target, fields={"is_enabled": enabled})
+        click.echo(f"source {target.name!r} {'enabled' if enabled else 'disabled'}")
+
+
+@source.command("enable")
+@click.argument("ref")
+@pass_cli
+def enable(cli: CliContext, ref: str) -> None:
+    """Resume scanning the source REF."""
+    _set_enabled(cli, ref, True)
+
+
+@source.command("disable")
+@click.argument("ref")
+@pass_cli
+def disable(cli: CliContext, ref: str) -> None:
+    """Stop scanning the source REF (its history is kept)."""
+    _set_enabled(cli, ref, False)
