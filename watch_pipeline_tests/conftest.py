@@ -6,6 +6,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 pytest_plugins = [
+    "watch_pipeline_tests.fixtures.catalog",
     "watch_pipeline_tests.fixtures.postgres",
     "watch_pipeline_tests.fixtures.s3_server",
     "watch_pipeline_tests.fixtures.speech",

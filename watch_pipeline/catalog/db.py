@@ -55,7 +55,7 @@ def resolve_catalog_url(environ: Mapping[str, str] | None = None) -> str:
 
 
 def normalise_url(url: str) -> str:
-    """Pin PostgreSQL URLs to psycopg2 (SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3)."""
+    """Pin PostgreSQL URLs to psycopg2 (SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3)."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg2://" + url.split("://", 1)[1]
     return url

@@ -178,6 +178,13 @@ def create_source(session: Session, box: SecretBox | None, *, fields: dict[str, 
     _normalise(session, source)
     session.add(source)
     session.flush()  # the row id is part of the secret's associated data
+    # The ORM fires a column's default for a None on INSERT; an explicit None (e.g. "never skip
+    # old files") must be written as NULL afterwards.
+    explicit_nulls = [k for k, val in fields.items() if val is None]
+    for key in explicit_nulls:
+        setattr(source, key, None)
+    if explicit_nulls:
+        session.flush()
     if secret is not None:
         if box is None:
             raise v.ValidationError("secret", "no encryption key available")
