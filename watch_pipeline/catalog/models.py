@@ -290,6 +290,14 @@ class WatchSourceFile(Base):
     wait_scans: Mapped[int] = mapped_column(default=0)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Scan bookkeeping: when the current size/mtime/ETag were first seen (stability rule), the
+    # fingerprint algorithm used, the run key last requested, and when an error may be retried.
+    stable_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    imohash_version: Mapped[str | None] = mapped_column(sa.String(64))
+    run_key: Mapped[str | None] = mapped_column(sa.String(100))
+    run_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     source: Mapped[WatchSource] = relationship(back_populates="files")
     media_file: Mapped[MediaFile | None] = relationship()

@@ -8,10 +8,11 @@ upload cannot know the hash of its content before its last part is sent. ``put_f
 reads the local file twice: a first streaming pass computes the SHA-256 (local reads run at
 over 1 GB/s, far faster than any upload), then ``upload_fileobj`` sends the file with
 ``x-amz-meta-sha256`` already set, reading it through :class:`_HashingReader`, which hashes the
-bytes actually sent. If the two hashes differ the source changed between the passes: the object
-is deleted and :class:`ObjectStoreError` raised. The alternative, uploading first and then
-rewriting the metadata with ``copy_object``, would leave a window in which the object has no
-hash, copies the whole object again on the server, and needs a multipart copy above 5 GiB.
+bytes actually read for sending. If the two hashes differ the source changed between the
+passes: the object is deleted and :class:`ObjectStoreError` raised. The alternative, uploading
+first and then rewriting the metadata with ``copy_object``, would leave a window in which the
+object has no hash, copies the whole object again on the server, and needs a multipart copy
+above 5 GiB.
 
 Reads: :class:`S3RangeReader` is a seekable read-only file object over ranged GETs, so a
 fingerprint of three small windows costs three small requests, never a download.
@@ -39,9 +40,8 @@ MIB = 1024 * 1024
 MULTIPART_THRESHOLD = 64 * MIB
 MULTIPART_CHUNKSIZE = 16 * MIB
 MAX_CONCURRENCY = 4
-"""Parallel part uploads per ``put_file``. Memory held by one upload is at most
-``(MAX_CONCURRENCY + 2) * MULTIPART_CHUNKSIZE``, since our reader is not seekable and
-s3transfer buffers each part it reads."""
+"""Parallel part uploads per ``put_file``. s3transfer reads each part of a file object into
+memory, so one upload holds at most ``(MAX_CONCURRENCY + 2) * MULTIPART_CHUNKSIZE`` of parts."""
 MAX_ATTEMPTS = 3
 """Attempts per request (botocore "standard" retry mode: throttling, 5xx, connection errors)."""
 
@@ -274,37 +274,69 @@ class S3RangeReader(io.RawIOBase):
 
 
 class _HashingReader(io.RawIOBase):
-    """A forward-only reader that hashes every byte handed out.
+    """A seekable reader over a local file that hashes the bytes handed out, once each.
 
-    Deliberately not seekable: s3transfer then reads it strictly once, in order (buffering
-    one part at a time), so the hash covers exactly the bytes uploaded.
+    s3transfer reads upload parts from it in order, and botocore may read a body, seek back
+    and read it again (payload signing over plain HTTP, retries). Only bytes that extend the
+    hashed prefix are hashed, so the digest is that of the content sent, whatever the re-reads.
+    ``complete`` tells whether every byte up to ``size`` has been seen.
     """
 
-    def __init__(self, raw: io.RawIOBase) -> None:
+    def __init__(self, raw: io.FileIO) -> None:
         super().__init__()
         self._raw = raw
         self._digest = hashlib.sha256()
-        self.size = 0
+        self._hashed = 0
+        self._pos = 0
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._pos = self._raw.seek(offset, whence)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        # Overridden so a 16 MiB part is one bytes object, not a bytearray plus a copy.
+        data = self._raw.read(size) if size is None or size < 0 else self._read_full(size)
+        self._advance(memoryview(data))
+        return data
+
     def readinto(self, buffer: Any) -> int:
-        # Fill the buffer completely unless at EOF: s3transfer makes one part per read, and
-        # every part but the last must be at least 5 MiB.
         view = memoryview(buffer).cast("B")
-        filled = 0
-        while filled < len(view):
-            n = self._raw.readinto(view[filled:])
-            if not n:
-                break
-            filled += n
-        self._digest.update(view[:filled])
-        self.size += filled
-        return filled
+        n = self._raw.readinto(view) or 0
+        self._advance(view[:n])
+        return n
+
+    @property
+    def hashed(self) -> int:
+        """How many bytes from offset 0 have been hashed."""
+        return self._hashed
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
+
+    def _read_full(self, size: int) -> bytes:
+        data = self._raw.read(size) or b""
+        while len(data) < size:
+            more = self._raw.read(size - len(data))
+            if not more:
+                break
+            data += more
+        return data
+
+    def _advance(self, chunk: memoryview) -> None:
+        start, end = self._pos, self._pos + len(chunk)
+        if start <= self._hashed < end:
+            self._digest.update(chunk[self._hashed - start :])
+            self._hashed = end
+        self._pos = end
 
 
 class S3ObjectStore(ObjectStore):
@@ -368,7 +400,7 @@ class S3ObjectStore(ObjectStore):
             preferred_transfer_client="classic",
         )
         # Not a constructor argument of boto3's TransferConfig, but honoured by s3transfer:
-        # bounds the parts buffered from our non-seekable reader.
+        # bounds the parts read into memory from our file object.
         self._transfer_config.max_in_memory_upload_chunks = max_concurrency + 2
         self._client: BaseClient | None = None
         self._client_lock = threading.Lock()
@@ -445,7 +477,8 @@ class S3ObjectStore(ObjectStore):
                 )
             except _BOTO_ERRORS as exc:
                 raise self._error("upload", key, exc) from exc
-        if (reader.size, reader.hexdigest()) != (size, sha256):
+            sent_size = raw.seek(0, io.SEEK_END)
+        if (reader.hashed, sent_size, reader.hexdigest()) != (size, size, sha256):
             self.delete(key)
             raise ObjectStoreError(
                 f"source {src} changed while being uploaded to {self.url(key)}; not stored"
@@ -541,15 +574,13 @@ class S3ObjectStore(ObjectStore):
         return f"s3://{self._bucket}/{self.full_key(key)}"
 
     def _error(self, action: str, key: str, exc: BaseException) -> ObjectStoreError:
-        message = (
-            f"S3 {action} of {self.url(key)}"
-            f"{f' at {self._endpoint_url}' if self._endpoint_url else ''} failed: "
+        # The secret never crosses the wire (SigV4 sends only a signature), so neither a server
+        # message nor botocore's can contain it; the message is built from safe parts only.
+        where = f" at {self._endpoint_url}" if self._endpoint_url else ""
+        return ObjectStoreError(
+            f"S3 {action} of {self.url(key)}{where} failed: "
             f"{describe_error(exc, endpoint=self._endpoint_url)}"
         )
-        if self._secret_access_key:
-            # Belt and braces: no server message we pass on may echo the secret.
-            message = message.replace(self._secret_access_key, "***")
-        return ObjectStoreError(message)
 
 
 def _error_code(exc: botocore.exceptions.ClientError) -> str:

@@ -1,0 +1,273 @@
+"""The media assets: raw_file → stitched_media → media_object → transcript, one partition per
+fingerprint.
+
+Every asset rebuilds what it needs from ``context.partition_key`` and the catalog, and returns a
+``MaterializeResult``; media bytes never pass through an IO manager. Each step is idempotent: a
+re-run finds the catalog row, the stored object or the transcript already there and says so.
+"""
+
+
+import contextlib
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from watch_pipeline import imports
+from watch_pipeline.catalog.models import WatchSource
+from watch_pipeline.catalog.resource import CatalogResource
+from watch_pipeline.defs.partitions import media
+from watch_pipeline.fingerprint import imohash_fileobj
+from watch_pipeline.media.probe import MediaInfo, ProbeError, content_type_for, probe
+from watch_pipeline.media.validate import validate_media
+from watch_pipeline.sources.base import SourceClient, SourceError
+from watch_pipeline.sources.resource import SourcesResource
+from watch_pipeline.store.base import ObjectStore, ObjectStoreError
+from watch_pipeline.store.local import LocalObjectStore
+from watch_pipeline.store.resource import ObjectStoreResource
+from watch_pipeline.transcribe import formats
+from watch_pipeline.transcribe.base import TranscriptionError
+from watch_pipeline.transcribe.resource import TranscriberResource
+
+GROUP = "media"
+
+
+class _StepFailed(Exception):
+    """A step failed for a reason worth recording in the catalog."""
+
+
+@contextlib.contextmanager
+def _recorded(catalog: CatalogResource, context: dg.AssetExecutionContext) -> Iterator[None]:
+    """Record any failure on the catalog rows of this partition, then fail the step clearly."""
+    try:
+        yield
+    except dg.Failure:
+        raise
+    except (_StepFailed, SourceError, ProbeError, ObjectStoreError, TranscriptionError,
+            OSError) as exc:
+        reason = f"{context.asset_key.to_user_string()}: {exc}"
+        imports.fail_import(catalog.get(), context.partition_key, reason,
+                            run_key=context.run.tags.get("dagster/run_key"))
+        context.log.error(reason)
+        raise dg.Failure(description=reason, allow_retries=False) from None
+
+
+def _client(catalog: CatalogResource, sources: SourcesResource, source_id: int) -> SourceClient:
+    with catalog.get().session() as session:
+        return sources.client_for(session.get(WatchSource, source_id))
+
+
+def _raw_path(item: imports.ImportItem, client: SourceClient) -> Path:
+    path = client.local_path(item.remote_path)
+    if path is None:
+        raise _StepFailed(f"{item.source_type} sources are not importable yet (no local copy)")
+    return path
+
+
+def _probe_metadata(info: MediaInfo) -> dict[str, object]:
+    meta: dict[str, object] = {"format": info.format_name}
+    if info.duration is not None:
+        meta["duration_seconds"] = dg.FloatMetadataValue(round(info.duration, 3))
+    if info.video:
+        meta["video"] = f"{info.video.codec} {info.video.width}x{info.video.height}"
+    if info.audio:
+        meta["audio"] = f"{info.audio.codec} {info.audio.sample_rate} Hz {info.audio.channels} ch"
+    return meta
+
+
+@dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "ffmpeg"})
+def raw_file(context: dg.AssetExecutionContext, catalog: CatalogResource,
+             sources: SourcesResource) -> dg.MaterializeResult:
+    """The recording as found in its watch source, checked and probed.
+
+    Local files are read in place. The bytes are checked again against the fingerprint the
+    scan recorded, so a file replaced since the scan is never imported under the old identity.
+    Re-running is harmless: an imported partition reports itself as such.
+    """
+    fingerprint = context.partition_key
+    cat = catalog.get()
+    try:
+        item = imports.begin_import(cat, fingerprint)
+    except imports.NothingToImport as exc:
+        done = imports.media_for(cat, fingerprint)
+        if done is not None and done.object_key:
+            return dg.MaterializeResult(metadata={"status": "already imported",
+                                                  "media_id": done.id})
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    context.log.info(f"importing {item.source_name}:{item.remote_path} ({item.file_size} bytes)")
+    with _recorded(catalog, context):
+        with _client(catalog, sources, item.source_id) as client:
+            path = _raw_path(item, client)
+            with client.open(item.remote_path) as fh:
+                check = validate_media(fh, item.file_size)
+                if not check.ok:
+                    raise _StepFailed(f"not importable: {check.message}")
+                fh.seek(0)
+                current = imohash_fileobj(fh)
+            if current != fingerprint:
+                imports.reset_for_rescan(cat, item.file_id,
+                                         "content changed after the scan; fingerprinting again")
+                raise dg.Failure(
+                    description=f"{item.remote_path} changed since it was scanned "
+                                f"(fingerprint {current} != {fingerprint}); the next scan "
+                                "imports the new content", allow_retries=False)
+            try:
+                info = probe(path)
+            except ProbeError as exc:
+                raise _StepFailed(f"corrupt or unreadable media: {exc}") from None
+    return dg.MaterializeResult(metadata={
+        "source": item.source_name,
+        "path": item.remote_path,
+        "bytes": dg.IntMetadataValue(item.file_size),
+        **_probe_metadata(info),
+    })
+
+
+@dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "ffmpeg"}, deps=[raw_file])
+def stitched_media(context: dg.AssetExecutionContext, catalog: CatalogResource,
+                   sources: SourcesResource) -> dg.MaterializeResult:
+    """The media item ready to store: the raw file itself, or the parts of a multi-part
+    recording joined into one (a single file passes through unchanged)."""
+    item = imports.find_item(catalog.get(), context.partition_key)
+    return dg.MaterializeResult(metadata={
+        "mode": "single file (pass-through)",
+        "filename": item.filename,
+        "bytes": dg.IntMetadataValue(item.file_size),
+    })
+
+
+@dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "s3"},
+          deps=[stitched_media])
+def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
+                 sources: SourcesResource,
+                 object_store: ObjectStoreResource) -> dg.MaterializeResult:
+    """The media item in the object store at ``user_{owner}/file_{id}/{filename}``, with its
+    catalog ``media_file`` row.
+
+    The object key is deterministic, so a re-run finds the object already there (same size and
+    checksum) and reports it as cached instead of uploading again.
+    """
+    fingerprint = context.partition_key
+    cat = catalog.get()
+    done = imports.media_for(cat, fingerprint)
+    item = imports.find_item(cat, fingerprint)
+    if done is not None and done.object_key and _row_status(cat, item.file_id) == "imported":
+        return dg.MaterializeResult(metadata={"object_key": done.object_key,
+                                              "media_id": done.id, "cached": True})
+    with _recorded(catalog, context):
+        with _client(catalog, sources, item.source_id) as client:
+            path = _raw_path(item, client)
+            info = probe(path)
+            size = path.stat().st_size
+            record = imports.ensure_media(cat, item, content_type=content_type_for(
+                info, item.filename), duration=info.duration, file_size=size)
+            store = object_store.get_store()
+            key = imports.object_key(item.owner_id, record.id, item.filename)
+            existing = store.head(key)
+            # Objects are written atomically under a key unique to this media item, so an
+            # object of the right size there is this file from an earlier attempt.
+            cached = existing is not None and existing.size == size
+            stored = existing if cached else store.put_file(
+                key, path, content_type=record.content_type)
+            twins = imports.complete_upload(cat, item, record.id, key=key, sha256=stored.sha256,
+                                            auto_transcribe=item.auto_transcribe)
+            if twins:
+                context.log.info(f"{twins} other file(s) with the same content marked duplicate")
+            if item.delete_after_import and item.source_type == "local":
+                try:
+                    client.delete(item.remote_path)
+                    context.log.info(f"deleted the original {item.remote_path}")
+                except (SourceError, OSError) as exc:
+                    context.log.warning(f"imported, but could not delete the original: {exc}")
+    return dg.MaterializeResult(metadata={
+        "object_key": key,
+        "url": dg.UrlMetadataValue(store.url(key)) if store.url(key).startswith("http")
+        else store.url(key),
+        "media_id": dg.IntMetadataValue(record.id),
+        "bytes": dg.IntMetadataValue(size),
+        "sha256": stored.sha256 or "",
+        "cached": cached,
+        "duplicates_marked": dg.IntMetadataValue(twins),
+    })
+
+
+def _row_status(cat, file_id: int) -> str | None:  # type: ignore[no-untyped-def]
+    from watch_pipeline.catalog.models import WatchSourceFile
+
+    with cat.session() as session:
+        row = session.get(WatchSourceFile, file_id)
+        return row.status if row else None
+
+
+@contextlib.contextmanager
+def _readable_copy(store: ObjectStore, key: str, scratch: Path) -> Iterator[Path]:
+    """A local path with the object's bytes: in place for the local store, else a temp copy."""
+    if isinstance(store, LocalObjectStore):
+        yield store.path(key)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="transcribe-", dir=scratch))
+    try:
+        dest = tmp / key.rsplit("/", 1)[-1]
+        with store.open(key) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, 8 * 1024 * 1024)
+        yield dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _slug(model_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_") or "model"
+
+
+@dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "whisper"},
+          deps=[media_object])
+def transcript(context: dg.AssetExecutionContext, catalog: CatalogResource,
+               sources: SourcesResource, object_store: ObjectStoreResource,
+               transcriber: TranscriberResource) -> dg.MaterializeResult:
+    """The transcript of the media item (JSON, SRT, VTT and text beside the object), keyed by
+    the model that made it.
+
+    Skipped when the source has ``auto_transcribe`` off. Re-running overwrites the same keys
+    for the same model; transcripts by other models are kept.
+    """
+    fingerprint = context.partition_key
+    cat = catalog.get()
+    item = imports.find_item(cat, fingerprint)
+    record = imports.media_for(cat, fingerprint)
+    if not item.auto_transcribe:
+        return dg.MaterializeResult(metadata={
+            "skipped": f"auto_transcribe is off for source {item.source_name}"})
+    if record is None or not record.object_key:
+        raise dg.Failure(description=f"no stored media for {fingerprint}; run media_object first",
+                         allow_retries=False)
+    with _recorded(catalog, context):
+        engine = transcriber.get_transcriber()
+        store = object_store.get_store()
+        with _readable_copy(store, record.object_key, sources.scratch()) as path:
+            result = engine.transcribe(path, min_speakers=item.min_speakers,
+                                       max_speakers=item.max_speakers)
+        base = f"{record.object_key.rsplit('/', 1)[0]}/transcripts/{_slug(engine.model_id)}"
+        store.put_bytes(base + ".json", formats.to_json(result).encode(),
+                        content_type="application/json")
+        store.put_bytes(base + ".srt", formats.to_srt(result).encode(),
+                        content_type="application/x-subrip")
+        store.put_bytes(base + ".vtt", formats.to_vtt(result).encode(), content_type="text/vtt")
+        store.put_bytes(base + ".txt", formats.to_text(result).encode(),
+                        content_type="text/plain")
+        imports.complete_transcript(cat, record.id, key=base + ".json", model=engine.model_id)
+    lag = (datetime.now(UTC) - item.detected_at).total_seconds()
+    context.log.info(f"transcribed media {record.id}: {result.word_count} words, "
+                     f"RTF {result.real_time_factor:.2f}, {lag:.1f}s after detection")
+    return dg.MaterializeResult(metadata={
+        "transcript_key": base + ".json",
+        "model": engine.model_id,
+        "words": dg.IntMetadataValue(result.word_count),
+        "audio_seconds": dg.FloatMetadataValue(round(result.audio_duration, 2)),
+        "real_time_factor": dg.FloatMetadataValue(round(result.real_time_factor, 3)),
+        "detection_to_transcript_seconds": dg.FloatMetadataValue(round(lag, 1)),
+        "preview": result.text[:300],
+    })

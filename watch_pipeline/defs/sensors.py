@@ -1,0 +1,156 @@
+"""Watch sensors, one per source kind from one factory, and the import-failure sensor.
+
+A watch sensor's tick scans the enabled sources of its kind that are due, then asks for one
+import run per new fingerprint, holding back what exceeds ``watch.max_concurrent_imports``
+in-flight runs (those go out on later ticks). One failing source is recorded on its row and
+skipped; it never fails the tick or delays another kind's sensor.
+"""
+
+
+import os
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+import sqlalchemy as sa
+
+from watch_pipeline import imports, scanning
+from watch_pipeline.catalog.models import WatchSource
+from watch_pipeline.catalog.resource import CatalogResource
+from watch_pipeline.catalog.secrets import SecretKeyError
+from watch_pipeline.catalog.settings import WatchSettings
+from watch_pipeline.defs.jobs import IMPORT_TAGS, import_job
+from watch_pipeline.defs.partitions import media
+from watch_pipeline.scan_runner import scan_source
+from watch_pipeline.sources.base import SourceError
+from watch_pipeline.sources.resource import SourcesResource
+
+SOURCE_KINDS = ("local",)
+# Work per tick stays well under the daemon's 60 s sensor timeout.
+TICK_BUDGET_SECONDS = 40.0
+IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+             dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def _interval_seconds() -> int:
+    # Read when the code location loads (launch time); tests and demos shorten it.
+    return int(os.environ.get("WATCH_SENSOR_INTERVAL_SECONDS", "30"))
+
+
+def _record_source_error(catalog, source_id: int, message: str) -> None:  # type: ignore[no-untyped-def]
+    with catalog.session() as session:
+        source = session.get(WatchSource, source_id)
+        source.last_scan_status = "error"
+        source.last_scan_message = message
+        source.last_scan_at = datetime.now(UTC)
+
+
+def in_flight_imports(instance: dg.DagsterInstance) -> int:
+    """Import runs queued or running now, across every source kind."""
+    return instance.get_runs_count(
+        dg.RunsFilter(job_name=import_job.name, statuses=IN_FLIGHT))
+
+
+def build_watch_sensor(kind: str) -> dg.SensorDefinition:
+    """The watch sensor for sources of ``kind`` (``local``, ``s3`` or ``smb``)."""
+
+    @dg.sensor(
+        name=f"{kind}_watch_sensor",
+        target=import_job,
+        minimum_interval_seconds=_interval_seconds(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Scans the enabled {kind} watch sources that are due and requests one "
+                    "import run per new media fingerprint.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                sources: SourcesResource) -> dg.SensorResult | dg.SkipReason:
+        started = time.monotonic()
+        cat = catalog.get()
+        now = datetime.now(UTC)
+        with cat.session() as session:
+            settings = WatchSettings.load(session)
+            rows = session.scalars(
+                sa.select(WatchSource).where(WatchSource.source_type == kind,
+                                             WatchSource.is_enabled.is_(True))
+                .order_by(WatchSource.last_scan_at.is_not(None), WatchSource.last_scan_at)
+            ).all()
+            enabled = [(r.id, r.name, r.last_scan_at, r.polling_interval_minutes) for r in rows]
+        if not settings.enabled:
+            return dg.SkipReason("watch.enabled is false: no source is scanned")
+        if not enabled:
+            return dg.SkipReason(f"no enabled {kind} watch source")
+
+        summaries: list[str] = []
+        seen = new = 0
+        for source_id, name, last_scan_at, interval in enabled:
+            if not scanning.is_due(last_scan_at, interval, now):
+                continue
+            remaining = TICK_BUDGET_SECONDS - (time.monotonic() - started)
+            if remaining <= 1:
+                summaries.append(f"{name}: postponed to the next tick (time budget)")
+                continue
+            try:
+                with cat.session() as session:
+                    client = sources.client_for(session.get(WatchSource, source_id))
+            except (SourceError, SecretKeyError) as exc:
+                _record_source_error(cat, source_id, f"scan failed: {exc}")
+                context.log.warning(f"source {name!r}: {exc}")
+                summaries.append(f"{name}: error")
+                continue
+            with client:
+                report = scan_source(cat, source_id, client, settings=settings,
+                                     budget_seconds=remaining)
+            seen += report.files_seen
+            new += len(report.new_pending)
+            log = context.log.warning if report.error else context.log.info
+            log(f"source {name!r}: {report.summary}")
+            summaries.append(f"{name}: {report.summary}")
+
+        slots = settings.max_concurrent_imports - in_flight_imports(context.instance)
+        requests = imports.claim_imports(cat, [e[0] for e in enabled], slots=slots)
+        scanned = sum(1 for s in summaries if "postponed" not in s)
+        if not requests:
+            held = " (import slots full)" if slots <= 0 else ""
+            return dg.SkipReason(
+                f"{scanned} sources scanned, {seen} files seen, {new} new{held}"
+                + (f"; {'; '.join(summaries)}" if summaries else ""))
+        existing = set(context.instance.get_dynamic_partitions(media.name))
+        new_keys = sorted({r.fingerprint for r in requests} - existing)
+        context.log.info(f"requesting {len(requests)} import run(s); {slots} slot(s) were free")
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=r.run_key, partition_key=r.fingerprint,
+                    tags={**IMPORT_TAGS, "watch_pipeline/source_id": str(r.source_id),
+                          "watch_pipeline/source": r.source_name,
+                          "watch_pipeline/path": r.remote_path[:200]})
+                for r in requests
+            ],
+            dynamic_partitions_requests=[media.build_add_request(new_keys)] if new_keys else [],
+        )
+
+    return _sensor
+
+
+watch_sensors = [build_watch_sensor(kind) for kind in SOURCE_KINDS]
+
+
+@dg.run_failure_sensor(
+    name="import_failure_sensor",
+    monitored_jobs=[import_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Records an import run that failed outside our own error handling (killed "
+                "process, lost worker) on its catalog rows, so the file is retried.",
+)
+def import_failure_sensor(context: dg.RunFailureSensorContext,
+                          catalog: CatalogResource) -> None:
+    """Mark the partition's rows ``error`` so the watch sensor retries them with a new key."""
+    run = context.dagster_run
+    fingerprint = run.tags.get("dagster/partition")
+    if not fingerprint:
+        return
+    message = context.failure_event.message or "run failed"
+    marked = imports.fail_import(catalog.get(), fingerprint, f"run {run.run_id} failed: "
+                                 f"{message[:500]}", run_key=run.tags.get("dagster/run_key"))
+    if marked:
+        context.log.info(f"marked {marked} file(s) of {fingerprint} for retry")

@@ -1,0 +1,305 @@
+"""Catalog side of an import: which fingerprints to request, and each step's bookkeeping.
+
+The partition key of the ``media`` assets is the content fingerprint. Every ``watch_source_file``
+row carrying that fingerprint and waiting (``pending``/``error``) belongs to the same partition;
+the import picks one row as the origin and, once the media exists, marks the others as
+duplicates of it. So two names for one recording, or the same recording in two sources, always
+import once, even when they were found in the same tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from watch_pipeline import scanning
+from watch_pipeline.catalog.db import Catalog
+from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFile
+
+WAITING = ("pending", "error", "importing", "downloading")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    """One fingerprint the sensor should start an import run for."""
+
+    fingerprint: str
+    run_key: str
+    source_id: int
+    source_name: str
+    remote_path: str
+
+
+def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
+                  now: datetime | None = None,
+                  stale_after_seconds: float = 900.0) -> list[ImportRequest]:
+    """Choose up to ``slots`` fingerprints to import and remember their run keys.
+
+    Candidates, oldest detection first: stable ``pending`` rows never requested, ``error`` rows
+    whose backoff has passed (with a new run key: Dagster remembers a run key forever), and
+    requests that never turned into a run within ``stale_after_seconds`` (re-sent with the same
+    key; the daemon ignores it if the run exists).
+    """
+    now = now or _now()
+    if not source_ids or slots <= 0:
+        return []
+    f = WatchSourceFile
+    with catalog.session() as session:
+        rows = session.execute(
+            sa.select(f.id, f.imohash, f.status, f.run_key, f.run_requested_at, f.retry_count,
+                      f.next_retry_at, f.watch_source_id, f.remote_path, WatchSource.name)
+            .join(WatchSource, WatchSource.id == f.watch_source_id)
+            .where(f.watch_source_id.in_(source_ids), f.imohash.is_not(None),
+                   f.status.in_(("pending", "error")))
+            .order_by(f.created_at, f.id)
+        ).all()
+        chosen: dict[str, ImportRequest] = {}
+        for r in rows:
+            if r.imohash in chosen:
+                continue
+            if len(chosen) >= slots:
+                break
+            if r.status == "pending" and r.run_key is None:
+                key = _fresh_key(session, r.imohash, r.retry_count, now)
+            elif r.status == "error" and scanning.may_retry(r.retry_count, r.next_retry_at, now):
+                key = _fresh_key(session, r.imohash, r.retry_count, now)
+            elif (r.status == "pending" and r.run_requested_at is not None
+                  and (now - r.run_requested_at).total_seconds() > stale_after_seconds):
+                key = r.run_key
+            else:
+                continue
+            chosen[r.imohash] = ImportRequest(r.imohash, key, r.watch_source_id, r.name,
+                                              r.remote_path)
+        for req in chosen.values():
+            session.execute(
+                sa.update(f).where(f.imohash == req.fingerprint, f.status.in_(("pending", "error")),
+                                   f.watch_source_id.in_(source_ids))
+                .values(status="pending", run_key=req.run_key, run_requested_at=now))
+    return list(chosen.values())
+
+
+def _fresh_key(session: Session, fingerprint: str, retry_count: int, now: datetime) -> str:
+    used = session.scalar(
+        sa.select(sa.func.count()).select_from(WatchSourceFile)
+        .where(WatchSourceFile.imohash == fingerprint, WatchSourceFile.run_key.is_not(None)))
+    if not used:
+        return fingerprint
+    return f"{fingerprint}-retry-{now:%Y%m%dT%H%M%S%f}"
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    """Everything an import run needs, rebuilt from the partition key and the catalog."""
+
+    fingerprint: str
+    file_id: int
+    source_id: int
+    source_name: str
+    source_type: str
+    remote_path: str
+    filename: str
+    file_size: int
+    owner_id: int
+    collections: tuple[str, ...]
+    tags: tuple[str, ...]
+    auto_transcribe: bool
+    delete_after_import: bool
+    min_speakers: int
+    max_speakers: int
+    detected_at: datetime
+
+
+class NothingToImport(LookupError):
+    """No waiting catalog row carries this fingerprint."""
+
+
+def begin_import(catalog: Catalog, fingerprint: str) -> ImportItem:
+    """Pick the origin row for ``fingerprint`` and mark it ``importing``.
+
+    Raises:
+        NothingToImport: No row waits for this fingerprint (e.g. already imported).
+    """
+    f = WatchSourceFile
+    with catalog.session() as session:
+        row = session.scalar(
+            sa.select(f).where(f.imohash == fingerprint, f.status.in_(WAITING))
+            .order_by(sa.case((f.status == "importing", 0), else_=1), f.created_at, f.id)
+            .limit(1))
+        if row is None:
+            raise NothingToImport(f"no catalog file waits for fingerprint {fingerprint}")
+        source = row.source
+        row.status = "importing"
+        row.error_message = None
+        return ImportItem(
+            fingerprint=fingerprint, file_id=row.id, source_id=source.id,
+            source_name=source.name, source_type=source.source_type,
+            remote_path=row.remote_path, filename=row.filename, file_size=row.file_size or 0,
+            owner_id=source.owner_id, collections=tuple(source.collections or ()),
+            tags=tuple(source.tags or ()), auto_transcribe=source.auto_transcribe,
+            delete_after_import=source.delete_after_import, min_speakers=source.min_speakers,
+            max_speakers=source.max_speakers, detected_at=row.created_at)
+
+
+def find_item(catalog: Catalog, fingerprint: str) -> ImportItem:
+    """The origin row of an import in progress or done (for the later assets of a run)."""
+    f = WatchSourceFile
+    with catalog.session() as session:
+        row = session.scalar(
+            sa.select(f).where(f.imohash == fingerprint)
+            .order_by(sa.case((f.status == "importing", 0), (f.status == "imported", 1),
+                              else_=2), f.id)
+            .limit(1))
+        if row is None:
+            raise NothingToImport(f"no catalog file has fingerprint {fingerprint}")
+        source = row.source
+        return ImportItem(
+            fingerprint=fingerprint, file_id=row.id, source_id=source.id,
+            source_name=source.name, source_type=source.source_type,
+            remote_path=row.remote_path, filename=row.filename, file_size=row.file_size or 0,
+            owner_id=source.owner_id, collections=tuple(source.collections or ()),
+            tags=tuple(source.tags or ()), auto_transcribe=source.auto_transcribe,
+            delete_after_import=source.delete_after_import, min_speakers=source.min_speakers,
+            max_speakers=source.max_speakers, detected_at=row.created_at)
+
+
+def media_for(catalog: Catalog, fingerprint: str) -> MediaFile | None:
+    """The media item created for partition ``fingerprint``, if any."""
+    with catalog.session() as session:
+        return session.scalar(
+            sa.select(MediaFile).where(MediaFile.partition_key == fingerprint)
+            .order_by(MediaFile.id.desc()).limit(1))
+
+
+def ensure_media(catalog: Catalog, item: ImportItem, *, content_type: str | None,
+                 duration: float | None, file_size: int) -> MediaFile:
+    """Create (or reuse after a failed attempt) the ``media_file`` row of this partition."""
+    with catalog.session() as session:
+        media = session.scalar(
+            sa.select(MediaFile).where(MediaFile.partition_key == item.fingerprint)
+            .order_by(MediaFile.id.desc()).limit(1))
+        if media is None:
+            stem = item.filename.rsplit(".", 1)[0] if "." in item.filename else item.filename
+            media = MediaFile(
+                owner_id=item.owner_id, title=stem[:500], filename=item.filename,
+                imohash=item.fingerprint, partition_key=item.fingerprint, origin="watch",
+                watch_source_id=item.source_id, collections=list(item.collections),
+                tags=list(item.tags))
+            session.add(media)
+        media.status = "processing"
+        media.error_message = None
+        media.content_type = content_type
+        media.duration = duration
+        media.file_size = file_size
+        session.flush()
+        session.expunge(media)
+        return media
+
+
+def object_key(owner_id: int, media_id: int, filename: str) -> str:
+    """Where a media item lives in the object store: ``user_{owner}/file_{id}/{filename}``."""
+    safe = filename.replace("/", "_").replace("\\", "_") or "media"
+    return f"user_{owner_id}/file_{media_id}/{safe}"
+
+
+def complete_upload(catalog: Catalog, item: ImportItem, media_id: int, *, key: str,
+                    sha256: str | None, auto_transcribe: bool) -> int:
+    """Record the stored object, mark the origin ``imported`` and its twins as duplicates.
+
+    Returns how many other rows were marked ``skipped_duplicate``.
+    """
+    now = _now()
+    f = WatchSourceFile
+    with catalog.session() as session:
+        media = session.get(MediaFile, media_id)
+        media.object_key = key
+        media.checksum_sha256 = sha256
+        media.status = "processing" if auto_transcribe else "completed"
+        origin = session.get(f, item.file_id)
+        first_time = origin.status != "imported"
+        origin.status = "imported"
+        origin.media_file_id = media_id
+        origin.processed_at = now
+        origin.error_message = None
+        if first_time:
+            source = session.get(WatchSource, item.source_id)
+            source.total_files_imported = (source.total_files_imported or 0) + 1
+        twins = session.scalars(
+            sa.select(f).where(f.imohash == item.fingerprint, f.id != item.file_id,
+                               f.status.in_(WAITING))).all()
+        for twin in twins:
+            twin.status = "skipped_duplicate"
+            twin.skip_reason = ("duplicate_same_source" if twin.watch_source_id == item.source_id
+                                else "duplicate_other_source")
+            twin.media_file_id = media_id
+            twin.processed_at = now
+            twin.error_message = (f"same content as {item.source_name}:{item.remote_path}, "
+                                  f"imported once as media {media_id}")
+        return len(twins)
+
+
+def complete_transcript(catalog: Catalog, media_id: int, *, key: str, model: str) -> None:
+    """Mark the media ``completed`` with its transcript location and model."""
+    with catalog.session() as session:
+        media = session.get(MediaFile, media_id)
+        media.transcript_key = key
+        media.transcript_model = model
+        media.status = "completed"
+        media.error_message = None
+
+
+def fail_import(catalog: Catalog, fingerprint: str, reason: str, *, run_key: str | None = None,
+                now: datetime | None = None) -> int:
+    """Record a failed import on the rows it concerned and on the media, scheduling a retry.
+
+    The rows are those a run was working on (``importing``/``downloading``) and, when
+    ``run_key`` is given, the ``pending`` rows that run was requested for (a run that died
+    before its first step). Returns how many rows were marked ``error``.
+    """
+    now = now or _now()
+    f = WatchSourceFile
+    concerned = f.status.in_(("importing", "downloading"))
+    if run_key is not None:
+        concerned = sa.or_(concerned, sa.and_(f.status == "pending", f.run_key == run_key))
+    with catalog.session() as session:
+        rows = session.scalars(sa.select(f).where(f.imohash == fingerprint, concerned)).all()
+        for row in rows:
+            row.status = "error"
+            row.error_message = reason[:4000]
+            row.retry_count = (row.retry_count or 0) + 1
+            row.next_retry_at = now + scanning.retry_delay(row.retry_count)
+        media = session.scalar(
+            sa.select(MediaFile).where(MediaFile.partition_key == fingerprint)
+            .order_by(MediaFile.id.desc()).limit(1))
+        if media is not None and media.status != "completed":
+            media.status = "error"
+            media.error_message = reason[:4000]
+        return len(rows)
+
+
+def reset_for_rescan(catalog: Catalog, file_id: int, reason: str) -> None:
+    """The file changed after it was fingerprinted: forget the fingerprint so a scan looks again."""
+    with catalog.session() as session:
+        row = session.get(WatchSourceFile, file_id)
+        row.status = "pending"
+        row.imohash = None
+        row.run_key = None
+        row.stable_since = _now()
+        row.error_message = reason
+
+
+def retry_files(catalog: Catalog, source_id: int, remote_path: str | None = None) -> int:
+    """Release ``error`` rows held after their automatic retries (``source files retry``)."""
+    f = WatchSourceFile
+    with catalog.session() as session:
+        query = sa.update(f).where(f.watch_source_id == source_id, f.status == "error")
+        if remote_path is not None:
+            query = query.where(f.remote_path == remote_path)
+        result = session.execute(query.values(retry_count=0, next_retry_at=None))
+        return result.rowcount or 0

@@ -1,0 +1,321 @@
+"""The scan runner: applies :mod:`watch_pipeline.scanning` to one source and writes the catalog.
+
+A scan lists the source through its client, decides per file with the pure planner, validates
+and fingerprints the files that became stable, and records every decision in
+``watch_source_file``. The unique ``(watch_source_id, remote_path)`` key makes it idempotent: a
+second scan, or two racing scans, never create a second row. Work is bounded by a time budget;
+an unfinished scan leaves ``last_scan_at`` alone, so the source is due again and the next scan
+resumes where the catalog says.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from watch_pipeline import scanning
+from watch_pipeline.catalog.db import Catalog
+from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFile
+from watch_pipeline.catalog.settings import WatchSettings
+from watch_pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj
+from watch_pipeline.media.validate import validate_media
+from watch_pipeline.sources.base import RejectedEntry, SourceClient, SourceEntry, SourceError
+
+log = logging.getLogger(__name__)
+F = WatchSourceFile.__table__.c
+
+_BATCH = 500
+
+
+@dataclass
+class ScanReport:
+    """What one scan of one source found and did."""
+
+    source_id: int
+    source_name: str
+    files_seen: int = 0
+    new_pending: list[str] = field(default_factory=list)
+    waiting: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    finished: bool = True
+    error: str | None = None
+    duration_seconds: float = 0.0
+    decisions: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        """One line for logs, the source row and sensor skip reasons."""
+        if self.error:
+            return f"scan failed: {self.error}"
+        parts = [f"{self.files_seen} files seen", f"{len(self.new_pending)} new"]
+        if self.waiting:
+            parts.append(f"{self.waiting} waiting to be stable")
+        if self.skipped:
+            parts.append("skipped " + ", ".join(f"{n} {r}" for r, n in
+                                                sorted(self.skipped.items())))
+        if self.errors:
+            parts.append(f"{len(self.errors)} errors")
+        if not self.finished:
+            parts.append("unfinished (time budget), resumes next tick")
+        return ", ".join(parts)
+
+
+def _insert(session: Session, values: dict) -> None:
+    """Insert a file row unless a racing scan inserted the same path first."""
+    dialect = session.get_bind().dialect.name
+    table = WatchSourceFile.__table__
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing(
+            index_elements=["watch_source_id", "remote_path"])
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(
+            index_elements=["watch_source_id", "remote_path"])
+    else:  # pragma: no cover - other databases are not supported targets
+        stmt = sa.insert(table).values(**values)
+    session.execute(stmt)
+
+
+def _load_seen(session: Session, source_id: int) -> dict[str, scanning.Seen]:
+    rows = session.execute(
+        sa.select(F.remote_path, F.id, F.file_size, F.file_modified_at, F.etag, F.status,
+                  F.imohash, F.stable_since).where(F.watch_source_id == source_id)
+    )
+    return {
+        r.remote_path: scanning.Seen(
+            id=r.id, file_size=r.file_size, file_modified_at=r.file_modified_at, etag=r.etag,
+            status=r.status, imohash=r.imohash, stable_since=r.stable_since)
+        for r in rows
+    }
+
+
+def _imported_elsewhere(session: Session, fingerprint: str) -> tuple[int, int | None] | None:
+    row = session.execute(
+        sa.select(F.watch_source_id, F.media_file_id)
+        .where(F.imohash == fingerprint, F.status == "imported").limit(1)
+    ).first()
+    return (row.watch_source_id, row.media_file_id) if row else None
+
+
+def _existing_media(session: Session, fingerprint: str) -> int | None:
+    return session.scalar(
+        sa.select(MediaFile.id).where(MediaFile.imohash == fingerprint,
+                                      MediaFile.status != "error").limit(1)
+    )
+
+
+@dataclass(frozen=True)
+class _Fingerprinted:
+    verdict: scanning.Verdict
+    imohash: str | None
+
+
+def _fingerprint(client: SourceClient, entry: SourceEntry) -> _Fingerprinted:
+    """Validate the magic bytes and compute the imohash from three small windows."""
+    with client.open(entry.remote_path) as fh:
+        check = validate_media(fh, entry.size)
+        if not check.ok:
+            return _Fingerprinted(
+                scanning.Verdict("skipped_invalid", check.skip_reason, None, check.message), None)
+        fh.seek(0)
+        return _Fingerprinted(scanning.Verdict("pending"), imohash_fileobj(fh))
+
+
+def scan_source(catalog: Catalog, source_id: int, client: SourceClient, *,
+                settings: WatchSettings, budget_seconds: float = 40.0, dry_run: bool = False,
+                now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> ScanReport:
+    """Scan one source once and record what it found (nothing is written when ``dry_run``).
+
+    Never raises for a source problem: an unreachable root, a refused login or a permission
+    error is recorded on the source row and returned in ``report.error``.
+    """
+    started = time.monotonic()
+    deadline = started + budget_seconds
+    scan_time = now()
+    with catalog.session() as session:
+        source = session.get(WatchSource, source_id)
+        if source is None:
+            raise LookupError(f"watch source {source_id} does not exist")
+        report = ScanReport(source_id=source.id, source_name=source.name)
+        recursive, extensions = source.recursive, tuple(source.file_extensions or ())
+        max_age = source.skip_files_older_than_days
+        trust_mtime = source.source_type == "local"
+        if not dry_run:
+            source.last_scan_status = "running"
+        seen = _load_seen(session, source.id)
+
+    fingerprints_this_scan: dict[str, str] = {}
+    pending_writes: list[Callable[[Session], None]] = []
+
+    def flush() -> None:
+        if dry_run or not pending_writes:
+            pending_writes.clear()
+            return
+        with catalog.session() as s:
+            for write in pending_writes:
+                write(s)
+        pending_writes.clear()
+
+    try:
+        listing: Iterable[SourceEntry | RejectedEntry] = client.list_files(
+            recursive=recursive, extensions=extensions)
+        for entry in listing:
+            if time.monotonic() > deadline:
+                report.finished = False
+                break
+            report.files_seen += 1
+            current = now()
+            if isinstance(entry, RejectedEntry):
+                _record_rejected(entry, seen.get(entry.remote_path), source_id, current,
+                                 pending_writes, report)
+            else:
+                _scan_entry(entry, seen.get(entry.remote_path), source_id, current, settings,
+                            client, max_age, trust_mtime, fingerprints_this_scan,
+                            pending_writes, report, catalog)
+            if len(pending_writes) >= _BATCH:
+                flush()
+        flush()
+    except SourceError as exc:
+        flush()
+        report.error = str(exc)
+    report.duration_seconds = time.monotonic() - started
+
+    if not dry_run:
+        with catalog.session() as session:
+            source = session.get(WatchSource, source_id)
+            if report.error:
+                source.last_scan_status = "error"
+                source.last_scan_message = report.summary
+                source.last_scan_at = scan_time
+            elif report.finished:
+                source.last_scan_status = "success"
+                source.last_scan_message = report.summary
+                source.last_scan_at = scan_time
+                source.last_scan_files_found = report.files_seen
+                source.last_scan_files_imported = len(report.new_pending)
+                source.last_scan_files_skipped = sum(report.skipped.values())
+                source.last_scan_duration_seconds = round(report.duration_seconds, 3)
+            else:
+                source.last_scan_message = report.summary
+    log.info("scan of source %r: %s", report.source_name, report.summary)
+    return report
+
+
+def _record_rejected(entry: RejectedEntry, seen: scanning.Seen | None, source_id: int,
+                     current: datetime, writes: list, report: ScanReport) -> None:
+    report.skipped["validation_failed"] += 1
+    report.decisions.append((entry.remote_path, f"rejected: {entry.reason}"))
+    if seen is not None and seen.status == "skipped_invalid":
+        return
+    values = dict(status="skipped_invalid", skip_reason="validation_failed",
+                  error_message=entry.reason, processed_at=current, last_seen_at=current)
+    if seen is None:
+        writes.append(lambda s: _insert(s, dict(
+            watch_source_id=source_id, remote_path=entry.remote_path,
+            filename=entry.remote_path.rsplit("/", 1)[-1], created_at=current, retry_count=0,
+            wait_scans=0, **values)))
+    else:
+        writes.append(lambda s: s.execute(
+            sa.update(WatchSourceFile).where(WatchSourceFile.id == seen.id).values(**values)))
+
+
+def _scan_entry(entry: SourceEntry, seen: scanning.Seen | None, source_id: int,
+                current: datetime, settings: WatchSettings, client: SourceClient,
+                max_age: int | None, trust_mtime: bool, fingerprints: dict[str, str],
+                writes: list, report: ScanReport, catalog: Catalog) -> None:
+    action = scanning.classify(
+        seen, size=entry.size, mtime=entry.mtime, etag=entry.etag, now=current,
+        skip_older_than_days=max_age, stability_seconds=settings.file_stability_seconds,
+        trust_mtime=trust_mtime)
+    if action is scanning.Action.NOTHING and seen is not None and seen.status == "error" \
+            and seen.imohash is None:
+        action = scanning.Action.FINGERPRINT  # a read error at scan time: look again
+    if action is scanning.Action.NOTHING:
+        if seen is not None and seen.status == "pending" and seen.imohash is None:
+            report.waiting += 1
+        return
+
+    base = dict(file_size=entry.size, file_modified_at=entry.mtime, etag=entry.etag,
+                last_seen_at=current)
+    if action is scanning.Action.TOO_OLD:
+        values = dict(base, status="skipped_old", skip_reason="too_old", imohash=None,
+                      media_file_id=None, processed_at=current,
+                      error_message=f"modified {entry.mtime:%Y-%m-%d}, older than {max_age} days")
+        report.skipped["too_old"] += 1
+        report.decisions.append((entry.remote_path, "skip: too_old"))
+    elif action in (scanning.Action.RECORD_NEW, scanning.Action.CHANGED):
+        values = dict(base, status="pending", skip_reason=None, imohash=None, media_file_id=None,
+                      stable_since=current, error_message=None, retry_count=0, run_key=None,
+                      next_retry_at=None)
+        report.waiting += 1
+        report.decisions.append((entry.remote_path, "wait: not stable yet"))
+    else:  # FINGERPRINT
+        values = _fingerprint_values(entry, source_id, client, current, fingerprints, report,
+                                     catalog)
+        values.update(base)
+        if seen is None or seen.stable_since is None:
+            values.setdefault("stable_since", current)
+
+    if seen is None:
+        row = dict(watch_source_id=source_id, remote_path=entry.remote_path,
+                   filename=entry.filename, created_at=current, retry_count=0, wait_scans=0)
+        row.update(values)
+        writes.append(lambda s: _insert(s, row))
+    else:
+        if action is scanning.Action.CHANGED or (action is scanning.Action.FINGERPRINT
+                                                 and seen.status != "pending"):
+            values.setdefault("retry_count", 0)
+            values.setdefault("run_key", None)
+            values.setdefault("created_at", current)  # detection time of the new content
+        writes.append(lambda s: s.execute(
+            sa.update(WatchSourceFile).where(WatchSourceFile.id == seen.id).values(**values)))
+
+
+def _fingerprint_values(entry: SourceEntry, source_id: int, client: SourceClient,
+                        current: datetime, fingerprints: dict[str, str], report: ScanReport,
+                        catalog: Catalog) -> dict:
+    try:
+        result = _fingerprint(client, entry)
+    except (OSError, SourceError, EOFError) as exc:
+        message = f"cannot read {entry.remote_path}: {exc}"
+        report.errors.append(message)
+        report.decisions.append((entry.remote_path, f"error: {message}"))
+        return dict(status="error", error_message=message, imohash=None, processed_at=current)
+    verdict = result.verdict
+    if verdict.status == "skipped_invalid":
+        report.skipped[verdict.skip_reason or "invalid"] += 1
+        report.decisions.append((entry.remote_path, f"skip: {verdict.skip_reason}"))
+        return dict(status="skipped_invalid", skip_reason=verdict.skip_reason, imohash=None,
+                    error_message=verdict.message, processed_at=current)
+    fingerprint = result.imohash
+    assert fingerprint is not None
+    with catalog.session() as s:
+        verdict = scanning.dedup(
+            fingerprint=fingerprint, source_id=source_id,
+            imported_elsewhere=_imported_elsewhere(s, fingerprint),
+            existing_media_id=_existing_media(s, fingerprint))
+    values = dict(imohash=fingerprint, imohash_version=ALGORITHM_VERSION, status=verdict.status,
+                  skip_reason=verdict.skip_reason, media_file_id=verdict.media_file_id,
+                  error_message=verdict.message)
+    if verdict.status == "skipped_duplicate":
+        values["processed_at"] = current
+        report.skipped[verdict.skip_reason or "duplicate"] += 1
+        report.decisions.append((entry.remote_path, f"skip: {verdict.skip_reason}"))
+    else:
+        if fingerprint in fingerprints:
+            report.decisions.append(
+                (entry.remote_path,
+                 f"import with {fingerprints[fingerprint]} (same content, imported once)"))
+        else:
+            fingerprints[fingerprint] = entry.remote_path
+            report.new_pending.append(entry.remote_path)
+            report.decisions.append((entry.remote_path, f"import: new content {fingerprint}"))
+    return values

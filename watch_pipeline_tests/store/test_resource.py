@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from watch_pipeline.store.base import ObjectStoreError
+from watch_pipeline.store.local import LocalObjectStore
+from watch_pipeline.store.resource import ObjectStoreResource
+from watch_pipeline.store.s3 import S3ObjectStore
+from watch_pipeline_tests.fixtures.s3_server import S3Server
+
+
+def test_local_backend_uses_local_root(tmp_path: Path) -> None:
+    resource = ObjectStoreResource(local_root=str(tmp_path / "objects"))
+
+    store = resource.get_store()
+
+    assert isinstance(store, LocalObjectStore)
+    assert store.root == tmp_path / "objects"
+    assert resource.get_store() is store
+
+
+def test_local_backend_defaults_below_dagster_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resource = ObjectStoreResource()
+    # Read when the store is built, not when the module or the resource was created.
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+
+    store = resource.get_store()
+
+    assert isinstance(store, LocalObjectStore)
+    assert store.root == tmp_path / "object_store"
+
+
+def test_local_backend_without_root_or_dagster_home_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+
+    with pytest.raises(ObjectStoreError, match="local_root or DAGSTER_HOME"):
+        ObjectStoreResource().get_store()
+
+
+def test_s3_backend_without_bucket_is_a_clear_error() -> None:
+    with pytest.raises(ObjectStoreError, match="s3_bucket"):
+        ObjectStoreResource(backend="s3").get_store()
+
+
+def test_s3_backend_stores_in_the_bucket(s3_server: S3Server, s3_bucket: str) -> None:
+    resource = ObjectStoreResource(
+        backend="s3",
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_bucket=s3_bucket,
+        s3_region=s3_server.region,
+        s3_access_key_id=s3_server.access_key_id,
+        s3_secret_access_key=s3_server.secret_access_key,
+        s3_prefix="media",
+    )
+
+    store = resource.get_store()
+    store.put_bytes("a.txt", b"hi")
+
+    assert isinstance(store, S3ObjectStore)
+    assert (
+        s3_server.client().get_object(Bucket=s3_bucket, Key="media/a.txt")["Body"].read() == b"hi"
+    )
+
+
+def test_resource_in_a_dagster_run(tmp_path: Path) -> None:
+    @dg.asset
+    def note(object_store: ObjectStoreResource) -> dg.MaterializeResult:
+        stored = object_store.get_store().put_bytes("notes/n.txt", b"hello")
+        return dg.MaterializeResult(metadata={"sha256": stored.sha256})
+
+    result = dg.materialize(
+        [note], resources={"object_store": ObjectStoreResource(local_root=str(tmp_path))}
+    )
+
+    assert result.success
+    assert (tmp_path / "notes" / "n.txt").read_bytes() == b"hello"

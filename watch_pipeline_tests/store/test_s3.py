@@ -1,0 +1,289 @@
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from watch_pipeline.store.base import ObjectStoreError, StoredObject
+from watch_pipeline.store.s3 import S3ObjectStore, S3RangeReader
+from watch_pipeline_tests.fixtures.s3_server import S3AuthUsers, S3Server, _free_port
+
+MIB = 1024 * 1024
+
+
+def make_store(server: S3Server, bucket: str, **kwargs: Any) -> S3ObjectStore:
+    options: dict[str, Any] = {
+        "endpoint_url": server.endpoint_url,
+        "region": server.region,
+        "access_key_id": server.access_key_id,
+        "secret_access_key": server.secret_access_key,
+        **kwargs,
+    }
+    return S3ObjectStore(bucket, **options)
+
+
+def write_random(path: Path, size: int, seed: int = 0) -> bytes:
+    data = random.Random(seed).randbytes(size)
+    path.write_bytes(data)
+    return data
+
+
+def count_calls(client: Any) -> Counter[str]:
+    """Count the S3 operations ``client`` sends (registered on botocore's own event hook)."""
+    calls: Counter[str] = Counter()
+
+    def on_call(model: Any, **_kwargs: Any) -> None:
+        calls[model.name] += 1
+
+    client.meta.events.register("before-call.s3", on_call)
+    return calls
+
+
+@pytest.fixture
+def store(s3_server: S3Server, s3_bucket: str) -> S3ObjectStore:
+    return make_store(s3_server, s3_bucket)
+
+
+def test_round_trip(store: S3ObjectStore, s3_server: S3Server, tmp_path: Path) -> None:
+    data = write_random(tmp_path / "talk.mp4", 300_000)
+    key = "user_1/file_42/talk.mp4"
+
+    stored = store.put_file(key, tmp_path / "talk.mp4", content_type="video/mp4")
+
+    assert stored == StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
+    assert store.head(key) == stored
+    raw = s3_server.client().head_object(Bucket=store.bucket, Key=key)
+    assert raw["Metadata"] == {"sha256": stored.sha256}
+    assert raw["ContentType"] == "video/mp4"
+    assert store.get_bytes(key) == data
+    with store.open(key) as fh:
+        fh.seek(1000)
+        assert fh.read(10) == data[1000:1010]
+    store.delete(key)
+    assert store.head(key) is None
+    store.delete(key)
+
+
+def test_put_bytes_with_prefix(s3_server: S3Server, s3_bucket: str) -> None:
+    store = make_store(s3_server, s3_bucket, prefix="/media/")
+
+    stored = store.put_bytes("t/transcript.json", b"{}", content_type="application/json")
+
+    assert stored.sha256 == hashlib.sha256(b"{}").hexdigest()
+    assert store.url("t/transcript.json") == f"s3://{s3_bucket}/media/t/transcript.json"
+    body = s3_server.client().get_object(Bucket=s3_bucket, Key="media/t/transcript.json")["Body"]
+    assert body.read() == b"{}"
+    assert store.head("t/transcript.json") == stored
+
+
+def test_multipart_upload_above_threshold(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    store = make_store(
+        s3_server, s3_bucket, multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB
+    )
+    data = write_random(tmp_path / "big.bin", 12 * MIB)
+    calls = count_calls(store.client)
+
+    stored = store.put_file("big.bin", tmp_path / "big.bin")
+
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert calls["UploadPart"] == 3
+    assert calls["CompleteMultipartUpload"] == 1
+    raw = s3_server.client().head_object(Bucket=s3_bucket, Key="big.bin")
+    assert raw["ETag"].endswith('-3"')  # S3's multipart ETag: <md5 of part md5s>-<parts>
+    assert raw["Metadata"]["sha256"] == stored.sha256
+    assert store.head("big.bin") == stored
+    with store.open("big.bin") as fh:
+        assert hashlib.sha256(fh.read()).hexdigest() == stored.sha256
+
+
+def test_empty_file(store: S3ObjectStore, tmp_path: Path) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+
+    stored = store.put_file("empty", tmp_path / "empty")
+
+    assert stored == StoredObject("empty", 0, hashlib.sha256(b"").hexdigest())
+    with store.open("empty") as fh:
+        assert fh.read() == b""
+        assert fh.read(10) == b""
+
+
+def test_range_reader_reads_like_a_local_file(
+    store: S3ObjectStore, s3_server: S3Server, tmp_path: Path
+) -> None:
+    size = 3 * MIB + 17
+    data = write_random(tmp_path / "obj.bin", size, seed=7)
+    store.put_file("obj.bin", tmp_path / "obj.bin")
+    rng = random.Random(42)
+
+    with (
+        S3RangeReader(s3_server.client(), store.bucket, "obj.bin") as remote,
+        open(tmp_path / "obj.bin", "rb", buffering=0) as local,
+    ):
+        assert remote.size == size
+        assert (remote.readable(), remote.seekable(), remote.writable()) == (True, True, False)
+        for _ in range(60):
+            whence = rng.choice([io.SEEK_SET, io.SEEK_CUR, io.SEEK_END])
+            offset = {
+                io.SEEK_SET: rng.randrange(0, size + 100),
+                io.SEEK_CUR: rng.randrange(-remote.tell(), 100_000),
+                io.SEEK_END: rng.randrange(-size, 100),
+            }[whence]
+            assert remote.seek(offset, whence) == local.seek(offset, whence)
+            length = rng.choice([0, 1, 100, 16 * 1024, 300_000])
+            assert remote.read(length) == local.read(length)
+            assert remote.tell() == local.tell()
+        remote.seek(size - 5)
+        local.seek(size - 5)
+        buf_remote, buf_local = bytearray(10), bytearray(10)
+        assert remote.readinto(buf_remote) == local.readinto(buf_local) == 5
+        assert buf_remote == buf_local
+        remote.seek(MIB)
+        assert remote.read() == data[MIB:]
+        with pytest.raises(OSError):
+            remote.seek(-1)
+    assert remote.closed
+    with pytest.raises(ValueError):
+        remote.read(1)
+
+
+def test_three_windows_cost_three_gets_and_one_head(
+    store: S3ObjectStore, s3_server: S3Server, tmp_path: Path
+) -> None:
+    data = write_random(tmp_path / "big.bin", 4 * MIB)
+    store.put_file("big.bin", tmp_path / "big.bin")
+    client = s3_server.client()
+    calls = count_calls(client)
+
+    with S3RangeReader(client, store.bucket, "big.bin") as reader:
+        windows = []
+        for offset in (0, len(data) // 2, len(data) - 16 * 1024):
+            reader.seek(offset)
+            windows.append(reader.read(16 * 1024))
+        reader.seek(0, io.SEEK_END)
+        assert reader.read(16) == b""  # at EOF: no request
+
+    assert windows == [data[:16384], data[2 * MIB : 2 * MIB + 16384], data[-16384:]]
+    assert reader.requests == 3
+    assert calls == Counter({"GetObject": 3, "HeadObject": 1})
+
+
+def test_range_reader_with_known_size_skips_the_head(
+    store: S3ObjectStore, s3_server: S3Server
+) -> None:
+    store.put_bytes("small", b"0123456789")
+    client = s3_server.client()
+    calls = count_calls(client)
+
+    reader = S3RangeReader(client, store.bucket, "small", size=10)
+
+    assert reader.read(4) == b"0123"
+    assert calls == Counter({"GetObject": 1})
+
+
+def test_buffered_reader_over_range_reader(store: S3ObjectStore) -> None:
+    store.put_bytes("lines.txt", b"one\ntwo\nthree\n")
+    with io.BufferedReader(store.open("lines.txt"), buffer_size=64 * 1024) as fh:
+        assert fh.readlines() == [b"one\n", b"two\n", b"three\n"]
+
+
+def test_overwritten_object_fails_the_reader_instead_of_mixing_versions(
+    store: S3ObjectStore,
+) -> None:
+    store.put_bytes("v", b"a" * 1000)
+    reader = store.open("v")
+    assert reader.read(10) == b"a" * 10
+    store.put_bytes("v", b"b" * 1000)
+
+    with pytest.raises(ObjectStoreError, match="changed"):
+        reader.read(10)
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "../x", "a/../b", "a\\b", "a\x00b", "a//b"])
+def test_unsafe_keys_are_rejected(store: S3ObjectStore, tmp_path: Path, key: str) -> None:
+    (tmp_path / "src").write_bytes(b"x")
+    with pytest.raises(ObjectStoreError):
+        store.put_file(key, tmp_path / "src")
+    with pytest.raises(ObjectStoreError):
+        store.put_bytes(key, b"x")
+    with pytest.raises(ObjectStoreError):
+        store.head(key)
+    with pytest.raises(ObjectStoreError):
+        store.open(key)
+
+
+def test_missing_object(store: S3ObjectStore) -> None:
+    assert store.head("absent") is None
+    with pytest.raises(ObjectStoreError, match="no such object"):
+        store.get_bytes("absent")
+    with pytest.raises(ObjectStoreError, match=r"s3://.*/absent"):
+        store.open("absent")
+
+
+def test_missing_bucket_is_named(s3_server: S3Server, tmp_path: Path) -> None:
+    store = make_store(s3_server, "no-such-bucket-here")
+    (tmp_path / "src").write_bytes(b"x")
+
+    with pytest.raises(ObjectStoreError, match="bucket does not exist") as info:
+        store.put_file("k", tmp_path / "src")
+    assert "no-such-bucket-here" in str(info.value)
+    with pytest.raises(ObjectStoreError, match="bucket does not exist"):
+        store.put_bytes("k", b"x")
+
+
+def test_unreachable_endpoint(tmp_path: Path) -> None:
+    store = S3ObjectStore(
+        "bucket",
+        endpoint_url=f"127.0.0.1:{_free_port()}",
+        use_ssl=False,
+        access_key_id="id",
+        secret_access_key="s3cr3t-never-shown",
+        connect_timeout=1,
+    )
+
+    with pytest.raises(ObjectStoreError, match=r"cannot connect to http://127\.0\.0\.1") as info:
+        store.put_bytes("k", b"x")
+    assert "s3cr3t-never-shown" not in str(info.value)
+    assert "s3cr3t-never-shown" not in repr(store)
+
+
+def test_credentials_are_checked_and_never_shown(
+    s3_server: S3Server, s3_bucket: str, s3_enforced_auth: S3AuthUsers, tmp_path: Path
+) -> None:
+    allowed, denied = s3_enforced_auth.allowed, s3_enforced_auth.denied
+    (tmp_path / "src").write_bytes(b"payload")
+    wrong_secret = "wrong-" + allowed.secret_access_key[6:]
+
+    good = make_store(
+        s3_server,
+        s3_bucket,
+        access_key_id=allowed.access_key_id,
+        secret_access_key=allowed.secret_access_key,
+    )
+    assert good.put_file("k", tmp_path / "src").size == 7
+    assert good.get_bytes("k") == b"payload"
+
+    cases = [
+        (allowed.access_key_id, wrong_secret, "secret access key is wrong"),
+        ("AKIAUNKNOWNKEY000000", wrong_secret, "access key id is not known"),
+        (denied.access_key_id, denied.secret_access_key, "access denied"),
+    ]
+    for access_key_id, secret, message in cases:
+        store = make_store(
+            s3_server, s3_bucket, access_key_id=access_key_id, secret_access_key=secret
+        )
+        with pytest.raises(ObjectStoreError, match=message) as info:
+            store.put_file("k2", tmp_path / "src")
+        assert secret not in str(info.value)
+        with pytest.raises(ObjectStoreError) as info:
+            store.get_bytes("k")
+        assert secret not in str(info.value)
+        with pytest.raises(ObjectStoreError) as info:
+            store.head("k")
+        assert secret not in str(info.value)
