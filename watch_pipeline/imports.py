@@ -61,31 +61,36 @@ def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
             .order_by(f.created_at, f.id)
         ).all()
         chosen: dict[str, ImportRequest] = {}
+        row_ids: dict[str, list[int]] = {}
         for r in rows:
+            retryable = r.status == "error" and scanning.may_retry(r.retry_count,
+                                                                   r.next_retry_at, now)
+            fresh = r.status == "pending" and r.run_key is None
+            stale = (r.status == "pending" and r.run_requested_at is not None
+                     and (now - r.run_requested_at).total_seconds() > stale_after_seconds)
             if r.imohash in chosen:
+                if fresh or retryable:
+                    row_ids[r.imohash].append(r.id)
                 continue
             if len(chosen) >= slots:
-                break
-            if r.status == "pending" and r.run_key is None:
-                key = _fresh_key(session, r.imohash, r.retry_count, now)
-            elif r.status == "error" and scanning.may_retry(r.retry_count, r.next_retry_at, now):
-                key = _fresh_key(session, r.imohash, r.retry_count, now)
-            elif (r.status == "pending" and r.run_requested_at is not None
-                  and (now - r.run_requested_at).total_seconds() > stale_after_seconds):
+                continue
+            if fresh or retryable:
+                key = _fresh_key(session, r.imohash, now)
+            elif stale:
                 key = r.run_key
             else:
                 continue
             chosen[r.imohash] = ImportRequest(r.imohash, key, r.watch_source_id, r.name,
                                               r.remote_path)
+            row_ids[r.imohash] = [r.id]
         for req in chosen.values():
             session.execute(
-                sa.update(f).where(f.imohash == req.fingerprint, f.status.in_(("pending", "error")),
-                                   f.watch_source_id.in_(source_ids))
+                sa.update(f).where(f.id.in_(row_ids[req.fingerprint]))
                 .values(status="pending", run_key=req.run_key, run_requested_at=now))
     return list(chosen.values())
 
 
-def _fresh_key(session: Session, fingerprint: str, retry_count: int, now: datetime) -> str:
+def _fresh_key(session: Session, fingerprint: str, now: datetime) -> str:
     used = session.scalar(
         sa.select(sa.func.count()).select_from(WatchSourceFile)
         .where(WatchSourceFile.imohash == fingerprint, WatchSourceFile.run_key.is_not(None)))
@@ -130,7 +135,8 @@ def begin_import(catalog: Catalog, fingerprint: str) -> ImportItem:
     with catalog.session() as session:
         row = session.scalar(
             sa.select(f).where(f.imohash == fingerprint, f.status.in_(WAITING))
-            .order_by(sa.case((f.status == "importing", 0), else_=1), f.created_at, f.id)
+            .order_by(sa.case((f.status == "importing", 0), (f.status == "pending", 1),
+                              (f.status == "downloading", 2), else_=3), f.created_at, f.id)
             .limit(1))
         if row is None:
             raise NothingToImport(f"no catalog file waits for fingerprint {fingerprint}")

@@ -152,7 +152,7 @@ def dedup(*, fingerprint: str, source_id: int, imported_elsewhere: tuple[int, in
 
 def retry_delay(retry_count: int) -> timedelta:
     """Capped exponential backoff: 1, 2, 4 ... minutes, at most an hour."""
-    return min(RETRY_BASE * (2 ** max(retry_count - 1, 0)), RETRY_CAP)
+    return min(RETRY_BASE * (2 ** min(max(retry_count - 1, 0), 10)), RETRY_CAP)
 
 
 def may_retry(retry_count: int, next_retry_at: datetime | None, now: datetime) -> bool:

@@ -117,9 +117,10 @@ def cli(ctx: click.Context, catalog_url: str | None) -> None:
 
 
 def _register() -> None:
-    from watch_pipeline.cli import admin, sources
+    from watch_pipeline.cli import admin, media, sources
 
     cli.add_command(sources.source)
+    cli.add_command(media.media)
     cli.add_command(admin.settings)
     cli.add_command(admin.db)
     cli.add_command(admin.secrets)

@@ -1,15 +1,23 @@
-"""``watch-pipeline source ...``: add, list, show, update, remove, enable, disable."""
+"""``watch-pipeline source ...``: add, list, show, update, remove, enable, disable, scan, files."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
+from watch_pipeline import imports, scan_runner
 from watch_pipeline.catalog import sources as svc
+from watch_pipeline.catalog.models import FileStatus, WatchSourceFile
+from watch_pipeline.catalog.settings import WatchSettings
 from watch_pipeline.catalog.validation import ValidationError
-from watch_pipeline.cli.main import CliContext, emit_json, pass_cli, read_secret
+from watch_pipeline.cli.main import CliContext, emit_json, fail, pass_cli, read_secret
+from watch_pipeline.sources.base import SourceClient, SourceError
+from watch_pipeline.sources.factory import create_client
 
 # (flag declaration(s), catalog column, click keyword arguments)
 _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
@@ -246,3 +254,204 @@ def enable(cli: CliContext, ref: str) -> None:
 def disable(cli: CliContext, ref: str) -> None:
     """Stop scanning the source REF (its history is kept)."""
     _set_enabled(cli, ref, False)
+
+
+# -- scan -------------------------------------------------------------------------------------
+
+def _client_for(cli: CliContext, target: svc.WatchSource) -> SourceClient:
+    """An unconnected client for ``target``, as the watch sensor builds it.
+
+    Raises:
+        SourceError: ``WATCH_FOLDER_PATH`` is unset for a local source, or the source type has
+            no client yet.
+    """
+    secrets: dict[str, str] = {}
+    column = svc.SECRET_COLUMN.get(target.source_type)
+    # Only open the key when there is something to decrypt: a first use would create a key file.
+    if column and getattr(target, column):
+        secret = svc.source_secret(cli.box(), target)
+        if secret is not None:
+            secrets["secret"] = secret
+    if target.source_type == "local":
+        root = os.environ.get("WATCH_FOLDER_PATH", "")
+        if not root:
+            raise SourceError("WATCH_FOLDER_PATH is not set: local sources have no root folder")
+        watch_folder = Path(root).expanduser()
+    else:
+        watch_folder = Path(".")  # remote clients do not use it
+    return create_client(target, watch_folder=watch_folder, secrets=secrets)
+
+
+def _report_to_dict(report: scan_runner.ScanReport, *, source_type: str,
+                    dry_run: bool) -> dict[str, Any]:
+    return {
+        "source_id": report.source_id,
+        "source_name": report.source_name,
+        "source_type": source_type,
+        "dry_run": dry_run,
+        "summary": report.summary,
+        "files_seen": report.files_seen,
+        "new_pending": list(report.new_pending),
+        "waiting": report.waiting,
+        "skipped": dict(sorted(report.skipped.items())),
+        "errors": list(report.errors),
+        "finished": report.finished,
+        "error": report.error,
+        "duration_seconds": round(report.duration_seconds, 3),
+        "decisions": [{"remote_path": path, "decision": decision}
+                      for path, decision in report.decisions],
+    }
+
+
+@source.command("scan")
+@click.argument("ref", metavar="NAME")
+@click.option("--dry-run", is_flag=True,
+              help="Decide for each file and print why, but write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def scan(cli: CliContext, ref: str, dry_run: bool, as_json: bool) -> None:
+    """Scan the source NAME (name or id) once now, with the watch sensor's rules.
+
+    A scan only records what it finds in the catalog; the source kind's watch sensor
+    (e.g. local_watch_sensor) starts the imports on its next tick. With --dry-run nothing is
+    written and every file that needs a decision is listed with what would happen and why.
+    """
+    try:
+        with cli.session() as session:
+            target = svc.find_source(session, ref)
+            source_id, name, kind = target.id, target.name, target.source_type
+            enabled = target.is_enabled
+            settings = WatchSettings.load(session)
+            client = _client_for(cli, target)
+    except SourceError as exc:
+        fail(f"cannot scan source {ref!r}: {exc}")
+        return
+    with client:
+        report = scan_runner.scan_source(cli.catalog, source_id, client, settings=settings,
+                                         dry_run=dry_run)
+    if as_json:
+        emit_json(_report_to_dict(report, source_type=kind, dry_run=dry_run))
+    else:
+        if not enabled:
+            click.echo(f"note: source {name!r} is disabled; scanned because you asked")
+        mode = " (dry run, nothing written)" if dry_run else ""
+        click.echo(f"scan of {kind} source {name!r}{mode}: {report.summary}")
+        if dry_run:
+            _print_decisions(report.decisions, files_seen=report.files_seen)
+        count = len(report.new_pending)
+        if dry_run:
+            click.echo(f"{count} new file(s) would be queued for import")
+        else:
+            click.echo(f"{count} new file(s) queued; the {kind}_watch_sensor starts their imports")
+    if report.error:
+        fail(f"scan of source {name!r} failed: {report.error}")
+
+
+def _print_decisions(decisions: list[tuple[str, str]], *, files_seen: int) -> None:
+    if not decisions:
+        if files_seen:
+            click.echo("  no file changed since the last scan")
+        return
+    width = min(60, max(len(path) for path, _ in decisions))
+    for path, decision in decisions:
+        click.echo(f"  {path.ljust(width)}  {decision}")
+
+
+# -- files ------------------------------------------------------------------------------------
+
+FILE_KEYS = ("id", "remote_path", "filename", "file_size", "file_modified_at", "etag", "imohash",
+             "media_file_id", "status", "skip_reason", "part_group", "part_number",
+             "error_message", "retry_count", "wait_scans", "processed_at", "created_at")
+"""The keys of ``source files --json``: ``watch_source_file`` column names, in this order."""
+
+
+def _file_to_dict(row: WatchSourceFile) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key in FILE_KEYS:
+        value = getattr(row, key)
+        data[key] = value.isoformat() if hasattr(value, "isoformat") else value
+    return data
+
+
+class DefaultCommandGroup(click.Group):
+    """A group whose first argument, when it names no sub-command, goes to a default one.
+
+    ``source files NAME`` then means ``source files list NAME`` while ``source files retry
+    NAME`` reaches ``retry``. A source named like a sub-command is listed with the explicit
+    ``list`` form.
+    """
+
+    def __init__(self, *args: Any, default_command: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default_command = default_command
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:  # noqa: D102
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:  # noqa: D102
+        return [f"NAME [OPTIONS] | {self.subcommand_metavar}"]
+
+
+@source.group("files", cls=DefaultCommandGroup, default_command="list")
+def files() -> None:
+    """List the files scans have seen in a source, or release failed ones for retry.
+
+    `source files NAME [OPTIONS]` is short for `source files list NAME [OPTIONS]`.
+    """
+
+
+@files.command("list")
+@click.argument("ref", metavar="NAME")
+@click.option("--status", type=click.Choice([s.value for s in FileStatus]),
+              help="Only files with this status.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="At most N files (default all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def files_list(cli: CliContext, ref: str, status: str | None, limit: int | None,
+               as_json: bool) -> None:
+    """List the files of the source NAME (name or id) in the order scans found them."""
+    with cli.session() as session:
+        target = svc.find_source(session, ref)
+        query = (sa.select(WatchSourceFile).where(WatchSourceFile.watch_source_id == target.id)
+                 .order_by(WatchSourceFile.id))
+        if status:
+            query = query.where(WatchSourceFile.status == status)
+        if limit:
+            query = query.limit(limit)
+        rows = [_file_to_dict(r) for r in session.scalars(query)]
+        name = target.name
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        which = f" with status {status}" if status else ""
+        click.echo(f"no files{which} recorded for source {name!r}")
+        return
+    click.echo(f"{'ID':>6}  {'STATUS':<17} {'REASON':<22} {'SIZE':>12}  {'IMOHASH':<32}  PATH")
+    for r in rows:
+        reason = r["skip_reason"] or (f"retries {r['retry_count']}"
+                                      if r["status"] == FileStatus.ERROR else "-")
+        size = "-" if r["file_size"] is None else str(r["file_size"])
+        click.echo(f"{r['id']:>6}  {r['status']:<17} {reason:<22} {size:>12}  "
+                   f"{r['imohash'] or '-':<32}  {r['remote_path']}")
+
+
+@files.command("retry")
+@click.argument("ref", metavar="NAME")
+@click.argument("remote_path", metavar="PATH", required=False)
+@pass_cli
+def files_retry(cli: CliContext, ref: str, remote_path: str | None) -> None:
+    """Release the source's failed files (or only PATH) for another import attempt.
+
+    Their retry counters go back to zero, so the watch sensor requests them again on its next
+    tick, however often they failed before.
+    """
+    with cli.session() as session:
+        target = svc.find_source(session, ref)
+        source_id, name = target.id, target.name
+    released = imports.retry_files(cli.catalog, source_id, remote_path)
+    where = f" at {remote_path!r}" if remote_path else ""
+    click.echo(f"released {released} failed file(s){where} of source {name!r} for retry")

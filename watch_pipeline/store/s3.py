@@ -41,7 +41,7 @@ MULTIPART_THRESHOLD = 64 * MIB
 MULTIPART_CHUNKSIZE = 16 * MIB
 MAX_CONCURRENCY = 4
 """Parallel part uploads per ``put_file``. s3transfer reads each part of a file object into
-memory, so one upload holds at most ``(MAX_CONCURRENCY + 2) * MULTIPART_CHUNKSIZE`` of parts."""
+memory, so one upload holds at most ``MAX_CONCURRENCY * MULTIPART_CHUNKSIZE`` of parts."""
 MAX_ATTEMPTS = 3
 """Attempts per request (botocore "standard" retry mode: throttling, 5xx, connection errors)."""
 
@@ -224,33 +224,21 @@ class S3RangeReader(io.RawIOBase):
         want = self._size - self._pos
         if want <= 0:
             return b""
-        buf = bytearray(want)
-        got = self._get_range(self._pos, want, memoryview(buf))
-        self._pos += got
-        del buf[got:]
-        return bytes(buf)
+        body = self._open_range(self._pos, want)
+        try:
+            data = body.read()
+        except _BOTO_ERRORS as exc:
+            raise self._error("read", exc) from exc
+        finally:
+            body.close()
+        self._pos += len(data)
+        return data
 
     def _get_range(self, start: int, length: int, out: memoryview) -> int:
         """GET ``length`` bytes at ``start`` into ``out``; return how many arrived."""
-        extra = {"IfMatch": self._etag} if self._etag else {}
-        self.requests += 1
+        body = self._open_range(start, length)
+        got = 0
         try:
-            response = self._client.get_object(
-                Bucket=self._bucket,
-                Key=self._key,
-                Range=f"bytes={start}-{start + length - 1}",
-                **extra,
-            )
-        except _BOTO_ERRORS as exc:
-            raise self._error("read", exc) from exc
-        body = response["Body"]
-        try:
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status != 206 and start != 0:
-                raise self._error_type(
-                    f"S3 read of {self.name} failed: the server ignored the Range header"
-                )
-            got = 0
             while got < length:
                 chunk = body.read(min(length - got, _READ_CHUNK))
                 if not chunk:
@@ -262,6 +250,26 @@ class S3RangeReader(io.RawIOBase):
         finally:
             body.close()
         return got
+
+    def _open_range(self, start: int, length: int) -> Any:
+        """Send one ranged GET and return its streaming body (the caller closes it)."""
+        extra = {"IfMatch": self._etag} if self._etag else {}
+        self.requests += 1
+        try:
+            response = self._client.get_object(
+                Bucket=self._bucket,
+                Key=self._key,
+                Range=f"bytes={start}-{start + length - 1}",
+                **extra,
+            )
+        except _BOTO_ERRORS as exc:
+            raise self._error("read", exc) from exc
+        if response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 206 and start != 0:
+            response["Body"].close()
+            raise self._error_type(
+                f"S3 read of {self.name} failed: the server ignored the Range header"
+            )
+        return response["Body"]
 
     def _error(self, action: str, exc: BaseException) -> Exception:
         endpoint = getattr(getattr(self._client, "meta", None), "endpoint_url", None)
@@ -278,8 +286,8 @@ class _HashingReader(io.RawIOBase):
 
     s3transfer reads upload parts from it in order, and botocore may read a body, seek back
     and read it again (payload signing over plain HTTP, retries). Only bytes that extend the
-    hashed prefix are hashed, so the digest is that of the content sent, whatever the re-reads.
-    ``complete`` tells whether every byte up to ``size`` has been seen.
+    hashed prefix are hashed, so the digest is that of the content sent, whatever the re-reads;
+    ``hashed`` tells how far that prefix reaches.
     """
 
     def __init__(self, raw: io.FileIO) -> None:
@@ -379,6 +387,10 @@ class S3ObjectStore(ObjectStore):
     ) -> None:
         if not bucket:
             raise ObjectStoreError("an S3 object store needs a bucket name")
+        if bool(access_key_id) != bool(secret_access_key):
+            raise ObjectStoreError(
+                "S3 credentials are incomplete: give both access key id and secret, or neither"
+            )
         if endpoint_url and "://" not in endpoint_url:
             endpoint_url = f"{'https' if use_ssl else 'http'}://{endpoint_url}"
         self._bucket = bucket
@@ -401,7 +413,7 @@ class S3ObjectStore(ObjectStore):
         )
         # Not a constructor argument of boto3's TransferConfig, but honoured by s3transfer:
         # bounds the parts read into memory from our file object.
-        self._transfer_config.max_in_memory_upload_chunks = max_concurrency + 2
+        self._transfer_config.max_in_memory_upload_chunks = max_concurrency
         self._client: BaseClient | None = None
         self._client_lock = threading.Lock()
 
@@ -440,12 +452,19 @@ class S3ObjectStore(ObjectStore):
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
                 )
-                self._client = session.client(
-                    "s3",
-                    endpoint_url=self._endpoint_url,
-                    use_ssl=self._use_ssl,
-                    config=config,
-                )
+                try:
+                    self._client = session.client(
+                        "s3",
+                        endpoint_url=self._endpoint_url,
+                        use_ssl=self._use_ssl,
+                        config=config,
+                    )
+                except (botocore.exceptions.BotoCoreError, ValueError) as exc:
+                    # e.g. an invalid region name or endpoint URL
+                    raise ObjectStoreError(
+                        f"cannot set up the S3 client for bucket {self._bucket!r}: "
+                        f"{describe_error(exc, endpoint=self._endpoint_url)}"
+                    ) from exc
             return self._client
 
     def full_key(self, key: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,29 @@ def test_unreachable_endpoint(tmp_path: Path) -> None:
         store.put_bytes("k", b"x")
     assert "s3cr3t-never-shown" not in str(info.value)
     assert "s3cr3t-never-shown" not in repr(store)
+
+
+def test_silent_server_times_out() -> None:
+    with socket.socket() as listener:
+        # Accepted by the kernel's backlog but never answered.
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        store = S3ObjectStore(
+            "bucket",
+            endpoint_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+            access_key_id="id",
+            secret_access_key="s3cr3t-never-shown",
+            read_timeout=0.2,
+        )
+
+        with pytest.raises(ObjectStoreError, match="did not answer in time") as info:
+            store.head("k")
+    assert "s3cr3t-never-shown" not in str(info.value)
+
+
+def test_half_credentials_are_refused_at_once() -> None:
+    with pytest.raises(ObjectStoreError, match="incomplete"):
+        S3ObjectStore("bucket", access_key_id="id")
 
 
 def test_credentials_are_checked_and_never_shown(

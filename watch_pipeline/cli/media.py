@@ -1,0 +1,159 @@
+"""``watch-pipeline media ...``: list and show imported media, print their transcripts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from watch_pipeline.catalog.models import MediaFile, MediaStatus
+from watch_pipeline.catalog.sources import NotFoundError
+from watch_pipeline.cli.main import CliContext, emit_json, fail, pass_cli
+from watch_pipeline.store.base import ObjectStore, ObjectStoreError
+from watch_pipeline.transcribe import formats
+from watch_pipeline.transcribe.base import Transcript
+
+LIST_KEYS = ("id", "title", "filename", "imohash", "status", "object_key", "duration",
+             "created_at")
+"""The keys of ``media list --json``, in this order; ``media show`` has every column."""
+
+TRANSCRIPT_FORMATS: dict[str, Callable[[Transcript], str]] = {
+    "txt": formats.to_text,
+    "srt": formats.to_srt,
+    "vtt": formats.to_vtt,
+    "json": formats.to_json,
+}
+"""Each ``--format`` with the renderer used when its stored sibling file is missing."""
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _media_to_dict(row: MediaFile, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    names = keys or tuple(c.name for c in MediaFile.__table__.columns)
+    return {name: _jsonable(getattr(row, name)) for name in names}
+
+
+def _find_media(session: Session, media_id: int) -> MediaFile:
+    row = session.get(MediaFile, media_id)
+    if row is None:
+        raise NotFoundError(f"no media numbered {media_id}")
+    return row
+
+
+@click.group()
+def media() -> None:
+    """Inspect imported media and read their transcripts."""
+
+
+@media.command("list")
+@click.option("--status", type=click.Choice([s.value for s in MediaStatus]),
+              help="Only media with this status.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="At most N media (default all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def list_(cli: CliContext, status: str | None, limit: int | None, as_json: bool) -> None:
+    """List imported media, newest first."""
+    with cli.session() as session:
+        query = sa.select(MediaFile).order_by(MediaFile.id.desc())
+        if status:
+            query = query.where(MediaFile.status == status)
+        if limit:
+            query = query.limit(limit)
+        rows = [_media_to_dict(r, LIST_KEYS) for r in session.scalars(query)]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("no media" + (f" with status {status}" if status else ""))
+        return
+    click.echo(f"{'ID':>5}  {'STATUS':<10} {'DURATION':>9}  {'CREATED':<16}  {'IMOHASH':<32}  "
+               f"{'TITLE':<24} {'FILENAME':<24} OBJECT KEY")
+    for r in rows:
+        duration = "-" if r["duration"] is None else f"{r['duration']:.1f}s"
+        created = (r["created_at"] or "-")[:16].replace("T", " ")
+        click.echo(f"{r['id']:>5}  {r['status']:<10} {duration:>9}  {created:<16}  "
+                   f"{r['imohash'] or '-':<32}  {r['title'][:24]:<24} {r['filename'][:24]:<24} "
+                   f"{r['object_key'] or '-'}")
+
+
+@media.command("show")
+@click.argument("media_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def show(cli: CliContext, media_id: int, as_json: bool) -> None:
+    """Show every field of the media item ID."""
+    with cli.session() as session:
+        data = _media_to_dict(_find_media(session, media_id))
+    if as_json:
+        emit_json(data)
+        return
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if value is None or value in ([], ""):
+            shown = "-"
+        elif isinstance(value, list):
+            shown = ", ".join(str(x) for x in value)
+        else:
+            shown = str(value)
+        click.echo(f"{key.ljust(width)}  {shown}")
+
+
+def _object_store() -> ObjectStore:
+    """The object store the import assets write to (the same resource configuration)."""
+    # Imported here: the resource module pulls in dagster, which only this command needs.
+    from watch_pipeline.store.resource import ObjectStoreResource
+
+    return ObjectStoreResource(backend="local").get_store()
+
+
+def read_transcript(store: ObjectStore, transcript_key: str, fmt: str) -> str:
+    """The transcript in ``fmt``: its stored sibling file, else rendered from the JSON.
+
+    Args:
+        store: The object store holding the transcript.
+        transcript_key: The media's ``transcript_key`` (a ``.json`` key; the ``.txt``,
+            ``.srt`` and ``.vtt`` siblings share its stem).
+        fmt: One of ``txt``, ``srt``, ``vtt``, ``json``.
+
+    Returns:
+        The transcript text.
+
+    Raises:
+        ObjectStoreError: Neither the sibling nor the JSON document is stored.
+        ValueError: The JSON document is not a transcript.
+    """
+    stem = transcript_key.removesuffix(".json")
+    sibling = transcript_key if fmt == "json" else f"{stem}.{fmt}"
+    if store.head(sibling) is not None:
+        return store.get_bytes(sibling).decode("utf-8")
+    if store.head(transcript_key) is None:
+        raise ObjectStoreError(f"transcript {transcript_key!r} is missing from the object store")
+    transcript = formats.from_json(store.get_bytes(transcript_key).decode("utf-8"))
+    return TRANSCRIPT_FORMATS[fmt](transcript)
+
+
+@media.command("transcript")
+@click.argument("media_id", metavar="ID", type=int)
+@click.option("--format", "fmt", type=click.Choice(list(TRANSCRIPT_FORMATS)), default="txt",
+              show_default=True, help="Plain text, SubRip, WebVTT or the full JSON document.")
+@pass_cli
+def transcript(cli: CliContext, media_id: int, fmt: str) -> None:
+    """Print the transcript of the media item ID."""
+    with cli.session() as session:
+        row = _find_media(session, media_id)
+        key, status = row.transcript_key, row.status
+    if not key:
+        fail(f"media {media_id} has no transcript yet (status {status})")
+        return
+    try:
+        text = read_transcript(_object_store(), key, fmt)
+    except (ObjectStoreError, ValueError, UnicodeDecodeError) as exc:
+        fail(f"cannot read the transcript of media {media_id}: {exc}")
+        return
+    click.echo(text, nl=bool(text) and not text.endswith("\n"))

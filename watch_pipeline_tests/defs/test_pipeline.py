@@ -1,0 +1,312 @@
+"""The watch sensor and the media assets in-process, on a real Dagster instance, with real
+ffmpeg and real faster-whisper."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from watch_pipeline.catalog.db import Catalog
+from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFile
+from watch_pipeline.catalog.resource import CatalogResource
+from watch_pipeline.catalog.settings import set_setting
+from watch_pipeline.catalog.sources import create_source
+from watch_pipeline.defs.assets import media_object, raw_file, stitched_media, transcript
+from watch_pipeline.defs.resources import build_resources
+from watch_pipeline.defs.sensors import build_watch_sensor
+from watch_pipeline.store.local import LocalObjectStore
+from watch_pipeline.store.resource import ObjectStoreResource
+
+ASSETS = [raw_file, stitched_media, media_object, transcript]
+SENSOR = build_watch_sensor("local")
+
+
+@pytest.fixture
+def env(dagster_home, tmp_path, monkeypatch):
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    monkeypatch.setenv("WATCH_FOLDER_PATH", str(watch))
+    monkeypatch.setenv("WATCH_TEMP_DIR", str(tmp_path / "scratch"))
+    catalog = Catalog()
+    with catalog.session() as s:
+        set_setting(s, "watch.file_stability_seconds", 2)
+    # instance_for_test points DAGSTER_HOME at its own temp dir: pin our locations explicitly.
+    resources = build_resources()
+    resources["catalog"] = CatalogResource(url=catalog.url)
+    resources["object_store"] = ObjectStoreResource(
+        backend="local", local_root=str(Path(dagster_home) / "object_store"))
+    with dg.instance_for_test() as instance:
+        yield {"watch": watch, "catalog": catalog, "instance": instance,
+               "resources": resources, "home": Path(dagster_home)}
+    catalog.dispose()
+
+
+def add_source(env, name="watch", path=".", **fields):
+    (env["watch"] / path).mkdir(parents=True, exist_ok=True)
+    with env["catalog"].session() as s:
+        return create_source(s, None, fields={"name": name, "source_type": "local",
+                                              "local_path": path, **fields}).id
+
+
+def age(path: Path, seconds: float = 120) -> None:
+    """Make a file look untouched for ``seconds`` (stable)."""
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def tick(env):
+    ctx = dg.build_sensor_context(instance=env["instance"], resources=env["resources"])
+    result = SENSOR(ctx)
+    if isinstance(result, dg.SkipReason):
+        return [], result.skip_message
+    for req in result.dynamic_partitions_requests:
+        env["instance"].add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return result.run_requests, None
+
+
+def rewind_scans(env):
+    with env["catalog"].session() as s:
+        s.execute(sa.update(WatchSource).values(last_scan_at=None))
+
+
+def run_import(env, partition_key, raise_on_error=True):
+    return dg.materialize(ASSETS, partition_key=partition_key, resources=env["resources"],
+                          instance=env["instance"], raise_on_error=raise_on_error)
+
+
+def files(env):
+    with env["catalog"].session() as s:
+        return {r.remote_path: r for r in s.scalars(sa.select(WatchSourceFile))}
+
+
+def media_rows(env):
+    with env["catalog"].session() as s:
+        return list(s.scalars(sa.select(MediaFile).order_by(MediaFile.id)))
+
+
+@pytest.mark.slow
+def test_dropped_file_is_imported_and_transcribed(env, speech_factory):
+    add_source(env, collections=["inbox"], tags=["auto"])
+    speech_factory("the quick brown fox jumps over the lazy dog", env["watch"] / "talk.mp4",
+                   fmt="mp4")
+    age(env["watch"] / "talk.mp4")
+    requests, skip = tick(env)
+    assert skip is None and len(requests) == 1
+    req = requests[0]
+    assert req.partition_key == req.run_key == files(env)["talk.mp4"].imohash
+    assert req.tags["watch_pipeline/source"] == "watch"
+
+    result = run_import(env, req.partition_key)
+    assert result.success
+    mats = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    assert mats["transcript"]["words"].value >= 5
+    assert "detection_to_transcript_seconds" in mats["transcript"]
+    assert mats["media_object"]["object_key"].value.startswith("user_1/file_1/talk.mp4")
+
+    (media,) = media_rows(env)
+    assert media.status == "completed" and media.origin == "watch"
+    assert media.collections == ["inbox"] and media.tags == ["auto"]
+    assert files(env)["talk.mp4"].status == "imported"
+    store = LocalObjectStore(env["home"] / "object_store")
+    assert store.path(media.object_key).read_bytes() == (env["watch"] / "talk.mp4").read_bytes()
+    text = store.get_bytes(media.transcript_key.replace(".json", ".txt")).decode().lower()
+    for word in ("quick", "brown", "fox"):
+        assert word in text
+    assert store.head(media.transcript_key.replace(".json", ".srt")) is not None
+    assert store.head(media.transcript_key.replace(".json", ".vtt")) is not None
+
+    # A second tick and a re-run change nothing: imported exactly once.
+    rewind_scans(env)
+    assert tick(env)[0] == []
+    assert run_import(env, req.partition_key).success
+    assert len(media_rows(env)) == 1
+
+
+def test_tick_with_nothing_new_says_what_was_scanned(env):
+    add_source(env)
+    add_source(env, name="other", path="other")
+    requests, skip = tick(env)
+    assert requests == []
+    assert "2 sources scanned, 0 files seen, 0 new" in skip
+
+
+def test_watch_disabled_scans_nothing(env):
+    add_source(env)
+    with env["catalog"].session() as s:
+        set_setting(s, "watch.enabled", False)
+    requests, skip = tick(env)
+    assert requests == [] and "watch.enabled is false" in skip
+
+
+def _wav(tmp: Path, name: str, freq: int) -> Path:
+    import subprocess
+
+    out = tmp / name
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    f"sine=frequency={freq}:duration=1", str(out)], check=True)
+    return out
+
+
+def test_two_names_for_one_recording_in_one_source_import_once(env, tmp_path):
+    add_source(env, auto_transcribe=False)
+    src = _wav(tmp_path, "a.wav", 440)
+    shutil.copyfile(src, env["watch"] / "one.wav")
+    shutil.copyfile(src, env["watch"] / "two.wav")
+    for p in env["watch"].iterdir():
+        age(p)
+    requests, _ = tick(env)
+    assert len(requests) == 1
+    assert run_import(env, requests[0].partition_key).success
+    rows = files(env)
+    statuses = sorted((r.status, r.skip_reason) for r in rows.values())
+    assert statuses == [("imported", None), ("skipped_duplicate", "duplicate_same_source")]
+    assert len(media_rows(env)) == 1
+    # a third copy found later is a duplicate at scan time
+    shutil.copyfile(src, env["watch"] / "three.wav")
+    age(env["watch"] / "three.wav")
+    rewind_scans(env)
+    assert tick(env)[0] == []
+    assert files(env)["three.wav"].skip_reason == "duplicate_same_source"
+
+
+def test_same_recording_in_two_sources_imports_once(env, tmp_path):
+    add_source(env, name="a", path="a", auto_transcribe=False)
+    add_source(env, name="b", path="b", auto_transcribe=False)
+    src = _wav(tmp_path, "x.wav", 550)
+    shutil.copyfile(src, env["watch"] / "a" / "x.wav")
+    age(env["watch"] / "a" / "x.wav")
+    (req,), _ = tick(env)
+    assert run_import(env, req.partition_key).success
+    shutil.copyfile(src, env["watch"] / "b" / "copy.wav")
+    age(env["watch"] / "b" / "copy.wav")
+    rewind_scans(env)
+    assert tick(env)[0] == []
+    row = files(env)["copy.wav"]
+    assert (row.status, row.skip_reason) == ("skipped_duplicate", "duplicate_other_source")
+    assert row.media_file_id == media_rows(env)[0].id
+
+
+def test_file_still_being_written_waits_until_stable(env, tmp_path):
+    add_source(env, auto_transcribe=False)
+    with env["catalog"].session() as s:
+        set_setting(s, "watch.file_stability_seconds", 3)
+    shutil.copyfile(_wav(tmp_path, "w.wav", 660), env["watch"] / "growing.wav")
+    requests, skip = tick(env)  # fresh mtime: not stable
+    assert requests == [] and "1 waiting" in skip
+    assert files(env)["growing.wav"].imohash is None
+    time.sleep(3.2)
+    rewind_scans(env)
+    requests, _ = tick(env)
+    assert len(requests) == 1
+
+
+def test_symlink_out_of_root_and_dotdot_are_never_read(env, tmp_path):
+    add_source(env, auto_transcribe=False)
+    secret = tmp_path / "outside.wav"
+    _wav(tmp_path, "outside.wav", 770)
+    (env["watch"] / "link.wav").symlink_to(secret)
+    requests, _ = tick(env)
+    assert requests == []
+    row = files(env)["link.wav"]
+    assert (row.status, row.skip_reason) == ("skipped_invalid", "validation_failed")
+    assert "outside the watch root" in row.error_message and row.imohash is None
+
+
+def test_invalid_and_empty_files_are_skipped_with_reasons(env):
+    add_source(env)
+    (env["watch"] / "empty.mp4").write_bytes(b"")
+    (env["watch"] / "notes.mp4").write_text("this is not a video\n" * 100)
+    for p in env["watch"].iterdir():
+        age(p)
+    assert tick(env)[0] == []
+    rows = files(env)
+    assert (rows["empty.mp4"].status, rows["empty.mp4"].skip_reason) == (
+        "skipped_invalid", "validation_failed")
+    assert (rows["notes.mp4"].status, rows["notes.mp4"].skip_reason) == (
+        "skipped_invalid", "invalid_type")
+
+
+def test_corrupt_recording_is_an_error_with_reason_then_retried(env, tmp_path):
+    add_source(env, auto_transcribe=False)
+    good = _wav(tmp_path, "c.wav", 880).read_bytes()
+    (env["watch"] / "broken.wav").write_bytes(good[:44] + os.urandom(200))  # header + noise
+    age(env["watch"] / "broken.wav")
+    (req,), _ = tick(env)
+    result = run_import(env, req.partition_key, raise_on_error=False)
+    if result.success:  # ffprobe may accept noise as PCM: then it imports, which is fine
+        return
+    row = files(env)["broken.wav"]
+    assert row.status == "error" and "corrupt" in row.error_message
+    assert row.retry_count == 1 and row.next_retry_at is not None
+
+
+def test_error_row_does_not_block_a_later_import_of_the_same_content(env, tmp_path):
+    add_source(env, auto_transcribe=False)
+    src = _wav(tmp_path, "e.wav", 990)
+    shutil.copyfile(src, env["watch"] / "first.wav")
+    age(env["watch"] / "first.wav")
+    (req,), _ = tick(env)
+    # the import fails: the file vanished before the run
+    (env["watch"] / "first.wav").unlink()
+    assert not run_import(env, req.partition_key, raise_on_error=False).success
+    assert files(env)["first.wav"].status == "error"
+    # the same content arrives under another name and imports
+    shutil.copyfile(src, env["watch"] / "second.wav")
+    age(env["watch"] / "second.wav")
+    rewind_scans(env)
+    with env["catalog"].session() as s:  # hold the failed row's automatic retry
+        s.execute(sa.update(WatchSourceFile).where(WatchSourceFile.remote_path == "first.wav")
+                  .values(retry_count=99))
+    (req2,), _ = tick(env)
+    assert req2.partition_key == req.partition_key and req2.run_key != req.run_key
+    assert run_import(env, req2.partition_key).success
+    assert files(env)["second.wav"].status == "imported"
+
+
+def test_replaced_file_is_fingerprinted_again_and_imported_as_new_media(env, tmp_path):
+    add_source(env, auto_transcribe=False)
+    target = env["watch"] / "daily.wav"
+    shutil.copyfile(_wav(tmp_path, "d1.wav", 300), target)
+    age(target, 300)
+    (req,), _ = tick(env)
+    assert run_import(env, req.partition_key).success
+    shutil.copyfile(_wav(tmp_path, "d2.wav", 350), target)
+    age(target, 120)
+    rewind_scans(env)
+    (req2,), _ = tick(env)
+    assert req2.partition_key != req.partition_key
+    assert run_import(env, req2.partition_key).success
+    assert len(media_rows(env)) == 2
+
+
+def test_max_concurrent_imports_holds_requests_back(env, tmp_path):
+    add_source(env, auto_transcribe=False)
+    with env["catalog"].session() as s:
+        set_setting(s, "watch.max_concurrent_imports", 2)
+    for i in range(5):
+        _wav(env["watch"], f"f{i}.wav", 200 + 37 * i)
+        age(env["watch"] / f"f{i}.wav")
+    requests, _ = tick(env)
+    assert len(requests) == 2  # no run is in flight in this instance, so 2 slots
+    later, _ = tick(env)
+    assert len(later) == 2
+    assert {r.partition_key for r in requests}.isdisjoint({r.partition_key for r in later})
+
+
+def test_unreachable_root_is_recorded_on_the_source_only(env):
+    add_source(env, name="gone", path="gone")
+    add_source(env, name="fine", path="fine")
+    shutil.rmtree(env["watch"] / "gone")
+    tick(env)
+    with env["catalog"].session() as s:
+        gone = s.scalar(sa.select(WatchSource).where(WatchSource.name == "gone"))
+        fine = s.scalar(sa.select(WatchSource).where(WatchSource.name == "fine"))
+        assert gone.last_scan_status == "error" and "does not exist" in gone.last_scan_message
+        assert fine.last_scan_status == "success"
