@@ -1,6 +1,6 @@
-"""The media assets: raw_file → stitched_media → media_object → transcript, one partition per
-fingerprint.
+"""The media assets: raw_file → stitched_media → media_object → transcript.
 
+There is one partition per content fingerprint.
 Every asset rebuilds what it needs from ``context.partition_key`` and the catalog, and returns a
 ``MaterializeResult``; media bytes never pass through an IO manager. Each step is idempotent: a
 re-run finds the catalog row, the stored object or the transcript already there and says so.
@@ -130,8 +130,10 @@ def raw_file(context: dg.AssetExecutionContext, catalog: CatalogResource,
 @dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "ffmpeg"}, deps=[raw_file])
 def stitched_media(context: dg.AssetExecutionContext, catalog: CatalogResource,
                    sources: SourcesResource) -> dg.MaterializeResult:
-    """The media item ready to store: the raw file itself, or the parts of a multi-part
-    recording joined into one (a single file passes through unchanged)."""
+    """The media item ready to store: the raw file, or a multi-part recording joined into one.
+
+    A single file passes through unchanged.
+    """
     item = imports.find_item(catalog.get(), context.partition_key)
     return dg.MaterializeResult(metadata={
         "mode": "single file (pass-through)",
@@ -145,9 +147,9 @@ def stitched_media(context: dg.AssetExecutionContext, catalog: CatalogResource,
 def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
                  sources: SourcesResource,
                  object_store: ObjectStoreResource) -> dg.MaterializeResult:
-    """The media item in the object store at ``user_{owner}/file_{id}/{filename}``, with its
-    catalog ``media_file`` row.
+    """The media item in the object store, with its catalog ``media_file`` row.
 
+    The object lives at ``user_{owner}/file_{id}/{filename}``.
     The object key is deterministic, so a re-run finds the object already there (same size and
     checksum) and reports it as cached instead of uploading again.
     """
@@ -228,9 +230,9 @@ def _slug(model_id: str) -> str:
 def transcript(context: dg.AssetExecutionContext, catalog: CatalogResource,
                sources: SourcesResource, object_store: ObjectStoreResource,
                transcriber: TranscriberResource) -> dg.MaterializeResult:
-    """The transcript of the media item (JSON, SRT, VTT and text beside the object), keyed by
-    the model that made it.
+    """The transcript of the media item, keyed by the model that made it.
 
+    JSON, SRT, VTT and plain text are stored beside the media object.
     Skipped when the source has ``auto_transcribe`` off. Re-running overwrites the same keys
     for the same model; transcripts by other models are kept.
     """
