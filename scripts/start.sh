@@ -14,6 +14,10 @@ mkdir -p "$DAGSTER_HOME" "$WATCH_FOLDER_PATH" "$WATCH_TEMP_DIR"
 cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 .venv/bin/watch-pipeline db upgrade
+# First start: watch the root of ./watch, checking every minute.
+if [ "$(.venv/bin/watch-pipeline source list --json)" = "[]" ]; then
+  .venv/bin/watch-pipeline source add --name watch --type local --path . --polling-interval-minutes 1
+fi
 echo "[start] DAGSTER_HOME=$DAGSTER_HOME WATCH_FOLDER_PATH=$WATCH_FOLDER_PATH"
 echo "[start] web UI on http://${WATCH_UI_HOST:-127.0.0.1}:${WATCH_UI_PORT:-3000}"
 exec .venv/bin/dagster dev -w workspace.yaml -h "${WATCH_UI_HOST:-127.0.0.1}" -p "${WATCH_UI_PORT:-3000}"

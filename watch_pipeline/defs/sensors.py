@@ -9,13 +9,13 @@ skipped; it never fails the tick or delays another kind's sensor.
 
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import sqlalchemy as sa
 
 from watch_pipeline import imports, scanning
-from watch_pipeline.catalog.models import WatchSource
+from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.secrets import SecretKeyError
 from watch_pipeline.catalog.settings import WatchSettings
@@ -43,6 +43,18 @@ def _record_source_error(catalog, source_id: int, message: str) -> None:  # type
         source.last_scan_status = "error"
         source.last_scan_message = message
         source.last_scan_at = datetime.now(UTC)
+
+
+def _sources_with_ripe_files(catalog, source_ids: list[int], now: datetime,  # type: ignore[no-untyped-def]
+                             stability_seconds: int) -> set[int]:
+    """Sources with files waiting for stability whose window has now passed."""
+    cutoff = now - timedelta(seconds=stability_seconds)
+    f = WatchSourceFile
+    with catalog.session() as session:
+        return set(session.scalars(
+            sa.select(f.watch_source_id).distinct()
+            .where(f.watch_source_id.in_(source_ids), f.status == "pending",
+                   f.imohash.is_(None), f.stable_since <= cutoff)))
 
 
 def in_flight_imports(instance: dg.DagsterInstance) -> int:
@@ -80,10 +92,14 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
         if not enabled:
             return dg.SkipReason(f"no enabled {kind} watch source")
 
+        ripe = _sources_with_ripe_files(cat, [e[0] for e in enabled], now,
+                                        settings.file_stability_seconds)
         summaries: list[str] = []
         seen = new = 0
         for source_id, name, last_scan_at, interval in enabled:
-            if not scanning.is_due(last_scan_at, interval, now):
+            # Due by its polling interval, or holding files whose stability window has passed:
+            # those are looked at again on the next tick rather than a whole interval later.
+            if not (scanning.is_due(last_scan_at, interval, now) or source_id in ripe):
                 continue
             remaining = TICK_BUDGET_SECONDS - (time.monotonic() - started)
             if remaining <= 1:
