@@ -289,6 +289,12 @@ def fail_import(catalog: Catalog, fingerprint: str, reason: str, *, run_key: str
         return len(rows)
 
 
+def set_status(catalog: Catalog, file_id: int, status: str) -> None:
+    """Move one file row to ``status`` (``downloading`` while a remote copy is fetched)."""
+    with catalog.session() as session:
+        session.get(WatchSourceFile, file_id).status = status
+
+
 def reset_for_rescan(catalog: Catalog, file_id: int, reason: str) -> None:
     """The file changed after it was fingerprinted: forget the fingerprint so a scan looks again."""
     with catalog.session() as session:

@@ -11,6 +11,7 @@ import contextlib
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,14 +42,21 @@ class _StepFailed(Exception):
 
 
 @contextlib.contextmanager
-def _recorded(catalog: CatalogResource, context: dg.AssetExecutionContext) -> Iterator[None]:
-    """Record any failure on the catalog rows of this partition, then fail the step clearly."""
+def _recorded(catalog: CatalogResource, context: dg.AssetExecutionContext,
+              sources: SourcesResource) -> Iterator[None]:
+    """Record any failure on the catalog rows of this partition, then fail the step clearly.
+
+    Temp files of the partition are removed, except a partial download (``*.part``), from
+    which the next attempt resumes.
+    """
     try:
         yield
     except dg.Failure:
         raise
     except (_StepFailed, SourceError, ProbeError, ObjectStoreError, TranscriptionError,
             OSError) as exc:
+        _clean_temp(sources, context.partition_key, keep_partial=not isinstance(
+            exc, _StepFailed | ProbeError))
         reason = f"{context.asset_key.to_user_string()}: {exc}"
         imports.fail_import(catalog.get(), context.partition_key, reason,
                             run_key=context.run.tags.get("dagster/run_key"))
@@ -56,16 +64,55 @@ def _recorded(catalog: CatalogResource, context: dg.AssetExecutionContext) -> It
         raise dg.Failure(description=reason, allow_retries=False) from None
 
 
+def _clean_temp(sources: SourcesResource, fingerprint: str, *, keep_partial: bool) -> None:
+    folder = _temp_dir(sources, fingerprint)
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if keep_partial and path.name.endswith(".part"):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
 def _client(catalog: CatalogResource, sources: SourcesResource, source_id: int) -> SourceClient:
     with catalog.get().session() as session:
         return sources.client_for(session.get(WatchSource, source_id))
 
 
-def _raw_path(item: imports.ImportItem, client: SourceClient) -> Path:
+def _temp_dir(sources: SourcesResource, fingerprint: str) -> Path:
+    return sources.scratch() / "imports" / fingerprint
+
+
+def _raw_path(item: imports.ImportItem, client: SourceClient, sources: SourcesResource, *,
+              catalog: CatalogResource | None = None,
+              log: dg.DagsterLogManager | None = None) -> Path:
+    """The file on this machine: in place for local sources, else downloaded to the temp dir.
+
+    Remote downloads are resumable: an interrupted attempt leaves ``<name>.part`` behind and the
+    next attempt continues from it.
+    """
     path = client.local_path(item.remote_path)
-    if path is None:
-        raise _StepFailed(f"{item.source_type} sources are not importable yet (no local copy)")
-    return path
+    if path is not None:
+        return path
+    dest = _temp_dir(sources, item.fingerprint) / item.filename
+    if dest.exists() and dest.stat().st_size == item.file_size:
+        return dest
+    if catalog is not None:
+        imports.set_status(catalog.get(), item.file_id, "downloading")
+    started = time.monotonic()
+    client.download(item.remote_path, dest, expected_size=item.file_size)
+    if log is not None:
+        seconds = time.monotonic() - started
+        log.info(f"downloaded {item.file_size} bytes in {seconds:.1f}s "
+                 f"({item.file_size / max(seconds, 1e-6) / 1e6:.1f} MB/s)")
+    if catalog is not None:
+        imports.set_status(catalog.get(), item.file_id, "importing")
+    return dest
 
 
 def _probe_metadata(info: MediaInfo) -> dict[str, object]:
@@ -99,16 +146,17 @@ def raw_file(context: dg.AssetExecutionContext, catalog: CatalogResource,
                                                   "media_id": done.id})
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(f"importing {item.source_name}:{item.remote_path} ({item.file_size} bytes)")
-    with _recorded(catalog, context):
+    with _recorded(catalog, context, sources):
         with _client(catalog, sources, item.source_id) as client:
-            path = _raw_path(item, client)
-            with client.open(item.remote_path) as fh:
+            path = _raw_path(item, client, sources, catalog=catalog, log=context.log)
+            with open(path, "rb") as fh:
                 check = validate_media(fh, item.file_size)
                 if not check.ok:
                     raise _StepFailed(f"not importable: {check.message}")
                 fh.seek(0)
                 current = imohash_fileobj(fh)
             if current != fingerprint:
+                _clean_temp(sources, fingerprint, keep_partial=False)
                 imports.reset_for_rescan(cat, item.file_id,
                                          "content changed after the scan; fingerprinting again")
                 raise dg.Failure(
@@ -160,9 +208,9 @@ def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
     if done is not None and done.object_key and _row_status(cat, item.file_id) == "imported":
         return dg.MaterializeResult(metadata={"object_key": done.object_key,
                                               "media_id": done.id, "cached": True})
-    with _recorded(catalog, context):
+    with _recorded(catalog, context, sources):
         with _client(catalog, sources, item.source_id) as client:
-            path = _raw_path(item, client)
+            path = _raw_path(item, client, sources, catalog=catalog, log=context.log)
             info = probe(path)
             size = path.stat().st_size
             record = imports.ensure_media(cat, item, content_type=content_type_for(
@@ -179,6 +227,8 @@ def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
                                             auto_transcribe=item.auto_transcribe)
             if twins:
                 context.log.info(f"{twins} other file(s) with the same content marked duplicate")
+            # The temp copy of a remote file is no longer needed once it is stored.
+            shutil.rmtree(_temp_dir(sources, fingerprint), ignore_errors=True)
             if item.delete_after_import and item.source_type == "local":
                 try:
                     client.delete(item.remote_path)
@@ -246,7 +296,7 @@ def transcript(context: dg.AssetExecutionContext, catalog: CatalogResource,
     if record is None or not record.object_key:
         raise dg.Failure(description=f"no stored media for {fingerprint}; run media_object first",
                          allow_retries=False)
-    with _recorded(catalog, context):
+    with _recorded(catalog, context, sources):
         engine = transcriber.get_transcriber()
         store = object_store.get_store()
         with _readable_copy(store, record.object_key, sources.scratch()) as path:

@@ -25,7 +25,7 @@ from watch_pipeline.scan_runner import scan_source
 from watch_pipeline.sources.base import SourceError
 from watch_pipeline.sources.resource import SourcesResource
 
-SOURCE_KINDS = ("local",)
+SOURCE_KINDS = ("local", "s3", "smb")
 # Work per tick stays well under the daemon's 60 s sensor timeout.
 TICK_BUDGET_SECONDS = 40.0
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
