@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
+import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
 import sqlalchemy as sa
 
-from watch_pipeline import imports, scan_runner
+from watch_pipeline import imports, scan_runner, scanning
 from watch_pipeline.catalog import sources as svc
 from watch_pipeline.catalog.models import FileStatus, WatchSourceFile
 from watch_pipeline.catalog.settings import WatchSettings
 from watch_pipeline.catalog.validation import ValidationError
 from watch_pipeline.cli.main import CliContext, emit_json, fail, pass_cli, read_secret
 from watch_pipeline.sources.base import SourceClient, SourceError
-from watch_pipeline.sources.factory import create_client
+from watch_pipeline.sources.connect import client_for_source
 
 # (flag declaration(s), catalog column, click keyword arguments)
 _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
@@ -259,27 +258,8 @@ def disable(cli: CliContext, ref: str) -> None:
 # -- scan -------------------------------------------------------------------------------------
 
 def _client_for(cli: CliContext, target: svc.WatchSource) -> SourceClient:
-    """An unconnected client for ``target``, as the watch sensor builds it.
-
-    Raises:
-        SourceError: ``WATCH_FOLDER_PATH`` is unset for a local source, or the source type has
-            no client yet.
-    """
-    secrets: dict[str, str] = {}
-    column = svc.SECRET_COLUMN.get(target.source_type)
-    # Only open the key when there is something to decrypt: a first use would create a key file.
-    if column and getattr(target, column):
-        secret = svc.source_secret(cli.box(), target)
-        if secret is not None:
-            secrets["secret"] = secret
-    if target.source_type == "local":
-        root = os.environ.get("WATCH_FOLDER_PATH", "")
-        if not root:
-            raise SourceError("WATCH_FOLDER_PATH is not set: local sources have no root folder")
-        watch_folder = Path(root).expanduser()
-    else:
-        watch_folder = Path(".")  # remote clients do not use it
-    return create_client(target, watch_folder=watch_folder, secrets=secrets)
+    """An unconnected client for ``target``, built as the watch sensor builds it."""
+    return client_for_source(target, box=cli.box)
 
 
 def _report_to_dict(report: scan_runner.ScanReport, *, source_type: str,
@@ -455,3 +435,98 @@ def files_retry(cli: CliContext, ref: str, remote_path: str | None) -> None:
     released = imports.retry_files(cli.catalog, source_id, remote_path)
     where = f" at {remote_path!r}" if remote_path else ""
     click.echo(f"released {released} failed file(s){where} of source {name!r} for retry")
+
+
+# -- test / browse ------------------------------------------------------------------------------
+
+@source.command("test")
+@click.argument("ref", metavar="NAME")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def test(cli: CliContext, ref: str, as_json: bool) -> None:
+    """Connect to the source NAME, list its root, and print counts and latency.
+
+    Exits 1 with the specific reason (unreachable, login refused, missing bucket/share/folder,
+    permission denied) when the source cannot be used.
+    """
+    with cli.session() as session:
+        target = svc.find_source(session, ref)
+        name, kind, location = target.name, target.source_type, _location(target)
+        extensions = tuple(target.file_extensions or ())
+        try:
+            client = _client_for(cli, target)
+        except SourceError as exc:
+            fail(f"source {name!r} ({location}): {exc}")
+            return
+    started = time.monotonic()
+    try:
+        with client:
+            client.test_connection()
+            connected = time.monotonic() - started
+            entries = client.browse("")
+    except SourceError as exc:
+        fail(f"source {name!r} ({location}): {exc}")
+        return
+    listed = time.monotonic() - started
+    folders = sum(1 for e in entries if e.kind == "folder")
+    files = [e for e in entries if e.kind == "file"]
+    media = [e for e in files if scanning.matches_extensions(e.name, extensions)
+             and _looks_like_media(e.name)]
+    data = {"name": name, "source_type": kind, "location": location, "ok": True,
+            "connect_ms": round(connected * 1000, 1), "list_ms": round(listed * 1000, 1),
+            "folders": folders, "files": len(files), "media_files": len(media)}
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"source {name!r} ({location}): OK, connected in {data['connect_ms']} ms, "
+               f"root listed in {data['list_ms']} ms: {folders} folder(s), {len(files)} "
+               f"file(s), {len(media)} of them media")
+
+
+_MEDIA_SUFFIXES = frozenset(
+    ".mp4 .m4v .mov .mkv .webm .avi .wmv .asf .flv .ts .mts .m2ts .mpg .mpeg .3gp .wav .mp3 "
+    ".m4a .aac .flac .ogg .oga .opus .wma .amr .aif .aiff".split())
+
+
+def _looks_like_media(name: str) -> bool:
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in _MEDIA_SUFFIXES
+
+
+@source.command("browse")
+@click.argument("ref", metavar="NAME")
+@click.argument("path", required=False, default="")
+@click.option("--all", "show_all", is_flag=True, help="Show every file, not only media files.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def browse(cli: CliContext, ref: str, path: str, show_all: bool, as_json: bool) -> None:
+    """List the folders and media files at PATH in the source NAME.
+
+    Use it to choose --path, --prefix or --smb-path: PATH is relative to the source's root.
+    """
+    with cli.session() as session:
+        target = svc.find_source(session, ref)
+        name, location = target.name, _location(target)
+        try:
+            client = _client_for(cli, target)
+        except SourceError as exc:
+            fail(f"source {name!r} ({location}): {exc}")
+            return
+    try:
+        with client:
+            entries = client.browse(path.strip("/"))
+    except SourceError as exc:
+        fail(f"source {name!r} ({location}): {exc}")
+        return
+    shown = [e for e in entries
+             if e.kind == "folder" or show_all or _looks_like_media(e.name)]
+    if as_json:
+        emit_json([{"kind": e.kind, "name": e.name, "size": e.size} for e in shown])
+        return
+    if not shown:
+        click.echo(f"no folders or media files at {path or '/'}")
+    for e in shown:
+        if e.kind == "folder":
+            click.echo(f"{'<dir>':>14}  {e.name}/")
+        else:
+            click.echo(f"{e.size if e.size is not None else '':>14}  {e.name}")

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ class RejectedEntry:
 
     remote_path: str
     reason: str
+
+
+class BrowseEntry(NamedTuple):
+    """One item of a folder listing for ``watch-pipeline source browse``."""
+
+    kind: str  # "folder" or "file"
+    name: str
+    size: int | None = None
 
 
 class SourceError(Exception):
@@ -125,6 +134,10 @@ class SourceClient(abc.ABC):
     @abc.abstractmethod
     def delete(self, remote_path: str) -> None:
         """Remove ``remote_path`` (used by ``delete_after_import``)."""
+
+    def browse(self, path: str = "") -> list[BrowseEntry]:
+        """The folders and files directly inside ``path`` (relative to the root), sorted."""
+        raise NotImplementedError(f"{type(self).__name__} cannot browse")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default has nothing to release."""

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from watch_pipeline.sources.base import (
+    BrowseEntry,
     RejectedEntry,
     SourceClient,
     SourceEntry,
@@ -259,6 +260,23 @@ class LocalSourceClient(SourceClient):
                 f"{remote_path} changed while copying: {copied} bytes, expected {expected_size}"
             )
         return dest
+
+    def browse(self, path: str = "") -> list[BrowseEntry]:
+        """Folders and files directly inside ``path``; symlinks and hidden names are left out."""
+        folder = self._resolve(path) if path.strip("/") else self._checked_root()
+        if not folder.is_dir():
+            raise SourceNotFoundError(f"{path!r} is not a folder in the watch root")
+        items: list[BrowseEntry] = []
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.startswith(".") or entry.is_symlink():
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    items.append(BrowseEntry("folder", entry.name))
+                elif entry.is_file(follow_symlinks=False):
+                    items.append(BrowseEntry("file", entry.name,
+                                             entry.stat(follow_symlinks=False).st_size))
+        return sorted(items, key=lambda e: (e.kind != "folder", e.name.lower()))
 
     def upload(self, src: Path, remote_path: str) -> None:
         """Copy ``src`` to ``remote_path`` under the root (temporary hidden name, then rename).

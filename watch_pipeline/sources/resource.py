@@ -10,9 +10,8 @@ from pydantic import Field
 
 from watch_pipeline.catalog.keys import active_box
 from watch_pipeline.catalog.models import WatchSource
-from watch_pipeline.catalog.sources import source_secret
 from watch_pipeline.sources.base import SourceClient, SourceError
-from watch_pipeline.sources.factory import create_client
+from watch_pipeline.sources.connect import client_for_source
 
 
 class SourcesResource(dg.ConfigurableResource):
@@ -42,11 +41,4 @@ class SourcesResource(dg.ConfigurableResource):
 
     def client_for(self, source: WatchSource) -> SourceClient:
         """An unconnected client for ``source``; its secret is decrypted only here."""
-        secrets: dict[str, str] = {}
-        if source.encrypted_s3_secret_key or source.encrypted_smb_password:
-            box, _ = active_box()
-            secret = source_secret(box, source)
-            if secret is not None:
-                secrets["secret"] = secret
-        watch_root = self.watch_root() if source.source_type == "local" else Path(".")
-        return create_client(source, watch_folder=watch_root, secrets=secrets)
+        return client_for_source(source, box=lambda: active_box()[0], watch_folder=self.watch_root)

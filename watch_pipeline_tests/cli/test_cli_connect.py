@@ -1,0 +1,52 @@
+"""`source test` and `source browse` on a local source (S3 and SMB: tests/sources/)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from watch_pipeline.cli.main import cli
+
+
+@pytest.fixture
+def run(dagster_home, tmp_path, monkeypatch):
+    watch = tmp_path / "watch"
+    (watch / "cams" / "room1").mkdir(parents=True)
+    (watch / "cams" / "a.mp4").write_bytes(b"x" * 10)
+    (watch / "cams" / "notes.txt").write_text("hi")
+    monkeypatch.setenv("WATCH_FOLDER_PATH", str(watch))
+    runner = CliRunner()
+
+    def invoke(*args, code=0):
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == code, (result.output, result.stderr)
+        return result
+
+    invoke("source", "add", "--name", "cams", "--type", "local", "--path", "cams")
+    invoke.watch = watch
+    return invoke
+
+
+def test_source_test_reports_counts_and_latency(run):
+    out = run("source", "test", "cams").output
+    assert "OK" in out and "1 folder(s), 2 file(s), 1 of them media" in out
+    data = json.loads(run("source", "test", "cams", "--json").output)
+    assert data["ok"] is True and data["media_files"] == 1 and data["connect_ms"] >= 0
+
+
+def test_source_test_names_the_reason(run):
+    shutil.rmtree(run.watch / "cams")
+    result = run("source", "test", "cams", code=1)
+    assert "does not exist" in result.stderr and "cams" in result.stderr
+
+
+def test_browse_shows_folders_and_media(run):
+    out = run("source", "browse", "cams").output
+    assert "room1/" in out and "a.mp4" in out and "notes.txt" not in out
+    assert "notes.txt" in run("source", "browse", "cams", "--all").output
+    assert json.loads(run("source", "browse", "cams", "room1", "--json").output) == []
+    assert "outside" in run("source", "browse", "cams", "../..", code=1).stderr \
+        or "'..'" in run("source", "browse", "cams", "../..", code=1).stderr
