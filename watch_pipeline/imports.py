@@ -260,6 +260,14 @@ def complete_transcript(catalog: Catalog, media_id: int, *, key: str, model: str
         media.error_message = None
 
 
+def fail_transcript(catalog: Catalog, media_id: int, reason: str) -> None:
+    """Record a failed transcription on the media; the import (object, rows) stays as it is."""
+    with catalog.session() as session:
+        media = session.get(MediaFile, media_id)
+        media.status = "error"
+        media.error_message = reason[:4000]
+
+
 def fail_import(catalog: Catalog, fingerprint: str, reason: str, *, run_key: str | None = None,
                 now: datetime | None = None) -> int:
     """Record a failed import on the rows it concerned and on the media, scheduling a retry.

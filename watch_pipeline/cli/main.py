@@ -117,13 +117,14 @@ def cli(ctx: click.Context, catalog_url: str | None) -> None:
 
 
 def _register() -> None:
-    from watch_pipeline.cli import admin, media, sources
+    from watch_pipeline.cli import admin, media, sources, transcriber
 
     cli.add_command(sources.source)
     cli.add_command(media.media)
     cli.add_command(admin.settings)
     cli.add_command(admin.db)
     cli.add_command(admin.secrets)
+    cli.add_command(transcriber.transcriber)
 
 
 _register()

@@ -275,17 +275,34 @@ def _slug(model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_") or "model"
 
 
-@dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "whisper"},
-          deps=[media_object])
-def transcript(context: dg.AssetExecutionContext, catalog: CatalogResource,
-               sources: SourcesResource, object_store: ObjectStoreResource,
-               transcriber: TranscriberResource) -> dg.MaterializeResult:
-    """The transcript of the media item, keyed by the model that made it.
+def build_transcript_asset(model_id: str | None = None) -> dg.AssetsDefinition:
+    """The ``transcript`` asset, versioned by the transcription model in use.
 
-    JSON, SRT, VTT and plain text are stored beside the media object.
-    Skipped when the source has ``auto_transcribe`` off. Re-running overwrites the same keys
-    for the same model; transcripts by other models are kept.
+    The model id (backend, model, options that change output) is the asset's code version: after
+    a model change the UI shows every transcript as outdated, and a backfill of ``transcript``
+    over the ``media`` partitions re-transcribes them. Transcripts of earlier models are kept.
     """
+
+    @dg.asset(name="transcript", partitions_def=media, group_name=GROUP,
+              kinds={"python", "whisper"}, deps=["media_object"], code_version=model_id)
+    def _transcript(context: dg.AssetExecutionContext, catalog: CatalogResource,
+                    sources: SourcesResource, object_store: ObjectStoreResource,
+                    transcriber: TranscriberResource) -> dg.MaterializeResult:
+        """The transcript of the media item, keyed by the model that made it.
+
+        JSON, SRT, VTT and plain text are stored beside the media object under
+        ``transcripts/<model>``. Skipped when the source has ``auto_transcribe`` off. Re-running
+        overwrites the same keys for the same model; transcripts by other models are kept.
+        A failure marks the media ``error`` with the reason; the import itself stays.
+        """
+        return _transcribe(context, catalog, sources, object_store, transcriber)
+
+    return _transcript
+
+
+def _transcribe(context: dg.AssetExecutionContext, catalog: CatalogResource,
+                sources: SourcesResource, object_store: ObjectStoreResource,
+                transcriber: TranscriberResource) -> dg.MaterializeResult:
     fingerprint = context.partition_key
     cat = catalog.get()
     item = imports.find_item(cat, fingerprint)
@@ -296,7 +313,7 @@ def transcript(context: dg.AssetExecutionContext, catalog: CatalogResource,
     if record is None or not record.object_key:
         raise dg.Failure(description=f"no stored media for {fingerprint}; run media_object first",
                          allow_retries=False)
-    with _recorded(catalog, context, sources):
+    try:
         engine = transcriber.get_transcriber()
         store = object_store.get_store()
         with _readable_copy(store, record.object_key, sources.scratch()) as path:
@@ -310,13 +327,20 @@ def transcript(context: dg.AssetExecutionContext, catalog: CatalogResource,
         store.put_bytes(base + ".vtt", formats.to_vtt(result).encode(), content_type="text/vtt")
         store.put_bytes(base + ".txt", formats.to_text(result).encode(),
                         content_type="text/plain")
-        imports.complete_transcript(cat, record.id, key=base + ".json", model=engine.model_id)
+    except (TranscriptionError, ObjectStoreError, OSError) as exc:
+        reason = (f"transcription failed: {exc} (the media is imported; re-materialize "
+                  f"transcript for partition {fingerprint} to retry)")
+        imports.fail_transcript(cat, record.id, reason)
+        context.log.error(reason)
+        raise dg.Failure(description=reason, allow_retries=False) from None
+    imports.complete_transcript(cat, record.id, key=base + ".json", model=engine.model_id)
     lag = (datetime.now(UTC) - item.detected_at).total_seconds()
     context.log.info(f"transcribed media {record.id}: {result.word_count} words, "
                      f"RTF {result.real_time_factor:.2f}, {lag:.1f}s after detection")
     return dg.MaterializeResult(metadata={
         "transcript_key": base + ".json",
         "model": engine.model_id,
+        "backend": result.backend,
         "words": dg.IntMetadataValue(result.word_count),
         "audio_seconds": dg.FloatMetadataValue(round(result.audio_duration, 2)),
         "real_time_factor": dg.FloatMetadataValue(round(result.real_time_factor, 3)),

@@ -50,3 +50,12 @@ def test_browse_shows_folders_and_media(run):
     assert json.loads(run("source", "browse", "cams", "room1", "--json").output) == []
     assert "outside" in run("source", "browse", "cams", "../..", code=1).stderr \
         or "'..'" in run("source", "browse", "cams", "../..", code=1).stderr
+
+
+@pytest.mark.slow
+def test_transcriber_test_hears_the_phrase(dagster_home):
+    result = CliRunner().invoke(cli, ["transcriber", "test", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["backend"] == "whisper" and data["model"].startswith("whisper:tiny.en")
+    assert data["words_recognised"] >= 6 and "fox" in data["text"].lower()

@@ -17,13 +17,19 @@ from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFil
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.settings import set_setting
 from watch_pipeline.catalog.sources import create_source
-from watch_pipeline.defs.assets import media_object, raw_file, stitched_media, transcript
+from watch_pipeline.defs.assets import (
+    build_transcript_asset,
+    media_object,
+    raw_file,
+    stitched_media,
+)
 from watch_pipeline.defs.resources import build_resources
 from watch_pipeline.defs.sensors import build_watch_sensor
 from watch_pipeline.store.local import LocalObjectStore
 from watch_pipeline.store.resource import ObjectStoreResource
+from watch_pipeline.transcribe.resource import TranscriberResource
 
-ASSETS = [raw_file, stitched_media, media_object, transcript]
+ASSETS = [raw_file, stitched_media, media_object, build_transcript_asset()]
 SENSOR = build_watch_sensor("local")
 
 
@@ -310,3 +316,53 @@ def test_unreachable_root_is_recorded_on_the_source_only(env):
         fine = s.scalar(sa.select(WatchSource).where(WatchSource.name == "fine"))
         assert gone.last_scan_status == "error" and "does not exist" in gone.last_scan_message
         assert fine.last_scan_status == "success"
+
+
+@pytest.mark.slow
+def test_model_change_backfill_keeps_old_transcripts(env, speech_factory):
+    add_source(env)
+    for i, phrase in enumerate(["the quick brown fox", "seven purple elephants sing"]):
+        speech_factory(phrase, env["watch"] / f"s{i}.wav")
+        age(env["watch"] / f"s{i}.wav")
+    requests, _ = tick(env)
+    keys = [r.partition_key for r in requests]
+    assert len(keys) == 2
+    for key in keys:
+        assert run_import(env, key).success
+    old_model = env["resources"]["transcriber"].model_id
+
+    # the operator changes the model: the asset's code version changes with it
+    new_resources = {**env["resources"], "transcriber": TranscriberResource(whisper_beam_size=2)}
+    new_model = new_resources["transcriber"].model_id
+    assert new_model != old_model
+    new_asset = build_transcript_asset(new_model)
+    assert new_asset.code_versions_by_key[new_asset.key] == new_model
+    for key in keys:  # the backfill of `transcript` over the media partitions
+        assert dg.materialize([new_asset], partition_key=key, resources=new_resources,
+                              instance=env["instance"]).success
+    store = LocalObjectStore(env["home"] / "object_store")
+    for media in media_rows(env):
+        assert media.transcript_model == new_model
+        folder = store.path(media.object_key).parent / "transcripts"
+        names = sorted(p.name for p in folder.glob("*.json"))
+        assert len(names) == 2  # the old model's transcript is kept beside the new one
+
+
+def test_transcription_failure_keeps_the_import(env, tmp_path):
+    add_source(env)
+    _wav(env["watch"], "tone.wav", 440)
+    age(env["watch"] / "tone.wav")
+    (req,), _ = tick(env)
+    broken = {**env["resources"],
+              "transcriber": TranscriberResource(whisper_model=str(tmp_path / "no-model"))}
+    assets = [raw_file, stitched_media, media_object, build_transcript_asset("broken")]
+    result = dg.materialize(assets, partition_key=req.partition_key, resources=broken,
+                            instance=env["instance"], raise_on_error=False)
+    assert not result.success
+    (media,) = media_rows(env)
+    assert media.status == "error" and "transcription failed" in media.error_message
+    assert media.object_key and files(env)["tone.wav"].status == "imported"
+    # retry: materialize transcript again with a working model
+    assert dg.materialize([build_transcript_asset()], partition_key=req.partition_key,
+                          resources=env["resources"], instance=env["instance"]).success
+    assert media_rows(env)[0].status == "completed"
