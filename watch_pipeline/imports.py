@@ -9,6 +9,7 @@ import once, even when they were found in the same tick.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,12 +40,16 @@ class ImportRequest:
 
 def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
                   now: datetime | None = None,
-                  stale_after_seconds: float = 900.0) -> list[ImportRequest]:
+                  stale_after_seconds: float = 60.0,
+                  run_exists: Callable[[str], bool] = lambda _key: False,
+                  ) -> list[ImportRequest]:
     """Choose up to ``slots`` fingerprints to import and remember their run keys.
 
     Candidates, oldest detection first: stable ``pending`` rows never requested, ``error`` rows
     whose backoff has passed (with a new run key: Dagster remembers a run key forever), and
-    requests that never turned into a run within ``stale_after_seconds`` (re-sent with the same
+    requests that have not turned into a run ``stale_after_seconds`` after the tick that made
+    them — the daemon stopped before creating it — re-sent with the same key (``run_exists``
+    asks the Dagster instance; when a run exists, its own outcome decides what happens next).
     key; the daemon ignores it if the run exists).
     """
     now = now or _now()
@@ -66,8 +71,10 @@ def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
             retryable = r.status == "error" and scanning.may_retry(r.retry_count,
                                                                    r.next_retry_at, now)
             fresh = r.status == "pending" and r.run_key is None
-            stale = (r.status == "pending" and r.run_requested_at is not None
-                     and (now - r.run_requested_at).total_seconds() > stale_after_seconds)
+            stale = (r.status == "pending" and r.run_key is not None
+                     and r.run_requested_at is not None
+                     and (now - r.run_requested_at).total_seconds() > stale_after_seconds
+                     and not run_exists(r.run_key))
             if r.imohash in chosen:
                 if fresh or retryable:
                     row_ids[r.imohash].append(r.id)

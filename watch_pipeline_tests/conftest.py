@@ -9,5 +9,6 @@ pytest_plugins = [
     "watch_pipeline_tests.fixtures.catalog",
     "watch_pipeline_tests.fixtures.postgres",
     "watch_pipeline_tests.fixtures.s3_server",
+    "watch_pipeline_tests.fixtures.smb_server",
     "watch_pipeline_tests.fixtures.speech",
 ]

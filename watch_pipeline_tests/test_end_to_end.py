@@ -3,6 +3,7 @@ the watch folder, transcripts read back through the CLI. Includes a daemon resta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -48,18 +49,20 @@ class Stack:
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
-    def stop(self) -> None:
+    def stop(self, *, graceful: bool = False) -> None:
+        """Stop the daemon: only its own process when ``graceful`` (runs already launched go
+        on, as in a service restart), else its whole process group."""
         if self.daemon is None:
             return
         try:
-            os.killpg(self.daemon.pid, signal.SIGTERM)
+            if graceful:
+                self.daemon.send_signal(signal.SIGTERM)
+            else:
+                os.killpg(self.daemon.pid, signal.SIGTERM)
             self.daemon.wait(timeout=60)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            with_kill = self.daemon
-            try:
-                os.killpg(with_kill.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.daemon.pid, signal.SIGKILL)
         self.daemon = None
 
     def query(self, sql: str) -> list[tuple]:
@@ -136,7 +139,7 @@ def test_daemon_restart_mid_run_loses_nothing_and_imports_nothing_twice(stack, s
     stack.wait_for(lambda: stack.query(
         "SELECT count(*) FROM watch_source_file WHERE run_key IS NOT NULL")[0][0] >= 1,
         180, "the first import request")
-    stack.stop()
+    stack.stop(graceful=True)
     time.sleep(2)
     stack.start()
     stack.wait_for(lambda: completed(stack) >= 3, 420, "three transcripts after the restart")

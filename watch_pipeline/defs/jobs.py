@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-IMPORT_TAGS = {"watch_pipeline/kind": "import"}
+# A run whose worker vanished without a trace is failed by run monitoring after this long, so
+# the import failure sensor can hand its file back for a retry.
+IMPORT_TAGS = {"watch_pipeline/kind": "import", "dagster/max_runtime": str(4 * 3600)}
 IMPORT_ASSETS = ("raw_file", "stitched_media", "media_object", "transcript")
 
 # In-process: one file's four steps share a process and the loaded speech model; a run per file

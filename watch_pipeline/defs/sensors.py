@@ -123,7 +123,10 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
             summaries.append(f"{name}: {report.summary}")
 
         slots = settings.max_concurrent_imports - in_flight_imports(context.instance)
-        requests = imports.claim_imports(cat, [e[0] for e in enabled], slots=slots)
+        requests = imports.claim_imports(
+            cat, [e[0] for e in enabled], slots=slots,
+            run_exists=lambda key: bool(context.instance.get_run_records(
+                dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)))
         scanned = sum(1 for s in summaries if "postponed" not in s)
         if not requests:
             held = " (import slots full)" if slots <= 0 else ""

@@ -87,6 +87,10 @@ class SourceNotFoundError(SourceError):
     """The bucket, share, folder or file does not exist."""
 
 
+class SourceChangedError(SourceError):
+    """The file changed (new ETag, size or mtime) while it was being read or downloaded."""
+
+
 class UnsafePathError(SourceError):
     """A path escapes the source root (``..``, absolute path, symlink pointing outside)."""
 

@@ -1,0 +1,707 @@
+"""A watch source that is an S3 bucket (AWS, MinIO or any S3 API), optionally below a prefix.
+
+Listing streams ``list_objects_v2`` page by page, so a bucket of a million keys never sits in
+memory. ``remote_path`` is the key relative to the prefix. Keys that could not be written safely
+below a temp folder (a ``..`` segment, a leading ``/``, a backslash or a NUL) are yielded as
+:class:`RejectedEntry` and never opened; "folder marker" keys ending in ``/`` are skipped.
+
+Reads for fingerprints go through :class:`~watch_pipeline.store.s3.S3RangeReader`: imohash reads
+three 16 KiB windows, so fingerprinting an object costs one HEAD and at most three small GETs.
+
+Downloads are streamed in 8 MiB chunks into ``<dest>.part`` and renamed to ``dest`` once the size
+is verified; ``<dest>.part.etag`` records the ETag of the version being fetched. They resume
+from the bytes already in ``<dest>.part``:
+
+* within one :meth:`S3SourceClient.download` call, after a connection dropped mid-stream (up to
+  :data:`DOWNLOAD_RETRIES` re-requests in a row without progress, with exponential backoff);
+* across calls (a later run after a crash or a server outage), when the object still has the
+  ETag the partial file was fetched under; otherwise the partial file is discarded.
+
+Every GET carries ``If-Match`` with the ETag, so bytes of two versions are never mixed: an
+object replaced meanwhile raises :class:`SourceChangedError` and the stale partial file is
+removed. Other failures keep it for the next attempt; a caller that gives up removes both files
+named by :func:`partial_files`.
+
+boto3 transfer and retry settings come from :mod:`watch_pipeline.store.s3`, the one place they
+are tuned.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import urllib3.exceptions
+from boto3.s3.transfer import TransferConfig
+from botocore.client import BaseClient
+from botocore.config import Config
+
+from watch_pipeline.sources.base import (
+    RejectedEntry,
+    SourceAuthError,
+    SourceChangedError,
+    SourceClient,
+    SourceEntry,
+    SourceError,
+    SourceNotFoundError,
+    SourcePermissionError,
+    SourceUnreachableError,
+    UnsafePathError,
+)
+from watch_pipeline.store.s3 import (
+    MAX_ATTEMPTS,
+    MAX_CONCURRENCY,
+    MULTIPART_CHUNKSIZE,
+    MULTIPART_THRESHOLD,
+    S3RangeReader,
+    describe_error,
+)
+
+MIB = 1024 * 1024
+
+DOWNLOAD_CHUNK = 8 * MIB
+"""Bytes read from the response stream and written to disk at a time (the memory bound)."""
+DOWNLOAD_RETRIES = 5
+"""Re-requests after a connection dropped mid-stream, counted since the last progress."""
+RETRY_BACKOFF_SECONDS = 0.5
+"""First wait before a re-request; doubled each time, at most :data:`RETRY_BACKOFF_MAX_SECONDS`."""
+RETRY_BACKOFF_MAX_SECONDS = 8.0
+LIST_PAGE_SIZE = 1000
+"""Keys per ``list_objects_v2`` page (S3's maximum)."""
+PART_SUFFIX = ".part"
+"""A download is written to ``<dest>.part`` and renamed to ``dest`` when complete."""
+ETAG_SUFFIX = ".part.etag"
+"""``<dest>.part.etag`` holds the ETag of the object version ``<dest>.part`` was fetched from."""
+
+_AUTH_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
+                         "ExpiredToken", "TokenRefreshRequired"})
+_PERMISSION_CODES = frozenset({"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"})
+_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_CHANGED_CODES = frozenset({"PreconditionFailed", "412"})
+
+_CREDENTIAL_ERRORS = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+)
+_BOTO_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+# Raised while reading a response body when the connection drops or stalls mid-stream.
+_STREAM_ERRORS = (
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.IncompleteReadError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    http.client.IncompleteRead,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class S3SourceClient(SourceClient):
+    """A :class:`SourceClient` over one S3 bucket, below an optional key prefix.
+
+    No network traffic happens until the first method call. Errors are raised as
+    :class:`SourceError` subclasses whose message names the bucket, key or endpoint and the cause,
+    never a secret.
+
+    Args:
+        bucket: The bucket name.
+        prefix: A key prefix acting as the root folder; ``"incoming"`` and ``"incoming/"`` are the
+            same; ``""`` watches the whole bucket.
+        endpoint_url: The S3 endpoint (``http://minio:9000``); ``None`` for AWS. A URL without a
+            scheme gets ``https://`` or ``http://`` according to ``use_ssl``.
+        region: The region name (``None``: boto3's default).
+        access_key_id: The access key id (``None``: boto3's default credential chain).
+        secret_access_key: The secret key; never logged, shown in ``repr`` or put in a message.
+        use_ssl: Use TLS when ``endpoint_url`` has no scheme (and for AWS).
+        connect_timeout: Seconds to wait for a connection.
+        read_timeout: Seconds to wait for a response or the next bytes of one.
+        client: A ready boto3 S3 client to use instead of building one (not closed here).
+        page_size: Keys per listing page (tests use small pages to exercise pagination).
+
+    Raises:
+        SourceError: No bucket name was given.
+        SourceAuthError: Only one of access key id and secret was given.
+        UnsafePathError: The prefix starts with ``/`` or contains ``..`` or NUL.
+    """
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        use_ssl: bool = True,
+        connect_timeout: float = 10,
+        read_timeout: float = 60,
+        client: BaseClient | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> None:
+        if not bucket:
+            raise SourceError("an S3 source needs a bucket name")
+        if bool(access_key_id) != bool(secret_access_key):
+            raise SourceAuthError(
+                "S3 credentials are incomplete: give both access key id and secret, or neither"
+            )
+        if endpoint_url and "://" not in endpoint_url:
+            endpoint_url = f"{'https' if use_ssl else 'http'}://{endpoint_url}"
+        self._bucket = bucket
+        self._prefix = _normalise_prefix(prefix)
+        self._endpoint_url = endpoint_url or None
+        self._region = region or None
+        self._access_key_id = access_key_id or None
+        self._secret_access_key = secret_access_key or None
+        self._use_ssl = use_ssl
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._page_size = page_size
+        self._client = client
+        self._owns_client = client is None
+        self._client_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        # Spelled out so that no default repr can ever show the secret.
+        return (
+            f"S3SourceClient(bucket={self._bucket!r}, prefix={self._prefix!r}, "
+            f"endpoint_url={self._endpoint_url!r})"
+        )
+
+    @property
+    def bucket(self) -> str:
+        """The bucket name."""
+        return self._bucket
+
+    @property
+    def prefix(self) -> str:
+        """The normalised key prefix: ``""`` or ending in ``/``."""
+        return self._prefix
+
+    @property
+    def client(self) -> BaseClient:
+        """The boto3 S3 client, created on first use.
+
+        Raises:
+            SourceError: The endpoint URL or region is invalid.
+        """
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def close(self) -> None:
+        """Close the HTTP connections of a client this object created."""
+        with self._client_lock:
+            if self._client is not None and self._owns_client:
+                self._client.close()
+                self._client = None
+
+    # -- connection -------------------------------------------------------------------------
+
+    def test_connection(self) -> None:
+        """List one key below the prefix, then ``HeadBucket``.
+
+        The listing goes first because its error answers carry a code (``NoSuchBucket``,
+        ``SignatureDoesNotMatch``), while a HEAD answer has no body and only says 403 or 404.
+
+        Raises:
+            SourceNotFoundError: The bucket does not exist.
+            SourceAuthError: The credentials were refused.
+            SourcePermissionError: The credentials may not list the bucket.
+            SourceUnreachableError: The endpoint cannot be reached or does not answer.
+        """
+        try:
+            self.client.list_objects_v2(Bucket=self._bucket, Prefix=self._prefix, MaxKeys=1)
+            self.client.head_bucket(Bucket=self._bucket)
+        except _BOTO_ERRORS as exc:
+            raise self._map_error(exc, "list", None) from exc
+
+    # -- listing ----------------------------------------------------------------------------
+
+    def list_files(
+        self, *, recursive: bool = True, extensions: tuple[str, ...] = ()
+    ) -> Iterator[SourceEntry | RejectedEntry]:
+        """Yield every object below the prefix, one listing page in memory at a time.
+
+        The first page is requested before the iterator is returned, so a missing bucket or
+        refused credentials raise at call time; later pages raise during iteration.
+
+        Args:
+            recursive: Include keys in "sub-folders"; ``False`` lists only the objects directly
+                below the prefix (``Delimiter="/"``).
+            extensions: Dot-prefixed extensions to keep, matched case-insensitively; empty keeps
+                every key. Filtered before the safety check, so an unsafe key of another type
+                is ignored rather than rejected.
+
+        Returns:
+            A generator of :class:`SourceEntry` and :class:`RejectedEntry`.
+
+        Raises:
+            SourceError: A subclass naming why the bucket cannot be listed.
+        """
+        suffixes = tuple(_normalise_extension(ext) for ext in extensions if ext)
+        pages = self._pages(self._prefix, delimiter=not recursive)
+        first = self._next_page(pages)
+        return self._entries(first, pages, suffixes)
+
+    def _entries(
+        self,
+        first: dict[str, Any] | None,
+        pages: Iterator[dict[str, Any]],
+        suffixes: tuple[str, ...],
+    ) -> Iterator[SourceEntry | RejectedEntry]:
+        page = first
+        while page is not None:
+            for obj in page.get("Contents", ()):
+                item = self._classify(obj, suffixes)
+                if item is not None:
+                    yield item
+            page = self._next_page(pages)
+
+    def _classify(
+        self, obj: dict[str, Any], suffixes: tuple[str, ...]
+    ) -> SourceEntry | RejectedEntry | None:
+        key: str = obj["Key"]
+        rel = key[len(self._prefix):]
+        if not rel or rel.endswith("/"):
+            return None  # a "folder marker" written by consoles and sync tools
+        if suffixes and not rel.lower().endswith(suffixes):
+            return None
+        problem = _unsafe_reason(rel)
+        if problem is not None:
+            # NUL cannot be stored in a PostgreSQL text column: record it escaped.
+            return RejectedEntry(rel.replace("\x00", "\\x00"), f"unsafe key: {problem}")
+        etag = obj.get("ETag")
+        return SourceEntry(
+            remote_path=rel,
+            size=int(obj["Size"]),
+            mtime=obj["LastModified"].astimezone(UTC),
+            etag=etag.strip('"') if etag else None,
+        )
+
+    def browse(self, path: str = "") -> list[tuple[str, str, int | None]]:
+        """List one level below ``path`` (relative to the prefix), for choosing a prefix.
+
+        Args:
+            path: A folder below the prefix; ``""`` is the prefix itself.
+
+        Returns:
+            ``(kind, name, size)`` tuples, folders (``"folder"``, name, ``None``) first, then
+            files (``"file"``, name, size), each group in key order. Every file is returned;
+            callers filter by extension. Names with unsafe characters are left out.
+
+        Raises:
+            UnsafePathError: ``path`` starts with ``/`` or contains ``..`` or NUL.
+            SourceError: A subclass naming why the bucket cannot be listed.
+        """
+        base = self._prefix + _normalise_prefix(path)
+        folders: list[tuple[str, str, int | None]] = []
+        files: list[tuple[str, str, int | None]] = []
+        pages = self._pages(base, delimiter=True)
+        page = self._next_page(pages)
+        while page is not None:
+            for common in page.get("CommonPrefixes", ()):
+                name = common["Prefix"][len(base):].rstrip("/")
+                if name and _unsafe_reason(name) is None:
+                    folders.append(("folder", name, None))
+            for obj in page.get("Contents", ()):
+                name = obj["Key"][len(base):]
+                if name and not name.endswith("/") and _unsafe_reason(name) is None:
+                    files.append(("file", name, int(obj["Size"])))
+            page = self._next_page(pages)
+        return folders + files
+
+    def _pages(self, prefix: str, *, delimiter: bool) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Prefix": prefix,
+            "PaginationConfig": {"PageSize": self._page_size},
+        }
+        if delimiter:
+            params["Delimiter"] = "/"
+        # A botocore PageIterator requests the next page only when asked: one page in memory.
+        return iter(self.client.get_paginator("list_objects_v2").paginate(**params))
+
+    def _next_page(self, pages: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
+        try:
+            return next(pages, None)
+        except _BOTO_ERRORS as exc:
+            raise self._map_error(exc, "list", None) from exc
+
+    # -- file access ------------------------------------------------------------------------
+
+    def open(
+        self, remote_path: str, *, size: int | None = None, etag: str | None = None
+    ) -> S3RangeReader:
+        """Open ``remote_path`` as a seekable reader over ranged GETs (one GET per read).
+
+        Args:
+            remote_path: The key relative to the prefix.
+            size: The listed size; with ``etag`` it saves the ``HeadObject``.
+            etag: The listed ETag; every GET then carries ``If-Match``, so reading fails
+                instead of mixing two versions if the object is replaced.
+
+        Raises:
+            UnsafePathError: The path is unsafe.
+            SourceNotFoundError: No such object (or bucket).
+            SourceError: Another subclass naming why the object cannot be read.
+        """
+        key = self._key(remote_path)
+        if size is None or etag is None:
+            head = self._head(remote_path, key, etag)
+            size, etag = int(head["ContentLength"]), head.get("ETag")
+        return S3RangeReader(
+            self.client, self._bucket, key, size, etag=_quoted(etag), error_type=SourceError
+        )
+
+    def local_path(self, remote_path: str) -> None:
+        """Return ``None``: objects are never readable in place."""
+        return None
+
+    def download(
+        self,
+        remote_path: str,
+        dest: Path,
+        *,
+        expected_size: int | None = None,
+        etag: str | None = None,
+    ) -> Path:
+        """Stream the object into ``dest``, resuming from ``<dest>.part`` when possible.
+
+        Bytes arrive in ``<dest>.part``; ``<dest>.part.etag`` records the ETag they belong to, so
+        a later call resumes only a partial file of the same version of the object. Both are
+        removed once ``dest`` is complete (see :func:`partial_files`).
+
+        Args:
+            remote_path: The key relative to the prefix.
+            dest: The final file; parents are created.
+            expected_size: The listed size; the download must end with exactly this many bytes.
+            etag: The listed ETag; the object must still have it (``If-Match``). With both
+                ``etag`` and ``expected_size`` no ``HeadObject`` is needed.
+
+        Returns:
+            ``dest``.
+
+        Raises:
+            UnsafePathError: The path is unsafe.
+            SourceChangedError: The object no longer matches the listing (ETag or size) or was
+                replaced mid-download; the partial file is removed.
+            SourceUnreachableError: The connection dropped :data:`DOWNLOAD_RETRIES` times in a row
+                without progress; the partial file is kept for the next attempt.
+            SourceError: Not enough free space near ``dest``; the bytes received differ from the
+                expected size (the partial file is removed); or a subclass for S3 refusing the
+                request.
+        """
+        key = self._key(remote_path)
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part, tag = partial_files(dest)
+        headed = expected_size is None or etag is None
+        if headed:
+            head = self._head(remote_path, key, etag)
+            etag = etag or head.get("ETag")
+            total = int(head["ContentLength"])
+            if expected_size is not None and total != expected_size:
+                _remove(part, tag)
+                raise SourceChangedError(
+                    f"{self._url(remote_path)} changed on the server since it was listed "
+                    f"({total} bytes, listed {expected_size})"
+                )
+        else:
+            total = expected_size
+        if_match = _quoted(etag) or ""
+        if _read_tag(tag) != if_match or _file_size(part) > total:
+            _remove(part, tag)  # another version's bytes, or not a prefix of this one
+        done = _file_size(part)
+        _check_free_space(dest.parent, total - done)
+        if not part.exists():
+            tag.write_text(if_match, encoding="utf-8")
+            part.touch()
+        try:
+            if done < total:
+                self._fetch_into(remote_path, key, part, if_match)
+            elif not headed:
+                self._head(remote_path, key, etag)  # nothing to fetch: still the same object?
+        except SourceChangedError:
+            _remove(part, tag)
+            raise
+        got = _file_size(part)
+        if got != total:
+            _remove(part, tag)
+            if got < total:
+                raise SourceError(
+                    f"truncated download of {self._url(remote_path)}: got {got} of {total} bytes"
+                )
+            raise SourceError(
+                f"download of {self._url(remote_path)} has {got} bytes, expected {total}"
+            )
+        os.replace(part, dest)
+        tag.unlink(missing_ok=True)
+        return dest
+
+    def _fetch_into(self, remote_path: str, key: str, part: Path, if_match: str) -> None:
+        """Append the object's bytes after those already in ``part`` until its stream ends.
+
+        A stream that drops (connection reset, read timeout, fewer bytes than announced) is
+        re-requested from the new end of ``part``; the failure count restarts after progress.
+        """
+        buffer = bytearray(DOWNLOAD_CHUNK)
+        view = memoryview(buffer)
+        failures = 0
+        while True:
+            done = _file_size(part)
+            extra: dict[str, str] = {"IfMatch": if_match} if if_match else {}
+            try:
+                response = self.client.get_object(
+                    Bucket=self._bucket, Key=key, Range=f"bytes={done}-", **extra
+                )
+            except _BOTO_ERRORS as exc:
+                # botocore has already retried connection errors and 5xx answers.
+                raise self._map_error(exc, "download", remote_path) from exc
+            body = response["Body"]
+            try:
+                if done and response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 206:
+                    raise SourceError(
+                        f"S3 download of {self._url(remote_path)} failed: "
+                        "the server ignored the Range header"
+                    )
+                with open(part, "ab") as out:
+                    while n := body.readinto(buffer):
+                        out.write(view[:n])
+                return  # botocore checked the stream delivered its whole Content-Length
+            except _STREAM_ERRORS as exc:
+                failures = 1 if _file_size(part) > done else failures + 1
+                if failures > DOWNLOAD_RETRIES:
+                    raise SourceUnreachableError(
+                        f"S3 download of {self._url(remote_path)} failed: the connection "
+                        f"dropped {failures} times in a row "
+                        f"({describe_error(exc, endpoint=self._endpoint_url)})"
+                    ) from exc
+            except OSError as exc:  # after the stream errors: ConnectionError is an OSError
+                raise SourceError(f"cannot write {part}: {exc.strerror or exc}") from exc
+            finally:
+                body.close()
+            time.sleep(_backoff(failures))
+
+    def upload(self, src: Path, remote_path: str) -> None:
+        """Upload ``src`` to ``remote_path`` below the prefix (multipart for large files).
+
+        Raises:
+            UnsafePathError: The path is unsafe.
+            SourceError: A subclass naming why S3 refused or failed the upload.
+        """
+        key = self._key(remote_path)
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_CHUNKSIZE,
+            max_concurrency=MAX_CONCURRENCY,
+            preferred_transfer_client="classic",
+        )
+        try:
+            self.client.upload_file(str(src), self._bucket, key, Config=config)
+        except boto3.exceptions.S3UploadFailedError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, _BOTO_ERRORS):
+                raise self._map_error(cause, "upload", remote_path) from exc
+            raise SourceError(f"S3 upload of {self._url(remote_path)} failed") from exc
+        except _BOTO_ERRORS as exc:
+            raise self._map_error(exc, "upload", remote_path) from exc
+
+    def delete(self, remote_path: str) -> None:
+        """Remove ``remote_path``; an object that is already gone is not an error.
+
+        Raises:
+            UnsafePathError: The path is unsafe.
+            SourceError: A subclass naming why S3 refused the request.
+        """
+        key = self._key(remote_path)
+        try:
+            self.client.delete_object(Bucket=self._bucket, Key=key)
+        except _BOTO_ERRORS as exc:
+            if _error_code(exc) == "NoSuchKey":
+                return
+            raise self._map_error(exc, "delete", remote_path) from exc
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _key(self, remote_path: str) -> str:
+        problem = _unsafe_reason(remote_path) if remote_path else "empty path"
+        if problem is not None or remote_path.endswith("/"):
+            reason = problem or "names a folder"
+            raise UnsafePathError(f"{remote_path!r} is not a safe object key: {reason}")
+        return self._prefix + remote_path
+
+    def _head(self, remote_path: str, key: str, etag: str | None) -> dict[str, Any]:
+        extra = {"IfMatch": _quoted(etag)} if etag else {}
+        try:
+            return self.client.head_object(Bucket=self._bucket, Key=key, **extra)
+        except _BOTO_ERRORS as exc:
+            raise self._map_error(exc, "read", remote_path) from exc
+
+    def _url(self, remote_path: str | None) -> str:
+        return f"s3://{self._bucket}/{self._prefix}{remote_path or ''}"
+
+    def _map_error(self, exc: BaseException, action: str, remote_path: str | None) -> SourceError:
+        """Turn a boto3 failure into the matching :class:`SourceError` subclass.
+
+        ``remote_path`` is ``None`` for bucket-level calls, where a bare 404 means the bucket.
+        """
+        where = self._endpoint_url or "AWS S3"
+        detail = describe_error(exc, endpoint=self._endpoint_url)
+        code = _error_code(exc)
+        error: SourceError
+        if code == "NoSuchBucket" or (remote_path is None and code in _MISSING_CODES):
+            error = SourceNotFoundError(f"bucket {self._bucket} does not exist at {where}")
+        elif code in _MISSING_CODES:
+            error = SourceNotFoundError(f"{self._url(remote_path)} does not exist ({detail})")
+        elif code in _CHANGED_CODES:
+            error = SourceChangedError(
+                f"{self._url(remote_path)} changed on the server since it was listed ({detail})"
+            )
+        elif code in _AUTH_CODES or isinstance(exc, _CREDENTIAL_ERRORS):
+            error = SourceAuthError(f"S3 credentials were refused by {where} ({detail})")
+        elif code in _PERMISSION_CODES:
+            error = SourcePermissionError(
+                f"S3 {action} of {self._url(remote_path)} was refused ({detail})"
+            )
+        elif isinstance(
+            exc, botocore.exceptions.ConnectionError | botocore.exceptions.ReadTimeoutError
+        ):
+            error = SourceUnreachableError(f"cannot reach S3 endpoint {where} ({detail})")
+        else:
+            error = SourceError(f"S3 {action} of {self._url(remote_path)} failed: {detail}")
+        return self._scrubbed(error)
+
+    def _scrubbed(self, error: SourceError) -> SourceError:
+        # SigV4 never sends the secret, so no server or botocore text should contain it; this is
+        # the belt to that braces.
+        if self._secret_access_key and self._secret_access_key in str(error):
+            return type(error)(str(error).replace(self._secret_access_key, "***"))
+        return error
+
+    def _make_client(self) -> BaseClient:
+        session = boto3.session.Session(
+            aws_access_key_id=self._access_key_id,
+            aws_secret_access_key=self._secret_access_key,
+            region_name=self._region,
+        )
+        config = Config(
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+            signature_version="s3v4",
+            # MinIO and most S3-compatible servers need path-style addressing.
+            s3={"addressing_style": "path" if self._endpoint_url else "auto"},
+            # Several S3-compatible servers reject boto3's default CRC checksums.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        try:
+            return session.client(
+                "s3", endpoint_url=self._endpoint_url, use_ssl=self._use_ssl, config=config
+            )
+        except (botocore.exceptions.BotoCoreError, ValueError) as exc:
+            raise SourceError(
+                f"cannot set up the S3 client for bucket {self._bucket}: "
+                f"{describe_error(exc, endpoint=self._endpoint_url)}"
+            ) from exc
+
+
+def _normalise_prefix(prefix: str | None) -> str:
+    """Return ``""`` or ``"a/b/"`` for a folder-like prefix.
+
+    Raises:
+        UnsafePathError: The prefix starts with ``/`` or contains ``..`` or NUL.
+    """
+    text = (prefix or "").strip()
+    if not text:
+        return ""
+    problem = _unsafe_reason(text.rstrip("/"))
+    if problem is not None:
+        raise UnsafePathError(f"S3 prefix {text!r} is not safe: {problem}")
+    return text.rstrip("/") + "/"
+
+
+def _unsafe_reason(rel: str) -> str | None:
+    """Say why ``rel`` cannot become a path below a local folder, or return ``None``."""
+    if "\x00" in rel:
+        return "contains NUL"
+    if rel.startswith("/"):
+        return "starts with '/'"
+    if "\\" in rel:
+        return "contains a backslash"
+    if ".." in rel.split("/"):
+        return "contains a '..' segment"
+    return None
+
+
+def _normalise_extension(ext: str) -> str:
+    ext = ext.lower()
+    return ext if ext.startswith(".") else "." + ext
+
+
+def _quoted(etag: str | None) -> str | None:
+    """Return ``etag`` in the quoted form S3 sends, as ``If-Match`` expects."""
+    if not etag:
+        return None
+    return etag if etag.startswith('"') else f'"{etag}"'
+
+
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        return str(
+            error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+        )
+    return ""
+
+
+def partial_files(dest: Path) -> tuple[Path, Path]:
+    """Return the partial download of ``dest`` and the file naming the ETag it belongs to.
+
+    A caller that gives up on a download removes both; :meth:`S3SourceClient.download` removes
+    them itself on success, on a changed object and on a size mismatch.
+    """
+    dest = Path(dest)
+    return dest.with_name(dest.name + PART_SUFFIX), dest.with_name(dest.name + ETAG_SUFFIX)
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _read_tag(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _check_free_space(folder: Path, need: int) -> None:
+    have = shutil.disk_usage(folder).free
+    if need > have:
+        raise SourceError(f"not enough free space in {folder}: need {need}, have {have} bytes")
+
+
+def _backoff(failures: int) -> float:
+    return min(RETRY_BACKOFF_SECONDS * 2 ** (failures - 1), RETRY_BACKOFF_MAX_SECONDS)
