@@ -69,7 +69,7 @@ def _clean_temp(sources: SourcesResource, fingerprint: str, *, keep_partial: boo
     if not folder.is_dir():
         return
     for path in folder.iterdir():
-        if keep_partial and path.name.endswith(".part"):
+        if keep_partial and ".part" in path.name:
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -46,6 +46,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 
 from watch_pipeline.sources.base import (
+    BrowseEntry,
     RejectedEntry,
     SourceAuthError,
     SourceChangedError,
@@ -291,7 +292,7 @@ class S3SourceClient(SourceClient):
             etag=etag.strip('"') if etag else None,
         )
 
-    def browse(self, path: str = "") -> list[tuple[str, str, int | None]]:
+    def browse(self, path: str = "") -> list[BrowseEntry]:
         """List one level below ``path`` (relative to the prefix), for choosing a prefix.
 
         Args:
@@ -307,19 +308,19 @@ class S3SourceClient(SourceClient):
             SourceError: A subclass naming why the bucket cannot be listed.
         """
         base = self._prefix + _normalise_prefix(path)
-        folders: list[tuple[str, str, int | None]] = []
-        files: list[tuple[str, str, int | None]] = []
+        folders: list[BrowseEntry] = []
+        files: list[BrowseEntry] = []
         pages = self._pages(base, delimiter=True)
         page = self._next_page(pages)
         while page is not None:
             for common in page.get("CommonPrefixes", ()):
                 name = common["Prefix"][len(base):].rstrip("/")
                 if name and _unsafe_reason(name) is None:
-                    folders.append(("folder", name, None))
+                    folders.append(BrowseEntry("folder", name, None))
             for obj in page.get("Contents", ()):
                 name = obj["Key"][len(base):]
                 if name and not name.endswith("/") and _unsafe_reason(name) is None:
-                    files.append(("file", name, int(obj["Size"])))
+                    files.append(BrowseEntry("file", name, int(obj["Size"])))
             page = self._next_page(pages)
         return folders + files
 

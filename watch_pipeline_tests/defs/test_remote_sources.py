@@ -187,3 +187,30 @@ def test_wrong_smb_password_and_healthy_local_source_in_the_same_tick(env, smb_s
     row = source_row(env, "badpw")
     assert row.last_scan_status == "error" and "refused" in row.last_scan_message.lower()
     assert "wrong-password-123" not in row.last_scan_message
+
+
+def test_cli_test_and_browse_on_s3_and_smb(env, s3_server, s3_bucket, smb_server, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from watch_pipeline.cli.main import cli
+
+    s3_source(env, s3_server, s3_bucket, name="b")
+    client = s3_server.client()
+    client.upload_file(str(_wav(tmp_path / "t.wav", 300)), s3_bucket, "room/t.wav")
+    client.put_object(Bucket=s3_bucket, Key="readme.txt", Body=b"x")
+    smb_source(env, smb_server, name="s")
+    runner = CliRunner()
+    url = ["--catalog-url", env["catalog"].url]
+    out = runner.invoke(cli, [*url, "source", "test", "b", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["folders"] == 1
+    out = runner.invoke(cli, [*url, "source", "browse", "b", "room", "--json"])
+    assert json.loads(out.output) == [{"kind": "file", "name": "t.wav", "size": (
+        tmp_path / "t.wav").stat().st_size}]
+    out = runner.invoke(cli, [*url, "source", "test", "s"])
+    assert out.exit_code == 0 and "OK" in out.output, out.output
+    smb_source(env, smb_server, name="s-bad", password="nope-nope")
+    out = runner.invoke(cli, [*url, "source", "test", "s-bad"])
+    assert out.exit_code == 1 and "refused" in out.stderr and "nope-nope" not in out.stderr
