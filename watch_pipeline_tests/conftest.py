@@ -10,5 +10,7 @@ pytest_plugins = [
     "watch_pipeline_tests.fixtures.postgres",
     "watch_pipeline_tests.fixtures.s3_server",
     "watch_pipeline_tests.fixtures.smb_server",
+    "watch_pipeline_tests.fixtures.smtp_server",
+    "watch_pipeline_tests.fixtures.graph_server",
     "watch_pipeline_tests.fixtures.speech",
 ]

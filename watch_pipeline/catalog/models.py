@@ -337,6 +337,12 @@ class EmailNotificationConfig(Base):
     test_status: Mapped[str | None] = mapped_column(sa.String(16))
     test_message: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # delivery after scans: failed sends in total and the latest reason; and smtp's opt-out of
+    # certificate verification (off unless an operator explicitly sets it)
+    send_failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_send_error: Mapped[str | None] = mapped_column(sa.Text)
+    smtp_insecure_skip_verify: Mapped[bool] = mapped_column(default=False,
+                                                            server_default=sa.false())
 
     source_links: Mapped[list[WatchSourceEmail]] = relationship(
         back_populates="email_config", cascade="all, delete-orphan", passive_deletes=True

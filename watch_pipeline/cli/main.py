@@ -125,6 +125,9 @@ def _register() -> None:
     cli.add_command(admin.db)
     cli.add_command(admin.secrets)
     cli.add_command(transcriber.transcriber)
+    from watch_pipeline.cli.email import email
+
+    cli.add_command(email)
 
 
 _register()

@@ -119,8 +119,9 @@ def test_wrong_s3_secret_is_recorded_while_a_healthy_source_imports(env, s3_serv
     add(env, secret="not-the-secret", name="bad", source_type="s3", s3_bucket_name=s3_bucket,
         s3_endpoint_url=s3_server.endpoint_url, s3_access_key_id=good.access_key_id,
         s3_use_ssl=False)
-    s3_server.client(aws_access_key_id=good.access_key_id,
-                     aws_secret_access_key=good.secret_access_key).upload_file(str(_wav(tmp_path / "x.wav", 610)), s3_bucket, "x.wav")
+    uploader = s3_server.client(aws_access_key_id=good.access_key_id,
+                                aws_secret_access_key=good.secret_access_key)
+    uploader.upload_file(str(_wav(tmp_path / "x.wav", 610)), s3_bucket, "x.wav")
     requests, _ = tick(env, "s3")
     assert len(requests) == 1
     bad = source_row(env, "bad")
