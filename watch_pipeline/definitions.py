@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from watch_pipeline.defs.alerts import notification_sensor
 from watch_pipeline.defs.assets import (
     build_transcript_asset,
     media_object,
@@ -23,6 +24,6 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[raw_file, stitched_media, media_object, transcript],
         jobs=[import_job, transcribe_job],
-        sensors=[*watch_sensors, import_failure_sensor],
+        sensors=[*watch_sensors, import_failure_sensor, notification_sensor],
         resources=resources,
     )

@@ -292,6 +292,7 @@ def fail_import(catalog: Catalog, fingerprint: str, reason: str, *, run_key: str
         rows = session.scalars(sa.select(f).where(f.imohash == fingerprint, concerned)).all()
         for row in rows:
             row.status = "error"
+            row.processed_at = now
             row.error_message = reason[:4000]
             row.retry_count = (row.retry_count or 0) + 1
             row.next_retry_at = now + scanning.retry_delay(row.retry_count)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from watch_pipeline.catalog.resource import CatalogResource
+from watch_pipeline.mail.resource import MailerResource
 from watch_pipeline.sources.resource import SourcesResource
 from watch_pipeline.store.resource import ObjectStoreResource
 from watch_pipeline.transcribe.resource import TranscriberResource
@@ -23,4 +24,5 @@ def build_resources() -> dict[str, Any]:
         "sources": SourcesResource(),
         "object_store": ObjectStoreResource(backend="local"),
         "transcriber": TranscriberResource(backend="whisper"),
+        "mailer": MailerResource(),
     }

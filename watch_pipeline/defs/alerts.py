@@ -1,0 +1,65 @@
+"""Notifications: a sensor that mails linked configurations about what sources did."""
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from watch_pipeline import notify
+from watch_pipeline.catalog.resource import CatalogResource
+from watch_pipeline.mail.resource import MailerResource
+
+# Rows written in the last moments may still be in flight in other transactions.
+SETTLE = timedelta(seconds=2)
+
+
+def _interval_seconds() -> int:
+    return int(os.environ.get("WATCH_NOTIFY_INTERVAL_SECONDS", "60"))
+
+
+@dg.sensor(
+    name="notification_sensor",
+    minimum_interval_seconds=_interval_seconds(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Mails each source's linked email configurations once its scan and the imports "
+                "it started are done, when something was imported, stitched or failed.",
+)
+def notification_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                        mailer: MailerResource) -> dg.SkipReason:
+    """Send one summary per source and configuration; never fails an import."""
+    now = datetime.now(UTC)
+    until = now - SETTLE
+    state = json.loads(context.cursor) if context.cursor else {}
+    if "start" not in state:  # first tick: report only what happens from now on
+        context.update_cursor(json.dumps({"start": until.isoformat(), "sources": {}}))
+        return dg.SkipReason("notifications start now")
+    start = datetime.fromisoformat(state["start"])
+    cursors = {int(k): datetime.fromisoformat(v) for k, v in state.get("sources", {}).items()}
+    base_url = os.environ.get("WATCH_DAGSTER_URL", "").rstrip("/") or None
+
+    def run_url(fingerprint: str) -> str | None:
+        if not base_url or not fingerprint:
+            return None
+        return f"{base_url}/assets/transcript?partition={fingerprint}"
+
+    activities, new_cursors = notify.collect_activity(
+        catalog.get(), cursors, until, default_since=start, run_url=run_url)
+    sent = failed = 0
+    for activity in activities:
+        for d in notify.deliver(catalog.get(), activity, mailer_for=mailer.mailer_for,
+                                dagster_url=base_url):
+            if d.sent:
+                sent += 1
+                context.log.info(f"mailed {d.config_name} about {d.source_name}: {d.detail}")
+            else:
+                failed += 1
+                context.log.warning(f"no mail via {d.config_name} about {d.source_name}: "
+                                    f"{d.detail}")
+    context.update_cursor(json.dumps({
+        "start": state["start"],
+        "sources": {str(k): v.isoformat() for k, v in new_cursors.items()}}))
+    if not activities:
+        return dg.SkipReason("nothing imported, stitched or failed since the last notification")
+    return dg.SkipReason(f"{sent} message(s) sent, {failed} not sent, for "
+                         f"{len(activities)} source(s)")
