@@ -61,8 +61,7 @@ def _busy_sources(session, source_ids: list[int]) -> set[int]:  # type: ignore[n
     return set(session.scalars(
         sa.select(f.watch_source_id).distinct().where(
             f.watch_source_id.in_(source_ids),
-            sa.or_(f.status.in_(("importing", "downloading")),
-                   sa.and_(f.status == "pending", f.run_key.is_not(None))))))
+            f.status.in_(("pending", "importing", "downloading", "waiting_for_parts")))))
 
 
 def collect_activity(catalog: Catalog, cursors: dict[int, datetime], until: datetime, *,
@@ -71,8 +70,9 @@ def collect_activity(catalog: Catalog, cursors: dict[int, datetime], until: date
                      ) -> tuple[list[SourceActivity], dict[int, datetime]]:
     """Activity per linked source since its cursor, and the cursors to store afterwards.
 
-    A source whose imports are still running is held back (its cursor stays), so one message
-    covers a scan and the imports it started — unless it has been held for
+    A source with files still on their way (waiting to be stable, queued, importing, or parts
+    waiting for their group) is held back (its cursor stays), so one message covers a scan and
+    the imports it started — unless it has been held for
     ``HOLD_LIMIT_SECONDS``.
     """
     f = WatchSourceFile

@@ -101,7 +101,13 @@ def completed(stack: Stack) -> int:
     return stack.query("SELECT count(*) FROM media_file WHERE status = 'completed'")[0][0]
 
 
-def test_dropped_files_are_transcribed_once_by_the_daemon(stack, speech_factory, tmp_path):
+def test_dropped_files_are_transcribed_once_by_the_daemon(stack, speech_factory, tmp_path,
+                                                         smtp_server):
+    stack.env["WATCH_NOTIFY_INTERVAL_SECONDS"] = "2"
+    stack.cli("email", "add", "--name", "ops", "--provider", "smtp", "--from",
+              "watch@example.com", "--recipients", "ops@example.com", "--host", "127.0.0.1",
+              "--port", str(smtp_server.port), "--no-tls")
+    stack.cli("email", "link", "ops", "--source", "watch")
     staging = tmp_path / "staging"
     speech_factory("the quick brown fox jumps over the lazy dog", staging / "fox.wav")
     speech_factory("seven purple elephants sing in the morning", staging / "song.mp4", fmt="mp4")
@@ -123,6 +129,12 @@ def test_dropped_files_are_transcribed_once_by_the_daemon(stack, speech_factory,
     assert "quick" in text and "fox" in text
     song = stack.cli("media", "transcript", str(by_name["song.mp4"]), "--format", "srt").lower()
     assert "-->" in song and "elephants" in song.replace("elephant s", "elephants")
+    # exactly one mail about the scan and its imports, naming the recordings
+    stack.wait_for(lambda: len(smtp_server.messages) >= 1, 60, "the notification mail")
+    time.sleep(6)
+    assert len(smtp_server.messages) == 1
+    body = smtp_server.messages[0].part("plain")
+    assert "fox" in body and "song" in body and "duplicate_same_source" in body
 
 
 def test_daemon_restart_mid_run_loses_nothing_and_imports_nothing_twice(stack, speech_factory,
