@@ -1,0 +1,372 @@
+"""Stitch the parts of a multi-part recording into one file with ffmpeg.
+
+Each part is probed (:func:`watch_pipeline.media.probe.probe`). When every part agrees on the
+first video stream's (codec, width, height) and the first audio stream's (codec, sample rate,
+channels), the parts are joined by ffmpeg's concat demuxer with stream copy — no re-encoding, as
+fast as the disk. Otherwise they are re-encoded through the concat filter: video parts are scaled
+and padded to the first part's size, audio resampled to the first audio part's rate and channel
+layout, and a part without audio contributes silence of its length. Codecs follow the output's
+extension (``_MUXERS``, ``_AUDIO_ENCODERS``; video is H.264, or VP9 in ``.webm``).
+
+The stream copy is started before the probes finish (it needs none of their results and costs
+no CPU), so ffprobe's start-up time is hidden behind it; it is killed if a part turns out to be
+unreadable or unlike part 1. ffmpeg reads and writes the files itself; Python never holds media in
+memory. The output is written to a hidden temporary file beside ``dest`` and renamed into place
+only after its duration has been checked against the sum of the parts; every temporary file is
+removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from watch_pipeline.media.probe import DEFAULT_TIMEOUT_SECONDS, MediaInfo, ProbeError, probe
+
+_STDERR_TAIL_CHARS = 500
+_PROBE_WORKERS = 4
+_FFMPEG = ("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y")
+
+# Output extension → ffmpeg muxer. Anything else is written as Matroska, which holds any codec.
+_MUXERS: dict[str, str] = {
+    ".mp4": "mp4", ".m4v": "mp4", ".m4a": "ipod", ".mov": "mov", ".3gp": "3gp",
+    ".mkv": "matroska", ".mka": "matroska", ".webm": "webm",
+    ".wav": "wav", ".mp3": "mp3", ".ogg": "ogg", ".oga": "ogg", ".opus": "ogg",
+    ".flac": "flac", ".aac": "adts", ".aif": "aiff", ".aiff": "aiff", ".avi": "avi",
+    ".ts": "mpegts", ".mts": "mpegts", ".m2ts": "mpegts", ".flv": "flv",
+    ".asf": "asf", ".wma": "asf", ".wmv": "asf",
+}  # fmt: skip
+# Output extension → audio encoder when re-encoding; anything else gets AAC.
+_AUDIO_ENCODERS: dict[str, str] = {
+    ".wav": "pcm_s16le", ".aif": "pcm_s16be", ".aiff": "pcm_s16be", ".mp3": "libmp3lame",
+    ".flac": "flac",
+    ".ogg": "libopus", ".oga": "libopus", ".opus": "libopus", ".webm": "libopus",
+}  # fmt: skip
+_OPUS_RATES = (48_000, 24_000, 16_000, 12_000, 8_000)
+_LAYOUTS = {1: "mono", 2: "stereo"}
+
+
+class StitchError(Exception):
+    """The parts could not be stitched; the message names the part or check that failed."""
+
+
+@dataclass(frozen=True)
+class StitchResult:
+    """What :func:`stitch` wrote.
+
+    Attributes:
+        mode: ``"copy"`` (concat demuxer, stream copy) or ``"reencode"`` (concat filter).
+        duration: The output's duration in seconds, as ffprobe reads it.
+        parts_duration: The sum of the parts' durations in seconds.
+        size: The output's size in bytes.
+        reencode_reason: Why the parts could not be stream-copied (``None`` in copy mode).
+
+    """
+
+    mode: Literal["copy", "reencode"]
+    duration: float
+    parts_duration: float
+    size: int
+    reencode_reason: str | None = None
+
+
+def stitch(
+    parts: Sequence[Path],
+    dest: Path,
+    *,
+    timeout: float | None = None,
+    tolerance_per_part: float = 1.0,
+) -> StitchResult:
+    """Concatenate ``parts`` in order into ``dest``.
+
+    Args:
+        parts: Local media files in play order (part 1 first).
+        dest: The output file; its extension picks the container (and the codecs when
+            re-encoding). Its directory must exist; an existing file is replaced.
+        timeout: Seconds allowed to each ffprobe and ffmpeg run; ``None`` lets ffmpeg run as
+            long as it needs (ffprobe then uses its default of 60 s).
+        tolerance_per_part: Allowed difference, in seconds per part, between the output's
+            duration and the sum of the parts' durations.
+
+    Returns:
+        The mode used, durations and the output's size.
+
+    Raises:
+        StitchError: If there are no parts, a part is missing or unreadable (the message names it
+            and carries ffprobe's or ffmpeg's stderr tail), a video group has a part without
+            video, ffmpeg fails or times out, or the output's duration is off by more than
+            ``tolerance_per_part`` times the number of parts. ``dest`` is then left untouched.
+
+    """
+    parts = [Path(p) for p in parts]
+    dest = Path(dest)
+    if not parts:
+        raise StitchError("nothing to stitch: no parts given")
+    for i, path in enumerate(parts):
+        if not path.is_file():
+            raise StitchError(f"{_label(i, len(parts), path)}: no such file")
+    probe_timeout = DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout
+    tmp_out = dest.with_name(f".{dest.stem}.stitching-{secrets.token_hex(4)}{dest.suffix}")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="stitch_") as tmp:
+            workdir = Path(tmp)
+            log = workdir / "ffmpeg.log"
+            # Stream copy is the usual case and costs no CPU: start it at once, while the parts
+            # are probed (ffprobe's start-up alone is a sizeable share of a copy's time), and
+            # stop it if a part proves unreadable or unlike part 1 and must be re-encoded.
+            started = time.monotonic()
+            procs.append(_start_ffmpeg(_copy_command(parts, workdir, tmp_out), log))
+            infos = _probe_parts(parts, probe_timeout)
+            mismatch = _mismatch(parts, infos)
+            if mismatch is not None:
+                _stop(procs[0])
+                started = time.monotonic()
+                procs.append(_start_ffmpeg(_reencode_command(parts, infos, tmp_out), log))
+            _wait_ffmpeg(procs[-1], log, parts, timeout, started)
+        parts_duration = sum(info.duration or 0.0 for info in infos)
+        try:
+            out = probe(tmp_out, timeout=probe_timeout)
+        except ProbeError as exc:
+            raise StitchError(f"ffmpeg wrote an unreadable {dest.name}: {exc}") from exc
+        allowed = tolerance_per_part * len(parts)
+        if out.duration is None or abs(out.duration - parts_duration) > allowed:
+            got = "unknown" if out.duration is None else f"{out.duration:.3f} s"
+            raise StitchError(
+                f"stitched {dest.name} lasts {got} but its {len(parts)} parts sum to "
+                f"{parts_duration:.3f} s (allowed difference {allowed:g} s)"
+            )
+        size = tmp_out.stat().st_size
+        os.replace(tmp_out, dest)
+    finally:
+        for proc in procs:
+            _stop(proc)
+        with contextlib.suppress(FileNotFoundError):
+            tmp_out.unlink()
+    return StitchResult(
+        mode="copy" if mismatch is None else "reencode",
+        duration=out.duration,
+        parts_duration=parts_duration,
+        size=size,
+        reencode_reason=mismatch,
+    )
+
+
+def _label(index: int, count: int, path: Path) -> str:
+    return f"part {index + 1} of {count} ({path.name})"
+
+
+def _probe_parts(parts: list[Path], timeout: float) -> list[MediaInfo]:
+    # ffprobe's start-up dominates on small and large files alike: probe the parts concurrently.
+    # map() yields in order, so the first unreadable part in play order is the one reported.
+    count = len(parts)
+    with ThreadPoolExecutor(max_workers=min(count, _PROBE_WORKERS)) as pool:
+        return list(pool.map(_probe_part, range(count), [count] * count, parts,
+                             [timeout] * count))  # fmt: skip
+
+
+def _probe_part(index: int, count: int, path: Path, timeout: float) -> MediaInfo:
+    label = _label(index, count, path)
+    try:
+        info = probe(path, timeout=timeout)
+    except ProbeError as exc:
+        raise StitchError(f"{label} is unreadable: {exc}") from exc
+    if info.duration is None:
+        raise StitchError(f"{label}: ffprobe reports no duration")
+    return info
+
+
+def _signature(info: MediaInfo) -> tuple[tuple[object, ...] | None, tuple[object, ...] | None]:
+    video, audio = info.video, info.audio
+    return (
+        None if video is None else (video.codec, video.width, video.height),
+        None if audio is None else (audio.codec, audio.sample_rate, audio.channels),
+    )
+
+
+def _describe(info: MediaInfo) -> str:
+    bits = []
+    if info.video:
+        bits.append(f"video {info.video.codec} {info.video.width}x{info.video.height}")
+    if info.audio:
+        bits.append(
+            f"audio {info.audio.codec} {info.audio.sample_rate} Hz {info.audio.channels} ch"
+        )
+    return ", ".join(bits)
+
+
+def _mismatch(parts: list[Path], infos: list[MediaInfo]) -> str | None:
+    """``None`` when every part has the first part's streams, else what differs (re-encode)."""
+    first = _signature(infos[0])
+    for i, info in enumerate(infos[1:], start=1):
+        if _signature(info) != first:
+            return (
+                f"{_label(i, len(parts), parts[i])} has {_describe(info)}; "
+                f"part 1 has {_describe(infos[0])}"
+            )
+    return None
+
+
+def _concat_line(path: Path) -> str:
+    # The concat demuxer reads 'quoted' strings in which a quote is written '\'' (close, escaped
+    # quote, reopen); nothing else needs escaping. A line break cannot be expressed at all.
+    text = os.fspath(path.resolve())
+    if "\n" in text or "\r" in text:
+        raise StitchError(f"{path.name!r}: a line break in a path cannot be stitched")
+    return "file '" + text.replace("'", "'\\''") + "'\n"
+
+
+def _muxer(dest: Path) -> list[str]:
+    muxer = _MUXERS.get(dest.suffix.lower(), "matroska")
+    # A WAV over 4 GiB needs an RF64 header; smaller ones keep the plain RIFF header.
+    return ["-f", muxer, *(["-rf64", "auto"] if muxer == "wav" else [])]
+
+
+def _copy_command(parts: list[Path], workdir: Path, out: Path) -> list[str]:
+    listing = workdir / "parts.txt"
+    listing.write_text("".join(_concat_line(p) for p in parts), encoding="utf-8")
+    # The first video stream (capital V: not cover art, as in probe) and the first audio stream,
+    # each if present ("?"), so the command needs no probe and can start before the probes end.
+    return [*_FFMPEG, "-f", "concat", "-safe", "0", "-i", str(listing),
+            "-map", "0:V:0?", "-map", "0:a:0?", "-c", "copy", *_muxer(out), str(out)]  # fmt: skip
+
+
+def _reencode_command(parts: list[Path], infos: list[MediaInfo], out: Path) -> list[str]:
+    count = len(parts)
+    has_video = any(info.video is not None for info in infos)
+    has_audio = any(info.audio is not None for info in infos)
+    if has_video:
+        lacking = [
+            _label(i, count, p)
+            for i, (p, info) in enumerate(zip(parts, infos, strict=True))
+            if info.video is None
+        ]
+        if lacking:
+            raise StitchError(
+                f"cannot stitch audio-only parts into a video: {', '.join(lacking)} "
+                "has no video stream"
+            )
+    suffix = out.suffix.lower()
+    video_codec = "libvpx-vp9" if suffix == ".webm" else "libx264"
+    audio_codec = _AUDIO_ENCODERS.get(suffix, "aac")
+
+    filters: list[str] = []
+    segments: list[str] = []
+    # Video takes the first part's size (even: yuv420p needs it); audio takes the first audio
+    # part's rate (one Opus accepts) and channel count.
+    first_video = next((info.video for info in infos if info.video is not None), None)
+    width = _even((first_video and first_video.width) or 2)
+    height = _even((first_video and first_video.height) or 2)
+    first_audio = next((info.audio for info in infos if info.audio is not None), None)
+    rate = (first_audio and first_audio.sample_rate) or 48_000
+    if audio_codec == "libopus" and rate not in _OPUS_RATES:
+        rate = 48_000
+    channels = (first_audio and first_audio.channels) or 2
+    layout = _LAYOUTS.get(channels, f"{channels}c")
+    for i, info in enumerate(infos):
+        if has_video:
+            filters.append(
+                f"[{i}:V:0]scale={width}:{height}:force_original_aspect_ratio=decrease,"
+                f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,format=yuv420p[v{i}]"
+            )
+            segments.append(f"[v{i}]")
+        if has_audio:
+            if info.audio is not None:
+                filters.append(
+                    f"[{i}:a:0]aresample={rate},"
+                    f"aformat=sample_rates={rate}:channel_layouts={layout}[a{i}]"
+                )
+            else:
+                # A part without sound still lasts its length: fill it with silence.
+                filters.append(
+                    f"anullsrc=r={rate}:cl={layout},atrim=duration={info.duration:.6f}[a{i}]"
+                )
+            segments.append(f"[a{i}]")
+    filters.append(
+        f"{''.join(segments)}concat=n={count}:v={int(has_video)}:a={int(has_audio)}"
+        + ("[v]" if has_video else "")
+        + ("[a]" if has_audio else "")
+    )
+
+    command = [*_FFMPEG]
+    for path in parts:
+        command += ["-i", str(path)]
+    command += ["-filter_complex", ";".join(filters)]
+    if has_video:
+        command += ["-map", "[v]", "-c:v", video_codec, "-fps_mode", "vfr"]
+        command += (
+            ["-preset", "veryfast"]
+            if video_codec == "libx264"
+            else ["-deadline", "realtime", "-cpu-used", "8"]
+        )
+    if has_audio:
+        command += ["-map", "[a]", "-c:a", audio_codec]
+    return [*command, *_muxer(out), str(out)]
+
+
+def _even(n: int) -> int:
+    return n + n % 2
+
+
+def _start_ffmpeg(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    # stderr goes to a file: a chatty ffmpeg can never block on a full pipe while we probe.
+    with open(log, "wb") as stderr:
+        try:
+            return subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+            )
+        except FileNotFoundError as exc:
+            raise StitchError("ffmpeg is not installed (not found on PATH)") from exc
+
+
+def _wait_ffmpeg(
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    parts: list[Path],
+    timeout: float | None,
+    started: float,
+) -> None:
+    try:
+        remaining = None if timeout is None else max(timeout - (time.monotonic() - started), 0)
+        returncode = proc.wait(timeout=remaining)
+    except subprocess.TimeoutExpired as exc:
+        _stop(proc)
+        raise StitchError(f"ffmpeg timed out after {timeout:g} s") from exc
+    if returncode != 0:
+        stderr = _read_tail(log)
+        blamed = [
+            _label(i, len(parts), p)
+            for i, p in enumerate(parts)
+            if str(p) in stderr or str(p.resolve()) in stderr
+        ]
+        where = f" on {', '.join(blamed)}" if blamed else ""
+        raise StitchError(f"ffmpeg failed{where} (exit {returncode}): {_tail(stderr)}")
+
+
+def _read_tail(log: Path, limit: int = 16 * 1024) -> str:
+    # A corrupt input can make ffmpeg log an error per packet: read only the end.
+    with open(log, "rb") as fh:
+        fh.seek(max(fh.seek(0, os.SEEK_END) - limit, 0))
+        return fh.read().decode("utf-8", errors="replace")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill ``proc`` unless it has ended, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def _tail(stderr: str) -> str:
+    """The last characters of ffmpeg's stderr on one line, enough to say why it failed."""
+    text = " | ".join(line.strip() for line in stderr.splitlines() if line.strip())
+    return text if len(text) <= _STDERR_TAIL_CHARS else "…" + text[-_STDERR_TAIL_CHARS:]
