@@ -23,6 +23,17 @@ from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFil
 WAITING = ("pending", "error", "importing", "downloading")
 
 
+def of_partition(key: str) -> sa.ColumnElement[bool]:
+    """Rows imported in partition ``key``: their partition key, or their own fingerprint."""
+    f = WatchSourceFile
+    return sa.or_(f.partition_key == key, sa.and_(f.partition_key.is_(None), f.imohash == key))
+
+
+def partition_of(row_partition_key: str | None, row_imohash: str | None) -> str | None:
+    """The partition a row belongs to (see :func:`of_partition`)."""
+    return row_partition_key or row_imohash
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -50,7 +61,6 @@ def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
     requests that have not turned into a run ``stale_after_seconds`` after the tick that made
     them — the daemon stopped before creating it — re-sent with the same key (``run_exists``
     asks the Dagster instance; when a run exists, its own outcome decides what happens next).
-    key; the daemon ignores it if the run exists).
     """
     now = now or _now()
     if not source_ids or slots <= 0:
@@ -58,16 +68,19 @@ def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
     f = WatchSourceFile
     with catalog.session() as session:
         rows = session.execute(
-            sa.select(f.id, f.imohash, f.status, f.run_key, f.run_requested_at, f.retry_count,
+            sa.select(f.id, f.imohash, f.partition_key, f.status, f.run_key, f.run_requested_at,
+                      f.retry_count,
                       f.next_retry_at, f.watch_source_id, f.remote_path, WatchSource.name)
             .join(WatchSource, WatchSource.id == f.watch_source_id)
-            .where(f.watch_source_id.in_(source_ids), f.imohash.is_not(None),
+            .where(f.watch_source_id.in_(source_ids),
+                   sa.or_(f.partition_key.is_not(None), f.imohash.is_not(None)),
                    f.status.in_(("pending", "error")))
             .order_by(f.created_at, f.id)
         ).all()
         chosen: dict[str, ImportRequest] = {}
         row_ids: dict[str, list[int]] = {}
         for r in rows:
+            key_of = partition_of(r.partition_key, r.imohash)
             retryable = r.status == "error" and scanning.may_retry(r.retry_count,
                                                                    r.next_retry_at, now)
             fresh = r.status == "pending" and r.run_key is None
@@ -75,21 +88,21 @@ def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
                      and r.run_requested_at is not None
                      and (now - r.run_requested_at).total_seconds() > stale_after_seconds
                      and not run_exists(r.run_key))
-            if r.imohash in chosen:
+            if key_of in chosen:
                 if fresh or retryable:
-                    row_ids[r.imohash].append(r.id)
+                    row_ids[key_of].append(r.id)
                 continue
             if len(chosen) >= slots:
                 continue
             if fresh or retryable:
-                key = _fresh_key(session, r.imohash, now)
+                run_key = _fresh_key(session, key_of, now)
             elif stale:
-                key = r.run_key
+                run_key = r.run_key
             else:
                 continue
-            chosen[r.imohash] = ImportRequest(r.imohash, key, r.watch_source_id, r.name,
+            chosen[key_of] = ImportRequest(key_of, run_key, r.watch_source_id, r.name,
                                               r.remote_path)
-            row_ids[r.imohash] = [r.id]
+            row_ids[key_of] = [r.id]
         for req in chosen.values():
             session.execute(
                 sa.update(f).where(f.id.in_(row_ids[req.fingerprint]))
@@ -100,15 +113,32 @@ def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
 def _fresh_key(session: Session, fingerprint: str, now: datetime) -> str:
     used = session.scalar(
         sa.select(sa.func.count()).select_from(WatchSourceFile)
-        .where(WatchSourceFile.imohash == fingerprint, WatchSourceFile.run_key.is_not(None)))
+        .where(of_partition(fingerprint), WatchSourceFile.run_key.is_not(None)))
     if not used:
         return fingerprint
     return f"{fingerprint}-retry-{now:%Y%m%dT%H%M%S%f}"
 
 
 @dataclass(frozen=True)
+class PartRef:
+    """One part of a multi-part recording being imported."""
+
+    file_id: int
+    number: int
+    remote_path: str
+    filename: str
+    file_size: int
+    imohash: str
+
+
+@dataclass(frozen=True)
 class ImportItem:
-    """Everything an import run needs, rebuilt from the partition key and the catalog."""
+    """Everything an import run needs, rebuilt from the partition key and the catalog.
+
+    For a multi-part recording ``parts`` lists the parts in order (the origin row is part 1's
+    ``file_id``), ``filename`` is the stitched name and ``missing`` the part numbers that never
+    arrived; a single file has no parts.
+    """
 
     fingerprint: str
     file_id: int
@@ -123,63 +153,106 @@ class ImportItem:
     tags: tuple[str, ...]
     auto_transcribe: bool
     delete_after_import: bool
+    upload_stitched_to_source: bool
     min_speakers: int
     max_speakers: int
     detected_at: datetime
+    parts: tuple[PartRef, ...] = ()
+    missing: tuple[int, ...] = ()
+
+    @property
+    def is_group(self) -> bool:
+        """True for a multi-part recording."""
+        return bool(self.parts)
 
 
 class NothingToImport(LookupError):
     """No waiting catalog row carries this fingerprint."""
 
 
+_ORIGIN_ORDER = (WatchSourceFile.watch_source_id, WatchSourceFile.part_number,
+                 WatchSourceFile.created_at, WatchSourceFile.id)
+
+
+def _item(session: Session, key: str, rows: list[WatchSourceFile]) -> ImportItem:
+    """Build the item from the origin rows (one row, or the parts of one source's group)."""
+    first = rows[0]
+    source = first.source
+    parts: tuple[PartRef, ...] = ()
+    missing: tuple[int, ...] = ()
+    filename = first.filename
+    if first.part_group is not None and first.partition_key and first.partition_key != \
+            first.imohash:
+        parts = tuple(PartRef(r.id, r.part_number or 0, r.remote_path, r.filename,
+                              r.file_size or 0, r.imohash or "") for r in rows)
+        numbers = {p.number for p in parts}
+        missing = tuple(n for n in range(1, max(numbers) + 1) if n not in numbers)
+        filename = _stitched_name(source.multipart_regex, first.filename)
+    return ImportItem(
+        fingerprint=key, file_id=first.id, source_id=source.id, source_name=source.name,
+        source_type=source.source_type, remote_path=first.remote_path, filename=filename,
+        file_size=sum(p.file_size for p in parts) if parts else (first.file_size or 0),
+        owner_id=source.owner_id, collections=tuple(source.collections or ()),
+        tags=tuple(source.tags or ()), auto_transcribe=source.auto_transcribe,
+        delete_after_import=source.delete_after_import,
+        upload_stitched_to_source=source.upload_stitched_to_source,
+        min_speakers=source.min_speakers, max_speakers=source.max_speakers,
+        detected_at=min(r.created_at for r in rows), parts=parts, missing=missing)
+
+
+def _stitched_name(regex: str, part_filename: str) -> str:
+    from watch_pipeline.multipart import compile_part_regex, output_name, parse_part
+
+    parsed = parse_part(compile_part_regex(regex), part_filename)
+    return output_name(parsed.base, parsed.extension) if parsed else part_filename
+
+
+def _origin_rows(session: Session, key: str, statuses: tuple[str, ...] | None
+                 ) -> list[WatchSourceFile]:
+    f = WatchSourceFile
+    query = sa.select(f).where(of_partition(key))
+    if statuses is not None:
+        query = query.where(f.status.in_(statuses))
+    rows = list(session.scalars(query.order_by(
+        sa.case((f.status == "importing", 0), (f.status == "imported", 0),
+                (f.status == "stitched_part", 0), (f.status == "pending", 1),
+                (f.status == "downloading", 2), else_=3), *_ORIGIN_ORDER)))
+    if not rows:
+        return []
+    first = rows[0]
+    if first.part_group is None:
+        return [first]
+    # a group: the parts of the origin's source, one row per part number
+    chosen: dict[int, WatchSourceFile] = {}
+    for r in rows:
+        if r.watch_source_id == first.watch_source_id and r.part_group == first.part_group:
+            chosen.setdefault(r.part_number or 0, r)
+    return [chosen[n] for n in sorted(chosen)]
+
+
 def begin_import(catalog: Catalog, fingerprint: str) -> ImportItem:
-    """Pick the origin row for ``fingerprint`` and mark it ``importing``.
+    """Pick the origin row(s) for partition ``fingerprint`` and mark them ``importing``.
 
     Raises:
-        NothingToImport: No row waits for this fingerprint (e.g. already imported).
+        NothingToImport: No row waits for this partition (e.g. already imported).
     """
-    f = WatchSourceFile
     with catalog.session() as session:
-        row = session.scalar(
-            sa.select(f).where(f.imohash == fingerprint, f.status.in_(WAITING))
-            .order_by(sa.case((f.status == "importing", 0), (f.status == "pending", 1),
-                              (f.status == "downloading", 2), else_=3), f.created_at, f.id)
-            .limit(1))
-        if row is None:
-            raise NothingToImport(f"no catalog file waits for fingerprint {fingerprint}")
-        source = row.source
-        row.status = "importing"
-        row.error_message = None
-        return ImportItem(
-            fingerprint=fingerprint, file_id=row.id, source_id=source.id,
-            source_name=source.name, source_type=source.source_type,
-            remote_path=row.remote_path, filename=row.filename, file_size=row.file_size or 0,
-            owner_id=source.owner_id, collections=tuple(source.collections or ()),
-            tags=tuple(source.tags or ()), auto_transcribe=source.auto_transcribe,
-            delete_after_import=source.delete_after_import, min_speakers=source.min_speakers,
-            max_speakers=source.max_speakers, detected_at=row.created_at)
+        rows = _origin_rows(session, fingerprint, WAITING)
+        if not rows:
+            raise NothingToImport(f"no catalog file waits for partition {fingerprint}")
+        for row in rows:
+            row.status = "importing"
+            row.error_message = None
+        return _item(session, fingerprint, rows)
 
 
 def find_item(catalog: Catalog, fingerprint: str) -> ImportItem:
-    """The origin row of an import in progress or done (for the later assets of a run)."""
-    f = WatchSourceFile
+    """The origin of an import in progress or done (for the later assets of a run)."""
     with catalog.session() as session:
-        row = session.scalar(
-            sa.select(f).where(f.imohash == fingerprint)
-            .order_by(sa.case((f.status == "importing", 0), (f.status == "imported", 1),
-                              else_=2), f.id)
-            .limit(1))
-        if row is None:
-            raise NothingToImport(f"no catalog file has fingerprint {fingerprint}")
-        source = row.source
-        return ImportItem(
-            fingerprint=fingerprint, file_id=row.id, source_id=source.id,
-            source_name=source.name, source_type=source.source_type,
-            remote_path=row.remote_path, filename=row.filename, file_size=row.file_size or 0,
-            owner_id=source.owner_id, collections=tuple(source.collections or ()),
-            tags=tuple(source.tags or ()), auto_transcribe=source.auto_transcribe,
-            delete_after_import=source.delete_after_import, min_speakers=source.min_speakers,
-            max_speakers=source.max_speakers, detected_at=row.created_at)
+        rows = _origin_rows(session, fingerprint, None)
+        if not rows:
+            raise NothingToImport(f"no catalog file belongs to partition {fingerprint}")
+        return _item(session, fingerprint, rows)
 
 
 def media_for(catalog: Catalog, fingerprint: str) -> MediaFile | None:
@@ -191,8 +264,13 @@ def media_for(catalog: Catalog, fingerprint: str) -> MediaFile | None:
 
 
 def ensure_media(catalog: Catalog, item: ImportItem, *, content_type: str | None,
-                 duration: float | None, file_size: int) -> MediaFile:
-    """Create (or reuse after a failed attempt) the ``media_file`` row of this partition."""
+                 duration: float | None, file_size: int,
+                 imohash: str | None = None) -> MediaFile:
+    """Create (or reuse after a failed attempt) the ``media_file`` row of this partition.
+
+    ``imohash`` is the stored file's own fingerprint when it differs from the partition key (a
+    stitched recording), so the stitched file found again later is a duplicate.
+    """
     with catalog.session() as session:
         media = session.scalar(
             sa.select(MediaFile).where(MediaFile.partition_key == item.fingerprint)
@@ -201,12 +279,15 @@ def ensure_media(catalog: Catalog, item: ImportItem, *, content_type: str | None
             stem = item.filename.rsplit(".", 1)[0] if "." in item.filename else item.filename
             media = MediaFile(
                 owner_id=item.owner_id, title=stem[:500], filename=item.filename,
-                imohash=item.fingerprint, partition_key=item.fingerprint, origin="watch",
+                imohash=imohash or item.fingerprint, partition_key=item.fingerprint,
+                origin="watch",
                 watch_source_id=item.source_id, collections=list(item.collections),
                 tags=list(item.tags))
             session.add(media)
         media.status = "processing"
         media.error_message = None
+        if imohash:
+            media.imohash = imohash
         media.content_type = content_type
         media.duration = duration
         media.file_size = file_size
@@ -234,26 +315,28 @@ def complete_upload(catalog: Catalog, item: ImportItem, media_id: int, *, key: s
         media.object_key = key
         media.checksum_sha256 = sha256
         media.status = "processing" if auto_transcribe else "completed"
-        origin = session.get(f, item.file_id)
-        first_time = origin.status != "imported"
-        origin.status = "imported"
-        origin.media_file_id = media_id
-        origin.processed_at = now
-        origin.error_message = None
+        origin_ids = [p.file_id for p in item.parts] or [item.file_id]
+        origins = [session.get(f, i) for i in origin_ids]
+        first_time = any(o.status not in ("imported", "stitched_part") for o in origins)
+        for origin in origins:
+            origin.status = "stitched_part" if item.is_group else "imported"
+            origin.media_file_id = media_id
+            origin.processed_at = now
+            origin.error_message = None
         if first_time:
             source = session.get(WatchSource, item.source_id)
             source.total_files_imported = (source.total_files_imported or 0) + 1
         twins = session.scalars(
-            sa.select(f).where(f.imohash == item.fingerprint, f.id != item.file_id,
-                               f.status.in_(WAITING))).all()
+            sa.select(f).where(of_partition(item.fingerprint), f.id.not_in(origin_ids),
+                               f.status.in_((*WAITING, "waiting_for_parts")))).all()
+        where = f"{item.source_name}:{item.remote_path}"
         for twin in twins:
             twin.status = "skipped_duplicate"
             twin.skip_reason = ("duplicate_same_source" if twin.watch_source_id == item.source_id
                                 else "duplicate_other_source")
             twin.media_file_id = media_id
             twin.processed_at = now
-            twin.error_message = (f"same content as {item.source_name}:{item.remote_path}, "
-                                  f"imported once as media {media_id}")
+            twin.error_message = (f"same content as {where}, imported once as media {media_id}")
         return len(twins)
 
 
@@ -289,7 +372,7 @@ def fail_import(catalog: Catalog, fingerprint: str, reason: str, *, run_key: str
     if run_key is not None:
         concerned = sa.or_(concerned, sa.and_(f.status == "pending", f.run_key == run_key))
     with catalog.session() as session:
-        rows = session.scalars(sa.select(f).where(f.imohash == fingerprint, concerned)).all()
+        rows = session.scalars(sa.select(f).where(of_partition(fingerprint), concerned)).all()
         for row in rows:
             row.status = "error"
             row.processed_at = now

@@ -11,6 +11,7 @@ resumes where the catalog says.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -27,6 +28,16 @@ from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFil
 from watch_pipeline.catalog.settings import WatchSettings
 from watch_pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj
 from watch_pipeline.media.validate import validate_media
+from watch_pipeline.multipart import (
+    PartFile,
+    StandaloneReason,
+    compile_part_regex,
+    group_fingerprint,
+    group_key,
+    group_parts,
+    group_ready,
+    parse_part,
+)
 from watch_pipeline.sources.base import RejectedEntry, SourceClient, SourceEntry, SourceError
 
 log = logging.getLogger(__name__)
@@ -100,7 +111,7 @@ def _load_seen(session: Session, source_id: int) -> dict[str, scanning.Seen]:
 def _imported_elsewhere(session: Session, fingerprint: str) -> tuple[int, int | None] | None:
     row = session.execute(
         sa.select(F.watch_source_id, F.media_file_id)
-        .where(F.imohash == fingerprint, F.status == "imported").limit(1)
+        .where(F.imohash == fingerprint, F.status.in_(("imported", "stitched_part"))).limit(1)
     ).first()
     return (row.watch_source_id, row.media_file_id) if row else None
 
@@ -148,6 +159,9 @@ def scan_source(catalog: Catalog, source_id: int, client: SourceClient, *,
         recursive, extensions = source.recursive, tuple(source.file_extensions or ())
         max_age = source.skip_files_older_than_days
         trust_mtime = source.source_type == "local"
+        parts = (_PartRules(compile_part_regex(source.multipart_regex),
+                            source.multipart_time_window_hours, source.multipart_wait_scans)
+                 if source.multipart_enabled else None)
         if not dry_run:
             source.last_scan_status = "running"
         seen = _load_seen(session, source.id)
@@ -179,13 +193,15 @@ def scan_source(catalog: Catalog, source_id: int, client: SourceClient, *,
             else:
                 _scan_entry(entry, seen.get(entry.remote_path), source_id, current, settings,
                             client, max_age, trust_mtime, fingerprints_this_scan,
-                            pending_writes, report, catalog)
+                            pending_writes, report, catalog, parts)
             if len(pending_writes) >= _BATCH:
                 flush()
         flush()
     except SourceError as exc:
         flush()
         report.error = str(exc)
+    if parts is not None and report.finished and not report.error and not dry_run:
+        _multipart_pass(catalog, source_id, parts, now(), report)
     report.duration_seconds = time.monotonic() - started
 
     if not dry_run:
@@ -230,7 +246,8 @@ def _record_rejected(entry: RejectedEntry, seen: scanning.Seen | None, source_id
 def _scan_entry(entry: SourceEntry, seen: scanning.Seen | None, source_id: int,
                 current: datetime, settings: WatchSettings, client: SourceClient,
                 max_age: int | None, trust_mtime: bool, fingerprints: dict[str, str],
-                writes: list, report: ScanReport, catalog: Catalog) -> None:
+                writes: list, report: ScanReport, catalog: Catalog,
+                parts: _PartRules | None) -> None:
     action = scanning.classify(
         seen, size=entry.size, mtime=entry.mtime, etag=entry.etag, now=current,
         skip_older_than_days=max_age, stability_seconds=settings.file_stability_seconds,
@@ -254,12 +271,13 @@ def _scan_entry(entry: SourceEntry, seen: scanning.Seen | None, source_id: int,
     elif action in (scanning.Action.RECORD_NEW, scanning.Action.CHANGED):
         values = dict(base, status="pending", skip_reason=None, imohash=None, media_file_id=None,
                       stable_since=current, error_message=None, retry_count=0, run_key=None,
-                      next_retry_at=None)
+                      next_retry_at=None, partition_key=None, part_group=None,
+                      part_number=None, wait_scans=0)
         report.waiting += 1
         report.decisions.append((entry.remote_path, "wait: not stable yet"))
     else:  # FINGERPRINT
         values = _fingerprint_values(entry, source_id, client, current, fingerprints, report,
-                                     catalog)
+                                     catalog, parts)
         values.update(base)
         if seen is None or seen.stable_since is None:
             values.setdefault("stable_since", current)
@@ -281,7 +299,7 @@ def _scan_entry(entry: SourceEntry, seen: scanning.Seen | None, source_id: int,
 
 def _fingerprint_values(entry: SourceEntry, source_id: int, client: SourceClient,
                         current: datetime, fingerprints: dict[str, str], report: ScanReport,
-                        catalog: Catalog) -> dict:
+                        catalog: Catalog, parts: _PartRules | None = None) -> dict:
     try:
         result = _fingerprint(client, entry)
     except (OSError, SourceError, EOFError) as exc:
@@ -304,7 +322,16 @@ def _fingerprint_values(entry: SourceEntry, source_id: int, client: SourceClient
             existing_media_id=_existing_media(s, fingerprint))
     values = dict(imohash=fingerprint, imohash_version=ALGORITHM_VERSION, status=verdict.status,
                   skip_reason=verdict.skip_reason, media_file_id=verdict.media_file_id,
-                  error_message=verdict.message)
+                  error_message=verdict.message, partition_key=None, part_group=None,
+                  part_number=None, wait_scans=0)
+    if verdict.status == "pending" and parts is not None and parse_part(
+            parts.regex, entry.filename) is not None:
+        # A part of a multi-part recording: the group decides after the listing.
+        values.update(status="waiting_for_parts")
+        report.decisions.append((entry.remote_path, "part: waits for its group"))
+        return values
+    if verdict.status == "pending":
+        values["partition_key"] = fingerprint
     if verdict.status == "skipped_duplicate":
         values["processed_at"] = current
         report.skipped[verdict.skip_reason or "duplicate"] += 1
@@ -319,3 +346,116 @@ def _fingerprint_values(entry: SourceEntry, source_id: int, client: SourceClient
             report.new_pending.append(entry.remote_path)
             report.decisions.append((entry.remote_path, f"import: new content {fingerprint}"))
     return values
+
+
+@dataclass(frozen=True)
+class _PartRules:
+    regex: re.Pattern[str]
+    time_window_hours: int
+    wait_scans: int
+
+
+def _multipart_pass(catalog: Catalog, source_id: int, rules: _PartRules, current: datetime,
+                    report: ScanReport) -> None:
+    """Group the source's waiting parts after a finished listing and decide each group.
+
+    A complete group (parts 1..n) is released at once; an incomplete group, or a lone part,
+    waits ``multipart_wait_scans`` scans (its own ``wait_scans`` counter, never the failure
+    counter), then goes with what arrived. A part of a group that was already stitched is
+    recorded with that reason and not imported on its own.
+    """
+    f = WatchSourceFile
+    with catalog.session() as session:
+        rows = session.scalars(sa.select(f).where(
+            f.watch_source_id == source_id, f.status == "waiting_for_parts")).all()
+        if not rows:
+            return
+        stitched = dict(session.execute(
+            sa.select(f.part_group, f.media_file_id).where(
+                f.watch_source_id == source_id, f.status == "stitched_part",
+                f.part_group.is_not(None))).all())
+        by_path = {r.remote_path: r for r in rows}
+        grouping = group_parts(
+            [PartFile(r.remote_path, r.filename, r.file_size or 0, r.file_modified_at or current,
+                      r.imohash) for r in rows],
+            regex=rules.regex, time_window_hours=rules.time_window_hours)
+
+        def late(row: WatchSourceFile, gid: str, number: int) -> None:
+            row.status, row.skip_reason = "skipped_invalid", "validation_failed"
+            row.part_group, row.part_number, row.processed_at = gid, number, current
+            row.error_message = (f"part {number} arrived after its group was stitched into "
+                                 f"media {stitched[gid]}; not imported on its own")
+            report.skipped["late_part"] += 1
+
+        for group in grouping.groups:
+            gid = group.group_id
+            members = [(p.number, by_path[p.file.remote_path]) for p in group.parts]
+            if gid in stitched:
+                for number, row in members:
+                    late(row, gid, number)
+                continue
+            wait = max(row.wait_scans or 0 for _, row in members)
+            if not group.complete:
+                wait += 1
+            for number, row in members:
+                row.part_group, row.part_number, row.wait_scans = gid, number, wait
+            name = f"{group.output_name} ({len(members)} parts)"
+            if not group_ready(group.complete, wait, rules.wait_scans):
+                note = (f"waiting for part(s) {', '.join(map(str, group.missing))} "
+                        f"(scan {wait} of {rules.wait_scans})")
+                for _, row in members:
+                    row.error_message = note
+                report.waiting += len(members)
+                report.decisions.append((name, note))
+                continue
+            key = group_fingerprint([p.file.fingerprint or "" for p in group.parts])
+            message = None if group.complete else (
+                f"stitched without missing part(s) {', '.join(map(str, group.missing))} "
+                f"after {wait} scans")
+            _release(session, [row for _, row in members], key, source_id, current, report,
+                     name, message)
+        for alone in grouping.standalone:
+            row = by_path[alone.file.remote_path]
+            if alone.reason is StandaloneReason.LONE_PART and alone.part is not None:
+                gid = group_key(alone.file.folder, alone.part.base, alone.part.extension)
+                if gid in stitched:
+                    late(row, gid, alone.part.part_number)
+                    continue
+                row.wait_scans = (row.wait_scans or 0) + 1
+                row.part_group, row.part_number = gid, alone.part.part_number
+                if row.wait_scans < rules.wait_scans:
+                    row.error_message = (f"lone part: waiting for the rest of its group "
+                                         f"(scan {row.wait_scans} of {rules.wait_scans})")
+                    report.waiting += 1
+                    continue
+            row.part_group = row.part_number = None
+            _release(session, [row], row.imohash or "", source_id, current, report,
+                     row.remote_path, f"imported on its own: {alone.message}")
+
+
+def _release(session: Session, rows: list[WatchSourceFile], key: str, source_id: int,
+             current: datetime, report: ScanReport, name: str, message: str | None) -> None:
+    """Make ``rows`` one import in partition ``key``, unless that content is already in."""
+    existing = session.execute(
+        sa.select(F.watch_source_id, F.media_file_id).where(
+            F.partition_key == key, F.status.in_(("imported", "stitched_part"))).limit(1)).first()
+    media_id = existing.media_file_id if existing else session.scalar(
+        sa.select(MediaFile.id).where(MediaFile.partition_key == key,
+                                      MediaFile.status != "error").limit(1))
+    for row in rows:
+        row.partition_key = key
+        if media_id is not None:
+            row.status = "skipped_duplicate"
+            row.skip_reason = ("duplicate_existing" if existing is None else
+                               "duplicate_same_source" if existing.watch_source_id == source_id
+                               else "duplicate_other_source")
+            row.media_file_id, row.processed_at = media_id, current
+            row.error_message = f"the same recording was already imported as media {media_id}"
+        else:
+            row.status, row.error_message = "pending", message
+    if media_id is not None:
+        report.skipped[rows[0].skip_reason or "duplicate"] += len(rows)
+        report.decisions.append((name, f"skip: already imported as media {media_id}"))
+    else:
+        report.new_pending.append(name)
+        report.decisions.append((name, "import" + (f" ({message})" if message else "")))

@@ -298,6 +298,9 @@ class WatchSourceFile(Base):
     run_key: Mapped[str | None] = mapped_column(sa.String(100))
     run_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The ``media`` partition this file is imported in: its own fingerprint, or the group
+    # fingerprint of a multi-part recording (NULL until decided).
+    partition_key: Mapped[str | None] = mapped_column(sa.String(64), index=True)
 
     source: Mapped[WatchSource] = relationship(back_populates="files")
     media_file: Mapped[MediaFile | None] = relationship()

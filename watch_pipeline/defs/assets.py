@@ -22,8 +22,9 @@ from watch_pipeline import imports
 from watch_pipeline.catalog.models import WatchSource
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.defs.partitions import media
-from watch_pipeline.fingerprint import imohash_fileobj
+from watch_pipeline.fingerprint import imohash_fileobj, imohash_path
 from watch_pipeline.media.probe import MediaInfo, ProbeError, content_type_for, probe
+from watch_pipeline.media.stitch import StitchError, StitchResult, stitch
 from watch_pipeline.media.validate import validate_media
 from watch_pipeline.sources.base import SourceClient, SourceError
 from watch_pipeline.sources.resource import SourcesResource
@@ -88,31 +89,73 @@ def _temp_dir(sources: SourcesResource, fingerprint: str) -> Path:
     return sources.scratch() / "imports" / fingerprint
 
 
-def _raw_path(item: imports.ImportItem, client: SourceClient, sources: SourcesResource, *,
-              catalog: CatalogResource | None = None,
-              log: dg.DagsterLogManager | None = None) -> Path:
-    """The file on this machine: in place for local sources, else downloaded to the temp dir.
+def _local_file(item: imports.ImportItem, remote_path: str, filename: str, size: int,
+                file_ids: list[int], client: SourceClient, sources: SourcesResource, *,
+                catalog: CatalogResource | None = None,
+                log: dg.DagsterLogManager | None = None) -> Path:
+    """One file on this machine: in place for local sources, else downloaded to the temp dir.
 
     Remote downloads are resumable: an interrupted attempt leaves ``<name>.part`` behind and the
     next attempt continues from it.
     """
-    path = client.local_path(item.remote_path)
+    path = client.local_path(remote_path)
     if path is not None:
         return path
-    dest = _temp_dir(sources, item.fingerprint) / item.filename
-    if dest.exists() and dest.stat().st_size == item.file_size:
+    folder = _temp_dir(sources, item.fingerprint) / ("parts" if item.is_group else "")
+    dest = folder / filename
+    if dest.exists() and dest.stat().st_size == size:
         return dest
     if catalog is not None:
-        imports.set_status(catalog.get(), item.file_id, "downloading")
+        for file_id in file_ids:
+            imports.set_status(catalog.get(), file_id, "downloading")
     started = time.monotonic()
-    client.download(item.remote_path, dest, expected_size=item.file_size)
+    client.download(remote_path, dest, expected_size=size)
     if log is not None:
         seconds = time.monotonic() - started
-        log.info(f"downloaded {item.file_size} bytes in {seconds:.1f}s "
-                 f"({item.file_size / max(seconds, 1e-6) / 1e6:.1f} MB/s)")
+        log.info(f"downloaded {remote_path}: {size} bytes in {seconds:.1f}s "
+                 f"({size / max(seconds, 1e-6) / 1e6:.1f} MB/s)")
     if catalog is not None:
-        imports.set_status(catalog.get(), item.file_id, "importing")
+        for file_id in file_ids:
+            imports.set_status(catalog.get(), file_id, "importing")
     return dest
+
+
+def _inputs(item: imports.ImportItem, client: SourceClient, sources: SourcesResource, *,
+            catalog: CatalogResource | None = None,
+            log: dg.DagsterLogManager | None = None) -> list[tuple[Path, str]]:
+    """``(local path, expected fingerprint)`` of the file, or of every part in order."""
+    if not item.is_group:
+        return [(_local_file(item, item.remote_path, item.filename, item.file_size,
+                             [item.file_id], client, sources, catalog=catalog, log=log),
+                 item.fingerprint)]
+    return [(_local_file(item, p.remote_path, p.filename, p.file_size, [p.file_id], client,
+                         sources, catalog=catalog, log=log), p.imohash) for p in item.parts]
+
+
+def _stitched_path(item: imports.ImportItem, sources: SourcesResource) -> Path:
+    return _temp_dir(sources, item.fingerprint) / "stitched" / item.filename
+
+
+def _media_path(item: imports.ImportItem, client: SourceClient, sources: SourcesResource, *,
+                log: dg.DagsterLogManager | None = None) -> Path:
+    """The file to store: the raw file, or the stitched recording (stitched again if gone)."""
+    if not item.is_group:
+        return _inputs(item, client, sources, log=log)[0][0]
+    out = _stitched_path(item, sources)
+    if not out.exists():
+        _stitch(item, client, sources, log=log)
+    return out
+
+
+def _stitch(item: imports.ImportItem, client: SourceClient, sources: SourcesResource, *,
+            log: dg.DagsterLogManager | None = None) -> StitchResult:
+    paths = [path for path, _ in _inputs(item, client, sources, log=log)]
+    out = _stitched_path(item, sources)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return stitch(paths, out)
+    except StitchError as exc:
+        raise _StepFailed(f"stitching failed: {exc}") from None
 
 
 def _probe_metadata(info: MediaInfo) -> dict[str, object]:
@@ -145,34 +188,46 @@ def raw_file(context: dg.AssetExecutionContext, catalog: CatalogResource,
             return dg.MaterializeResult(metadata={"status": "already imported",
                                                   "media_id": done.id})
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    context.log.info(f"importing {item.source_name}:{item.remote_path} ({item.file_size} bytes)")
+    what = (f"{len(item.parts)} parts of {item.filename}" if item.is_group
+            else item.remote_path)
+    context.log.info(f"importing {item.source_name}:{what} ({item.file_size} bytes)")
     with _recorded(catalog, context, sources):
         with _client(catalog, sources, item.source_id) as client:
-            path = _raw_path(item, client, sources, catalog=catalog, log=context.log)
-            with open(path, "rb") as fh:
-                check = validate_media(fh, item.file_size)
-                if not check.ok:
-                    raise _StepFailed(f"not importable: {check.message}")
-                fh.seek(0)
-                current = imohash_fileobj(fh)
-            if current != fingerprint:
-                _clean_temp(sources, fingerprint, keep_partial=False)
-                imports.reset_for_rescan(cat, item.file_id,
-                                         "content changed after the scan; fingerprinting again")
-                raise dg.Failure(
-                    description=f"{item.remote_path} changed since it was scanned "
-                                f"(fingerprint {current} != {fingerprint}); the next scan "
-                                "imports the new content", allow_retries=False)
-            try:
-                info = probe(path)
-            except ProbeError as exc:
-                raise _StepFailed(f"corrupt or unreadable media: {exc}") from None
-    return dg.MaterializeResult(metadata={
+            infos = []
+            for path, expected in _inputs(item, client, sources, catalog=catalog,
+                                          log=context.log):
+                with open(path, "rb") as fh:
+                    check = validate_media(fh, path.stat().st_size)
+                    if not check.ok:
+                        raise _StepFailed(f"{path.name} is not importable: {check.message}")
+                    fh.seek(0)
+                    current = imohash_fileobj(fh)
+                if current != expected:
+                    _clean_temp(sources, fingerprint, keep_partial=False)
+                    imports.reset_for_rescan(cat, item.file_id,
+                                             "content changed after the scan; fingerprinting "
+                                             "again")
+                    raise dg.Failure(
+                        description=f"{path.name} changed since it was scanned (fingerprint "
+                                    f"{current} != {expected}); the next scan imports the new "
+                                    "content", allow_retries=False)
+                try:
+                    infos.append(probe(path))
+                except ProbeError as exc:
+                    raise _StepFailed(f"corrupt or unreadable media {path.name}: {exc}") from None
+    metadata: dict[str, object] = {
         "source": item.source_name,
         "path": item.remote_path,
         "bytes": dg.IntMetadataValue(item.file_size),
-        **_probe_metadata(info),
-    })
+        **_probe_metadata(infos[0]),
+    }
+    if item.is_group:
+        metadata["parts"] = dg.IntMetadataValue(len(item.parts))
+        metadata["part_files"] = ", ".join(p.remote_path for p in item.parts)
+        if item.missing:
+            metadata["missing_parts"] = ", ".join(map(str, item.missing))
+            context.log.warning(f"parts {item.missing} never arrived; importing the rest")
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "ffmpeg"}, deps=[raw_file])
@@ -183,11 +238,32 @@ def stitched_media(context: dg.AssetExecutionContext, catalog: CatalogResource,
     A single file passes through unchanged.
     """
     item = imports.find_item(catalog.get(), context.partition_key)
-    return dg.MaterializeResult(metadata={
-        "mode": "single file (pass-through)",
+    if not item.is_group:
+        return dg.MaterializeResult(metadata={
+            "mode": "single file (pass-through)",
+            "filename": item.filename,
+            "bytes": dg.IntMetadataValue(item.file_size),
+        })
+    with _recorded(catalog, context, sources):
+        with _client(catalog, sources, item.source_id) as client:
+            result = _stitch(item, client, sources, log=context.log)
+    note = (f"parts {', '.join(map(str, item.missing))} missing" if item.missing
+            else "all parts")
+    context.log.info(f"stitched {len(item.parts)} parts into {item.filename} ({result.mode}, "
+                     f"{result.duration:.1f}s, {note})")
+    metadata: dict[str, object] = {
+        "mode": f"stitched ({result.mode})",
         "filename": item.filename,
-        "bytes": dg.IntMetadataValue(item.file_size),
-    })
+        "parts": dg.IntMetadataValue(len(item.parts)),
+        "bytes": dg.IntMetadataValue(result.size),
+        "duration_seconds": dg.FloatMetadataValue(round(result.duration, 3)),
+        "parts_duration_seconds": dg.FloatMetadataValue(round(result.parts_duration, 3)),
+    }
+    if item.missing:
+        metadata["missing_parts"] = ", ".join(map(str, item.missing))
+    if result.reencode_reason:
+        metadata["reencode_reason"] = result.reencode_reason
+    return dg.MaterializeResult(metadata=metadata)
 
 
 @dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "s3"},
@@ -205,16 +281,19 @@ def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
     cat = catalog.get()
     done = imports.media_for(cat, fingerprint)
     item = imports.find_item(cat, fingerprint)
-    if done is not None and done.object_key and _row_status(cat, item.file_id) == "imported":
+    if done is not None and done.object_key and _row_status(cat, item.file_id) in (
+            "imported", "stitched_part"):
         return dg.MaterializeResult(metadata={"object_key": done.object_key,
                                               "media_id": done.id, "cached": True})
     with _recorded(catalog, context, sources):
         with _client(catalog, sources, item.source_id) as client:
-            path = _raw_path(item, client, sources, catalog=catalog, log=context.log)
+            path = _media_path(item, client, sources, log=context.log)
             info = probe(path)
             size = path.stat().st_size
-            record = imports.ensure_media(cat, item, content_type=content_type_for(
-                info, item.filename), duration=info.duration, file_size=size)
+            record = imports.ensure_media(
+                cat, item, content_type=content_type_for(info, item.filename),
+                duration=info.duration, file_size=size,
+                imohash=imohash_path(path) if item.is_group else None)
             store = object_store.get_store()
             key = imports.object_key(item.owner_id, record.id, item.filename)
             existing = store.head(key)
@@ -227,14 +306,18 @@ def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
                                             auto_transcribe=item.auto_transcribe)
             if twins:
                 context.log.info(f"{twins} other file(s) with the same content marked duplicate")
-            # The temp copy of a remote file is no longer needed once it is stored.
+            written_back = None
+            if item.is_group and item.upload_stitched_to_source:
+                written_back = _write_back(item, client, path, context.log)
+            # The temp copies (downloads, stitched file) are no longer needed once stored.
             shutil.rmtree(_temp_dir(sources, fingerprint), ignore_errors=True)
             if item.delete_after_import and item.source_type == "local":
-                try:
-                    client.delete(item.remote_path)
-                    context.log.info(f"deleted the original {item.remote_path}")
-                except (SourceError, OSError) as exc:
-                    context.log.warning(f"imported, but could not delete the original: {exc}")
+                for original in [p.remote_path for p in item.parts] or [item.remote_path]:
+                    try:
+                        client.delete(original)
+                        context.log.info(f"deleted the original {original}")
+                    except (SourceError, OSError) as exc:
+                        context.log.warning(f"imported, but could not delete {original}: {exc}")
     return dg.MaterializeResult(metadata={
         "object_key": key,
         "url": dg.UrlMetadataValue(store.url(key)) if store.url(key).startswith("http")
@@ -244,7 +327,27 @@ def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
         "sha256": stored.sha256 or "",
         "cached": cached,
         "duplicates_marked": dg.IntMetadataValue(twins),
+        **({"written_back_to_source": written_back} if written_back else {}),
     })
+
+
+def _write_back(item: imports.ImportItem, client: SourceClient, path: Path,
+                log: dg.DagsterLogManager) -> str:
+    """Write the stitched recording next to part 1 (``upload_stitched_to_source``).
+
+    A failure is reported, never fatal. The written file has the stitched media's fingerprint,
+    so the next scan records it as a duplicate of that media instead of importing it again.
+    """
+    folder = item.parts[0].remote_path.rsplit("/", 1)[0] if "/" in item.parts[0].remote_path \
+        else ""
+    target = f"{folder}/{item.filename}" if folder else item.filename
+    try:
+        client.upload(path, target)
+    except (SourceError, OSError) as exc:
+        log.warning(f"stitched recording stored, but writing it back to {target} failed: {exc}")
+        return f"failed: {exc}"
+    log.info(f"wrote the stitched recording back to {item.source_name}:{target}")
+    return target
 
 
 def _row_status(cat, file_id: int) -> str | None:  # type: ignore[no-untyped-def]
