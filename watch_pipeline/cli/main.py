@@ -117,7 +117,8 @@ def cli(ctx: click.Context, catalog_url: str | None) -> None:
 
 
 def _register() -> None:
-    from watch_pipeline.cli import admin, media, sources, transcriber
+    from watch_pipeline.cli import admin, media, multipart, sources, transcriber
+    from watch_pipeline.cli.email import email
 
     cli.add_command(sources.source)
     cli.add_command(media.media)
@@ -125,8 +126,7 @@ def _register() -> None:
     cli.add_command(admin.db)
     cli.add_command(admin.secrets)
     cli.add_command(transcriber.transcriber)
-    from watch_pipeline.cli.email import email
-
+    cli.add_command(multipart.multipart)
     cli.add_command(email)
 
 

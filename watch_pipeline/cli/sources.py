@@ -414,9 +414,21 @@ def files_list(cli: CliContext, ref: str, status: str | None, limit: int | None,
     for r in rows:
         reason = r["skip_reason"] or (f"retries {r['retry_count']}"
                                       if r["status"] == FileStatus.ERROR else "-")
+        if r["part_group"]:
+            reason = f"part {r['part_number']} of {r['part_group'][:8]}"
+            if r["status"] == FileStatus.WAITING_FOR_PARTS:
+                reason += f" w{r['wait_scans']}"
         size = "-" if r["file_size"] is None else str(r["file_size"])
         click.echo(f"{r['id']:>6}  {r['status']:<17} {reason:<22} {size:>12}  "
                    f"{r['imohash'] or '-':<32}  {r['remote_path']}")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["part_group"] and r["status"] == FileStatus.WAITING_FOR_PARTS:
+            groups.setdefault(r["part_group"], []).append(r)
+    for group_id, members in groups.items():
+        numbers = sorted(m["part_number"] for m in members if m["part_number"])
+        note = members[0]["error_message"] or "waiting"
+        click.echo(f"group {group_id[:8]}: parts {', '.join(map(str, numbers))} - {note}")
 
 
 @files.command("retry")
