@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,12 +39,28 @@ from watch_pipeline.transcribe.resource import TranscriberResource
 GROUP = "media"
 
 
+@dataclass(frozen=True)
+class Step:
+    """One asset step for one partition: what the shared step functions need of a context."""
+
+    key: str
+    asset: str
+    log: dg.DagsterLogManager
+    run_key: str | None = None
+
+    @classmethod
+    def of(cls, context: dg.AssetExecutionContext) -> "Step":
+        """The step of an ordinary single-partition asset run."""
+        return cls(context.partition_key, context.asset_key.to_user_string(), context.log,
+                   context.run.tags.get("dagster/run_key"))
+
+
 class _StepFailed(Exception):
     """A step failed for a reason worth recording in the catalog."""
 
 
 @contextlib.contextmanager
-def _recorded(catalog: CatalogResource, context: dg.AssetExecutionContext,
+def _recorded(catalog: CatalogResource, step: Step,
               sources: SourcesResource) -> Iterator[None]:
     """Record any failure on the catalog rows of this partition, then fail the step clearly.
 
@@ -56,12 +73,11 @@ def _recorded(catalog: CatalogResource, context: dg.AssetExecutionContext,
         raise
     except (_StepFailed, SourceError, ProbeError, ObjectStoreError, TranscriptionError,
             OSError) as exc:
-        _clean_temp(sources, context.partition_key, keep_partial=not isinstance(
+        _clean_temp(sources, step.key, keep_partial=not isinstance(
             exc, _StepFailed | ProbeError))
-        reason = f"{context.asset_key.to_user_string()}: {exc}"
-        imports.fail_import(catalog.get(), context.partition_key, reason,
-                            run_key=context.run.tags.get("dagster/run_key"))
-        context.log.error(reason)
+        reason = f"{step.asset}: {exc}"
+        imports.fail_import(catalog.get(), step.key, reason, run_key=step.run_key)
+        step.log.error(reason)
         raise dg.Failure(description=reason, allow_retries=False) from None
 
 
@@ -178,7 +194,13 @@ def raw_file(context: dg.AssetExecutionContext, catalog: CatalogResource,
     scan recorded, so a file replaced since the scan is never imported under the old identity.
     Re-running is harmless: an imported partition reports itself as such.
     """
-    fingerprint = context.partition_key
+    return do_raw_file(Step.of(context), catalog, sources)
+
+
+def do_raw_file(step: Step, catalog: CatalogResource,
+                sources: SourcesResource) -> dg.MaterializeResult:
+    """Materialize ``raw_file`` for one partition (the asset and batch runs share this)."""
+    fingerprint = step.key
     cat = catalog.get()
     try:
         item = imports.begin_import(cat, fingerprint)
@@ -190,12 +212,12 @@ def raw_file(context: dg.AssetExecutionContext, catalog: CatalogResource,
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     what = (f"{len(item.parts)} parts of {item.filename}" if item.is_group
             else item.remote_path)
-    context.log.info(f"importing {item.source_name}:{what} ({item.file_size} bytes)")
-    with _recorded(catalog, context, sources):
+    step.log.info(f"importing {item.source_name}:{what} ({item.file_size} bytes)")
+    with _recorded(catalog, step, sources):
         with _client(catalog, sources, item.source_id) as client:
             infos = []
             for path, expected in _inputs(item, client, sources, catalog=catalog,
-                                          log=context.log):
+                                          log=step.log):
                 with open(path, "rb") as fh:
                     check = validate_media(fh, path.stat().st_size)
                     if not check.ok:
@@ -226,7 +248,7 @@ def raw_file(context: dg.AssetExecutionContext, catalog: CatalogResource,
         metadata["part_files"] = ", ".join(p.remote_path for p in item.parts)
         if item.missing:
             metadata["missing_parts"] = ", ".join(map(str, item.missing))
-            context.log.warning(f"parts {item.missing} never arrived; importing the rest")
+            step.log.warning(f"parts {item.missing} never arrived; importing the rest")
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -237,19 +259,25 @@ def stitched_media(context: dg.AssetExecutionContext, catalog: CatalogResource,
 
     A single file passes through unchanged.
     """
-    item = imports.find_item(catalog.get(), context.partition_key)
+    return do_stitched_media(Step.of(context), catalog, sources)
+
+
+def do_stitched_media(step: Step, catalog: CatalogResource,
+                      sources: SourcesResource) -> dg.MaterializeResult:
+    """Materialize ``stitched_media`` for one partition."""
+    item = imports.find_item(catalog.get(), step.key)
     if not item.is_group:
         return dg.MaterializeResult(metadata={
             "mode": "single file (pass-through)",
             "filename": item.filename,
             "bytes": dg.IntMetadataValue(item.file_size),
         })
-    with _recorded(catalog, context, sources):
+    with _recorded(catalog, step, sources):
         with _client(catalog, sources, item.source_id) as client:
-            result = _stitch(item, client, sources, log=context.log)
+            result = _stitch(item, client, sources, log=step.log)
     note = (f"parts {', '.join(map(str, item.missing))} missing" if item.missing
             else "all parts")
-    context.log.info(f"stitched {len(item.parts)} parts into {item.filename} ({result.mode}, "
+    step.log.info(f"stitched {len(item.parts)} parts into {item.filename} ({result.mode}, "
                      f"{result.duration:.1f}s, {note})")
     metadata: dict[str, object] = {
         "mode": f"stitched ({result.mode})",
@@ -277,7 +305,13 @@ def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
     The object key is deterministic, so a re-run finds the object already there (same size and
     checksum) and reports it as cached instead of uploading again.
     """
-    fingerprint = context.partition_key
+    return do_media_object(Step.of(context), catalog, sources, object_store)
+
+
+def do_media_object(step: Step, catalog: CatalogResource, sources: SourcesResource,
+                    object_store: ObjectStoreResource) -> dg.MaterializeResult:
+    """Materialize ``media_object`` for one partition."""
+    fingerprint = step.key
     cat = catalog.get()
     done = imports.media_for(cat, fingerprint)
     item = imports.find_item(cat, fingerprint)
@@ -285,9 +319,9 @@ def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
             "imported", "stitched_part"):
         return dg.MaterializeResult(metadata={"object_key": done.object_key,
                                               "media_id": done.id, "cached": True})
-    with _recorded(catalog, context, sources):
+    with _recorded(catalog, step, sources):
         with _client(catalog, sources, item.source_id) as client:
-            path = _media_path(item, client, sources, log=context.log)
+            path = _media_path(item, client, sources, log=step.log)
             info = probe(path)
             size = path.stat().st_size
             record = imports.ensure_media(
@@ -305,19 +339,19 @@ def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
             twins = imports.complete_upload(cat, item, record.id, key=key, sha256=stored.sha256,
                                             auto_transcribe=item.auto_transcribe)
             if twins:
-                context.log.info(f"{twins} other file(s) with the same content marked duplicate")
+                step.log.info(f"{twins} other file(s) with the same content marked duplicate")
             written_back = None
             if item.is_group and item.upload_stitched_to_source:
-                written_back = _write_back(item, client, path, context.log)
+                written_back = _write_back(item, client, path, step.log)
             # The temp copies (downloads, stitched file) are no longer needed once stored.
             shutil.rmtree(_temp_dir(sources, fingerprint), ignore_errors=True)
             if item.delete_after_import and item.source_type == "local":
                 for original in [p.remote_path for p in item.parts] or [item.remote_path]:
                     try:
                         client.delete(original)
-                        context.log.info(f"deleted the original {original}")
+                        step.log.info(f"deleted the original {original}")
                     except (SourceError, OSError) as exc:
-                        context.log.warning(f"imported, but could not delete {original}: {exc}")
+                        step.log.warning(f"imported, but could not delete {original}: {exc}")
     return dg.MaterializeResult(metadata={
         "object_key": key,
         "url": dg.UrlMetadataValue(store.url(key)) if store.url(key).startswith("http")
@@ -398,15 +432,16 @@ def build_transcript_asset(model_id: str | None = None) -> dg.AssetsDefinition:
         overwrites the same keys for the same model; transcripts by other models are kept.
         A failure marks the media ``error`` with the reason; the import itself stays.
         """
-        return _transcribe(context, catalog, sources, object_store, transcriber)
+        return do_transcript(Step.of(context), catalog, sources, object_store, transcriber)
 
     return _transcript
 
 
-def _transcribe(context: dg.AssetExecutionContext, catalog: CatalogResource,
-                sources: SourcesResource, object_store: ObjectStoreResource,
-                transcriber: TranscriberResource) -> dg.MaterializeResult:
-    fingerprint = context.partition_key
+def do_transcript(step: Step, catalog: CatalogResource, sources: SourcesResource,
+                  object_store: ObjectStoreResource,
+                  transcriber: TranscriberResource) -> dg.MaterializeResult:
+    """Materialize ``transcript`` for one partition."""
+    fingerprint = step.key
     cat = catalog.get()
     item = imports.find_item(cat, fingerprint)
     record = imports.media_for(cat, fingerprint)
@@ -434,11 +469,11 @@ def _transcribe(context: dg.AssetExecutionContext, catalog: CatalogResource,
         reason = (f"transcription failed: {exc} (the media is imported; re-materialize "
                   f"transcript for partition {fingerprint} to retry)")
         imports.fail_transcript(cat, record.id, reason)
-        context.log.error(reason)
+        step.log.error(reason)
         raise dg.Failure(description=reason, allow_retries=False) from None
     imports.complete_transcript(cat, record.id, key=base + ".json", model=engine.model_id)
     lag = (datetime.now(UTC) - item.detected_at).total_seconds()
-    context.log.info(f"transcribed media {record.id}: {result.word_count} words, "
+    step.log.info(f"transcribed media {record.id}: {result.word_count} words, "
                      f"RTF {result.real_time_factor:.2f}, {lag:.1f}s after detection")
     return dg.MaterializeResult(metadata={
         "transcript_key": base + ".json",

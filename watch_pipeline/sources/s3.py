@@ -8,7 +8,7 @@ below a temp folder (a ``..`` segment, a leading ``/``, a backslash or a NUL) ar
 Reads for fingerprints go through :class:`~watch_pipeline.store.s3.S3RangeReader`: imohash reads
 three 16 KiB windows, so fingerprinting an object costs one HEAD and at most three small GETs.
 
-Downloads are streamed in 8 MiB chunks into ``<dest>.part`` and renamed to ``dest`` once the size
+Downloads are streamed in 1 MiB chunks into ``<dest>.part`` and renamed to ``dest`` once the size
 is verified; ``<dest>.part.etag`` records the ETag of the version being fetched. They resume
 from the bytes already in ``<dest>.part``:
 
@@ -69,7 +69,7 @@ from watch_pipeline.store.s3 import (
 
 MIB = 1024 * 1024
 
-DOWNLOAD_CHUNK = 8 * MIB
+DOWNLOAD_CHUNK = 1 * MIB  # larger reads make urllib3 allocate afresh each time: slower
 """Bytes read from the response stream and written to disk at a time (the memory bound)."""
 DOWNLOAD_RETRIES = 5
 """Re-requests after a connection dropped mid-stream, counted since the last progress."""

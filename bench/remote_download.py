@@ -1,0 +1,331 @@
+"""Benchmark: our resumable ``download()`` vs plain copies of the same remote object.
+
+One ``--size-mib`` MiB file of random bytes is put on a loopback moto S3 server (a subprocess)
+and on a real Samba share (``SambaServer`` from the tests' fixtures). Then ``--runs`` rounds,
+each method once per round, the order rotated every round:
+
+* S3: ours (:meth:`S3SourceClient.download`: one streamed GET into ``<dest>.part``, then a
+  rename) vs boto3 ``download_file`` with its defaults (8 MiB ranged parts, 10 threads) and vs
+  ``download_file`` as one GET (``multipart_threshold`` above the size).
+* SMB: ours (:meth:`SMBSourceClient.download`) vs the ``smbclient`` CLI (``get``, credentials in
+  an ``-A`` file so no password shows in ``ps``; its time includes the tool's start-up) and vs
+  smbprotocol's ``smbclient.open_file`` + ``shutil.copyfileobj`` (4 MiB reads, as ours).
+
+Every copy is checked for size, the first of each method byte for byte. Clients are created and
+connected once, before timing. Medians are shown; the page cache is warm for every method.
+
+Peak RSS: this script runs itself as a child (``--child``) that builds our client and downloads
+the object once, then reports its ``VmHWM`` (peak RSS since its exec) from ``/proc/self/status``.
+``ru_maxrss`` (``getrusage(RUSAGE_CHILDREN)``, or ``os.wait4`` for that one child) is printed
+beside it but is not the figure: at ``exec`` Linux carries the high-water RSS of the forked copy
+of the parent into the child's ``ru_maxrss``, so it reads at least this (large) process's own
+peak. A child that only imports and connects is measured as the floor.
+
+Note: moto answers every GET, ranged or not, by reading the whole object into memory and
+slicing it, so many-part downloads (``download_file``'s defaults) pay that once per part here.
+
+Needs root (Samba's OS user). Usage:
+    python bench/remote_download.py [--size-mib 512] [--runs 3] [--dir /tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import smbclient
+from _remote_servers import (
+    ACCESS_KEY,
+    BUCKET,
+    MIB,
+    REGION,
+    SECRET_KEY,
+    SmbLogin,
+    load_note,
+    moto_server,
+    plain_s3_client,
+    samba_server,
+    smb_login,
+    write_random_file,
+)
+from boto3.s3.transfer import TransferConfig
+
+from watch_pipeline.sources.s3 import S3SourceClient
+from watch_pipeline.sources.smb import SMBSourceClient
+
+RATIO_TARGET = 0.9
+RSS_TARGET_MIB = 300
+NAME = "bench.bin"
+COPY_CHUNK = 4 * MIB
+
+
+def our_s3_client(endpoint_url: str) -> S3SourceClient:
+    return S3SourceClient(
+        bucket=BUCKET,
+        endpoint_url=endpoint_url,
+        region=REGION,
+        access_key_id=ACCESS_KEY,
+        secret_access_key=SECRET_KEY,
+    )
+
+
+def our_smb_client(login: SmbLogin) -> SMBSourceClient:
+    return SMBSourceClient(
+        server=login.host,
+        share=login.share,
+        username=login.username,
+        password=login.password,
+        domain=login.domain,
+        port=login.port,
+    )
+
+
+# -- child: one download of ours, for peak RSS ----------------------------------------------
+
+
+def child(mode: str) -> None:
+    """Run in the child: read the job from stdin, download (or only connect), print seconds."""
+    job = json.load(sys.stdin)
+    dest = Path(job["dest"])
+    client: Any
+    if mode.startswith("s3"):
+        client = our_s3_client(job["endpoint_url"])
+        client.test_connection()
+    else:
+        client = our_smb_client(SmbLogin(**job["login"]))
+        client.test_connection()
+    start = time.perf_counter()
+    if mode.endswith("-download"):
+        client.download(NAME, dest)
+    seconds = time.perf_counter() - start
+    client.close()
+    print(json.dumps({"seconds": seconds, "vm_hwm_kib": _vm_hwm_kib()}))
+
+
+def _vm_hwm_kib() -> int:
+    """This process's peak RSS since its exec (``VmHWM``), in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def child_peak_rss(mode: str, job: dict[str, Any]) -> tuple[float, float]:
+    """Run ``--child mode`` on ``job``; return its ``VmHWM`` and its ``ru_maxrss``, in MiB."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(job).encode())  # the password travels here, never in argv
+    proc.stdin.close()
+    out = proc.stdout.read()
+    proc.stdout.close()
+    # wait4, not proc.wait(): it hands back this child's own rusage.
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"child {mode} failed ({proc.returncode})")
+    # Both are in KiB on Linux.
+    return json.loads(out)["vm_hwm_kib"] / 1024, usage.ru_maxrss / 1024
+
+
+def measure_rss(kind: str, job: dict[str, Any], dest: Path) -> tuple[float, float, float]:
+    """Peak RSS of a child downloading (VmHWM, ru_maxrss) and of one only connecting (VmHWM)."""
+    peak, maxrss = child_peak_rss(f"{kind}-download", job)
+    if dest.stat().st_size == 0:
+        raise SystemExit(f"the {kind} child downloaded nothing")
+    dest.unlink()
+    floor, _ = child_peak_rss(f"{kind}-connect", job)
+    return peak, maxrss, floor
+
+
+# -- timing ---------------------------------------------------------------------------------
+
+
+def run_rounds(
+    methods: dict[str, Callable[[Path], Any]], *, runs: int, src: Path, tmp: Path
+) -> dict[str, float]:
+    """Time each method ``runs`` times, rotating the order; return the median seconds."""
+    size = src.stat().st_size
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    names = list(methods)
+    for i in range(runs):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            dest = tmp / "download.bin"
+            start = time.perf_counter()
+            methods[name](dest)
+            times[name].append(time.perf_counter() - start)
+            got = dest.stat().st_size
+            if got != size or (i == 0 and not filecmp.cmp(src, dest, shallow=False)):
+                raise SystemExit(f"{name}: the copy differs from the source ({got} bytes)")
+            dest.unlink()
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def report(
+    label: str,
+    medians: dict[str, float],
+    *,
+    size: int,
+    runs: int,
+    rss: tuple[float, float, float],
+) -> None:
+    ours_name = next(iter(medians))
+    print(f"{label}: {size / MIB:.0f} MiB, median of {runs}, order rotated per round")
+    for name, seconds in medians.items():
+        role = "ours" if name == ours_name else "base"
+        print(f"  {role}  {name:<34}: {seconds:7.2f} s  {size / MIB / seconds:7.1f} MiB/s")
+    for name, seconds in medians.items():
+        if name == ours_name:
+            continue
+        ratio = seconds / medians[ours_name]  # our throughput / theirs
+        verdict = "ok" if ratio >= RATIO_TARGET else "MISSED"
+        print(f"  ratio ours/{name:<34}: {ratio:5.2f}x  (want >= {RATIO_TARGET}x: {verdict})")
+    peak, maxrss, floor = rss
+    verdict = "ok" if peak < RSS_TARGET_MIB else "MISSED"
+    print(
+        f"  peak RSS, child running our download     : {peak:6.1f} MiB VmHWM "
+        f"(want < {RSS_TARGET_MIB} MiB: {verdict})"
+    )
+    print(f"  peak RSS, child only importing+connecting: {floor:6.1f} MiB VmHWM")
+    print(
+        f"  (the download child's ru_maxrss via wait4: {maxrss:6.1f} MiB; it includes this "
+        "process's own peak at exec)"
+    )
+
+
+def bench_s3(args: argparse.Namespace, tmp: Path, src: Path) -> None:
+    size = src.stat().st_size
+    with moto_server(tmp) as endpoint_url:
+        boto = plain_s3_client(endpoint_url)
+        boto.upload_file(str(src), BUCKET, NAME)
+        ours = our_s3_client(endpoint_url)
+        ours.test_connection()
+        boto.head_object(Bucket=BUCKET, Key=NAME)
+        one_get = TransferConfig(multipart_threshold=size + 1)
+        methods: dict[str, Callable[[Path], Any]] = {
+            "S3SourceClient.download": lambda dest: ours.download(NAME, dest),
+            "boto3 download_file (defaults)": (
+                lambda dest: boto.download_file(BUCKET, NAME, str(dest))
+            ),
+            "boto3 download_file (one GET)": (
+                lambda dest: boto.download_file(BUCKET, NAME, str(dest), Config=one_get)
+            ),
+        }
+        try:
+            medians = run_rounds(methods, runs=args.runs, src=src, tmp=tmp)
+        finally:
+            ours.close()
+        job = {"endpoint_url": endpoint_url, "dest": str(tmp / "child.bin")}
+        rss = measure_rss("s3", job, tmp / "child.bin")
+    report(f"S3 (moto, {endpoint_url})", medians, size=size, runs=args.runs, rss=rss)
+
+
+def bench_smb(args: argparse.Namespace, tmp: Path, src: Path) -> None:
+    size = src.stat().st_size
+    with samba_server() as server:
+        try:
+            (server.share_path / NAME).hardlink_to(src)
+        except OSError:
+            shutil.copyfile(src, server.share_path / NAME)
+        login = smb_login(server)
+        auth = tmp / "smb-auth"
+        auth.touch(mode=0o600)
+        auth.write_text(
+            f"username = {login.username}\npassword = {login.password}\ndomain = {login.domain}\n"
+        )
+        ours = our_smb_client(login)
+        ours.test_connection()
+        cache: dict[str, Any] = {}
+        smb_kwargs: dict[str, Any] = {
+            "port": login.port,
+            "username": f"{login.domain}\\{login.username}",
+            "password": login.password,
+            "connection_cache": cache,
+        }
+        smbclient.register_session(login.host, **smb_kwargs)
+        unc = f"\\\\{login.host}\\{login.share}\\{NAME}"
+
+        def cli_get(dest: Path) -> None:
+            subprocess.run(
+                [
+                    "smbclient",
+                    f"//{login.host}/{login.share}",
+                    "-p",
+                    str(login.port),
+                    "-A",
+                    str(auth),
+                    "-c",
+                    f"get {NAME} {dest}",
+                ],
+                check=True,
+                capture_output=True,
+            )
+
+        def smbprotocol_copy(dest: Path) -> None:
+            with smbclient.open_file(unc, mode="rb", **smb_kwargs) as fh, open(dest, "wb") as out:
+                shutil.copyfileobj(fh, out, COPY_CHUNK)
+
+        methods: dict[str, Callable[[Path], Any]] = {
+            "SMBSourceClient.download": lambda dest: ours.download(NAME, dest),
+            "smbclient CLI get": cli_get,
+            "smbprotocol open_file+copyfileobj": smbprotocol_copy,
+        }
+        try:
+            medians = run_rounds(methods, runs=args.runs, src=src, tmp=tmp)
+        finally:
+            ours.close()
+            smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+        job = {"login": login.__dict__, "dest": str(tmp / "child.bin")}
+        rss = measure_rss("smb", job, tmp / "child.bin")
+        port = server.port
+    report(f"SMB (Samba, 127.0.0.1:{port})", medians, size=size, runs=args.runs, rss=rss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size-mib", type=int, default=512, help="object size (default 512)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each; medians are shown")
+    parser.add_argument("--dir", default=None, help="where temp files go (default: system temp)")
+    parser.add_argument("--skip-s3", action="store_true", help="leave out the S3 half")
+    parser.add_argument("--skip-smb", action="store_true", help="leave out the SMB half")
+    parser.add_argument(
+        "--child",
+        choices=("s3-download", "s3-connect", "smb-download", "smb-connect"),
+        help=argparse.SUPPRESS,  # internal: the peak-RSS child, job as JSON on stdin
+    )
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+
+    print(f"start: {load_note()}")
+    with tempfile.TemporaryDirectory(prefix="bench_remote_dl_", dir=args.dir) as tmp_name:
+        tmp = Path(tmp_name)
+        src = tmp / NAME
+        write_random_file(src, args.size_mib)
+        if not args.skip_s3:
+            bench_s3(args, tmp, src)
+            print(f"       {load_note()}")
+        if not args.skip_smb:
+            bench_smb(args, tmp, src)
+    print(f"end:   {load_note()}")
+
+
+if __name__ == "__main__":
+    main()
