@@ -12,5 +12,6 @@ pytest_plugins = [
     "watch_pipeline_tests.fixtures.smb_server",
     "watch_pipeline_tests.fixtures.smtp_server",
     "watch_pipeline_tests.fixtures.graph_server",
+    "watch_pipeline_tests.fixtures.riva_server",
     "watch_pipeline_tests.fixtures.speech",
 ]

@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from watch_pipeline.transcribe.base import Transcriber
+from watch_pipeline.transcribe.riva import RivaTranscriber
 from watch_pipeline.transcribe.whisper import WhisperTranscriber
 
 
@@ -15,12 +16,17 @@ class TranscriberResource(dg.ConfigurableResource):
     """Chooses and configures the transcription backend.
 
     Each backend has its own ``<backend>_*`` fields; only the selected backend's fields are used.
-    A new backend (Riva) is one more ``backend`` literal, its fields and one branch in
+    A new backend is one more ``backend`` literal, its fields and one branch in
     :meth:`get_transcriber`.
+
+    The Riva API key is a secret: set it with ``riva_api_key=dg.EnvVar("RIVA_API_KEY")`` in
+    ``defs/resources.py`` (Dagster then shows the variable's name, never its value).
     """
 
-    backend: Literal["whisper"] = Field(
-        default="whisper", description="Transcription backend: 'whisper' (embedded faster-whisper)."
+    backend: Literal["whisper", "riva"] = Field(
+        default="whisper",
+        description="Transcription backend: 'whisper' (embedded faster-whisper) or 'riva' "
+        "(an NVIDIA Riva server).",
     )
     whisper_model: str | None = Field(
         default=None,
@@ -47,6 +53,48 @@ class TranscriberResource(dg.ConfigurableResource):
         default=0, ge=0, description="CPU threads for the model; 0 lets CTranslate2 choose."
     )
 
+    riva_uri: str = Field(default="localhost:50051", description="Riva server, 'host:port'.")
+    riva_use_ssl: bool = Field(default=False, description="Connect to Riva with TLS.")
+    riva_ssl_cert: str | None = Field(
+        default=None,
+        description="Path of a PEM CA/server certificate to verify Riva with (implies TLS).",
+    )
+    riva_api_key: str | None = Field(
+        default=None,
+        description="Riva API key, sent as 'authorization: Bearer ...'; set it with "
+        "dg.EnvVar('RIVA_API_KEY'), never as a literal.",
+    )
+    riva_metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra non-secret gRPC metadata, e.g. {'function-id': ...} for hosted Riva.",
+    )
+    riva_language_code: str = Field(default="en-US", description="Language of the audio.")
+    riva_model: str | None = Field(
+        default=None, description="Riva model name; unset = the server's default for the language."
+    )
+    riva_punctuation: bool = Field(default=True, description="Automatic punctuation.")
+    riva_speaker_diarization: bool = Field(
+        default=True,
+        description="Label speakers when the source allows more than one (max_speakers > 1).",
+    )
+    riva_offline_max_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=60,
+        description="Audio up to this length is sent in one offline call; longer audio streams.",
+    )
+    riva_chunk_seconds: float = Field(
+        default=0.5, ge=0.05, le=10, description="Seconds of audio per streaming message."
+    )
+    riva_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Deadline of an offline call; a stream gets this plus the audio's length.",
+    )
+    riva_max_retries: int = Field(
+        default=3, ge=0, description="Retries (exponential backoff) on UNAVAILABLE/DEADLINE."
+    )
+
     def get_transcriber(self) -> Transcriber:
         """Build the configured backend's transcriber (cheap: models load on first use).
 
@@ -63,9 +111,25 @@ class TranscriberResource(dg.ConfigurableResource):
                 vad_filter=self.whisper_vad_filter,
                 cpu_threads=self.whisper_cpu_threads,
             )
+        if self.backend == "riva":
+            return RivaTranscriber(
+                uri=self.riva_uri,
+                use_ssl=self.riva_use_ssl,
+                ssl_cert=self.riva_ssl_cert,
+                api_key=self.riva_api_key,
+                metadata=self.riva_metadata,
+                language_code=self.riva_language_code,
+                model=self.riva_model,
+                punctuation=self.riva_punctuation,
+                speaker_diarization=self.riva_speaker_diarization,
+                offline_max_seconds=self.riva_offline_max_seconds,
+                chunk_seconds=self.riva_chunk_seconds,
+                timeout=self.riva_timeout,
+                max_retries=self.riva_max_retries,
+            )
         raise ValueError(f"unknown transcription backend {self.backend!r}")
 
     @property
     def model_id(self) -> str:
-        """The configured transcriber's model id, e.g. ``whisper:tiny.en:int8:beam1``."""
+        """The configured transcriber's model id (``whisper:tiny.en:int8:beam1``, ``riva:...``)."""
         return self.get_transcriber().model_id

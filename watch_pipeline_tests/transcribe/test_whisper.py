@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import tempfile
+import wave
 from pathlib import Path
 
 import faster_whisper
+import numpy as np
 import pytest
 
 from watch_pipeline.transcribe import whisper
 from watch_pipeline.transcribe.base import TranscriptionError
+from watch_pipeline.transcribe.formats import to_srt, to_vtt
 from watch_pipeline.transcribe.whisper import WhisperTranscriber
 from watch_pipeline_tests.fixtures.speech import SPEECH_SENTENCE
 
@@ -139,3 +144,107 @@ def test_invalid_options_are_refused():
         WhisperTranscriber(beam_size=0)
     with pytest.raises(ValueError, match="device"):
         WhisperTranscriber(device="tpu")  # type: ignore[arg-type]
+
+
+def test_srt_and_vtt_parse_back(transcriber, speech_wav):
+    transcript = transcriber.transcribe(speech_wav)
+
+    srt_cues = _parse_subtitles(to_srt(transcript), srt=True)
+    vtt_cues = _parse_subtitles(to_vtt(transcript), srt=False)
+
+    spoken = [s for s in transcript.segments if s.text.strip()]
+    assert len(srt_cues) == len(vtt_cues) == len(spoken) >= 1
+    for (start, end, text), segment in zip(srt_cues, spoken, strict=True):
+        assert start == pytest.approx(segment.start, abs=0.001)
+        assert end == pytest.approx(segment.end, abs=0.001)
+        assert text == segment.text
+    assert [cue[:2] for cue in vtt_cues] == [cue[:2] for cue in srt_cues]
+    assert SPOKEN_WORDS <= _words(" ".join(text for _, _, text in srt_cues))
+
+
+def test_long_audio_is_decoded_window_by_window(tmp_path, speech_wav, monkeypatch):
+    # sentence, 30 s of silence, sentence: with 30 s windows the cut falls in the silence.
+    long_wav = tmp_path / "long.wav"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+         "-i", str(speech_wav), "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono:d=30",
+         "-i", str(speech_wav),
+         "-filter_complex", "[0:a]aresample=16000[a];[2:a]aresample=16000[c];"
+         "[a][1:a][c]concat=n=3:v=0:a=1", "-ac", "1", str(long_wav)],
+        check=True,
+    )  # fmt: skip
+    windows: list[tuple[float, int]] = []
+    real_windows = whisper._windows
+
+    def recording_windows(path, seconds):
+        for offset, samples in real_windows(path, seconds):
+            windows.append((offset, len(samples)))
+            yield offset, samples
+
+    monkeypatch.setattr(whisper, "_windows", recording_windows)
+
+    transcript = WhisperTranscriber(window_seconds=30).transcribe(long_wav)
+
+    assert len(windows) == 2
+    assert 25.0 <= windows[1][0] <= 30.0  # the cut is in the silence
+    assert windows[1][0] == pytest.approx(windows[0][1] / 16_000)
+    foxes = [w for s in transcript.segments for w in s.words if w.text.strip(".,").lower() == "fox"]
+    assert len(foxes) == 2
+    assert foxes[0].start < 5.0
+    assert 30.0 < foxes[1].start < transcript.audio_duration  # offset by the first window
+    starts = [s.start for s in transcript.segments]
+    assert starts == sorted(starts)
+
+
+def test_windows_cover_the_file_and_cut_at_silence(tmp_path):
+    rng = np.random.default_rng(0)
+    rate = 16_000
+    noise = (rng.standard_normal(rate * 100) * 3000).astype(np.int16)
+    noise[rate * 57 : rate * 57 + rate // 2] = 0  # half a second of silence at 57 s
+    path = tmp_path / "noise.wav"
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(noise.tobytes())
+
+    windows = list(whisper._windows(path, 60))
+
+    assert windows[0][0] == 0.0
+    assert 57.0 <= windows[1][0] <= 57.5
+    assert all(len(samples) <= 60 * rate for _, samples in windows)
+    joined = np.concatenate([samples for _, samples in windows])
+    assert np.array_equal(joined, noise.astype(np.float32) / 32768.0)
+    assert all(samples.dtype == np.float32 for _, samples in windows)
+
+
+def test_window_seconds_is_validated():
+    with pytest.raises(ValueError, match="window_seconds"):
+        WhisperTranscriber(window_seconds=5)
+
+
+_CUE_TIME = r"(\d{2,}):([0-5]\d):([0-5]\d)[,.](\d{3})"
+
+
+def _parse_subtitles(document: str, *, srt: bool) -> list[tuple[float, float, str]]:
+    """Re-read SRT or WebVTT: numbered/headed cues, valid times, non-decreasing starts."""
+    blocks = [block for block in document.strip().split("\n\n") if block]
+    if not srt:
+        assert blocks.pop(0) == "WEBVTT"
+    cues = []
+    for number, block in enumerate(blocks, start=1):
+        lines = block.split("\n")
+        if srt:
+            assert lines.pop(0) == str(number)
+        mark = "," if srt else r"\."
+        pattern = rf"{_CUE_TIME} --> {_CUE_TIME}".replace("[,.]", mark)
+        match = re.fullmatch(pattern, lines[0])
+        assert match, f"bad cue timing {lines[0]!r}"
+        h1, m1, s1, ms1, h2, m2, s2, ms2 = (int(g) for g in match.groups())
+        start = h1 * 3600 + m1 * 60 + s1 + ms1 / 1000
+        end = h2 * 3600 + m2 * 60 + s2 + ms2 / 1000
+        assert start <= end
+        cues.append((start, end, "\n".join(lines[1:])))
+    starts = [start for start, _, _ in cues]
+    assert starts == sorted(starts)
+    return cues
