@@ -11,6 +11,7 @@ from watch_pipeline.defs.assets import (
     raw_file,
     stitched_media,
 )
+from watch_pipeline.defs.batch import import_batch_job
 from watch_pipeline.defs.jobs import import_job, transcribe_job
 from watch_pipeline.defs.resources import build_resources
 from watch_pipeline.defs.sensors import import_failure_sensor, watch_sensors
@@ -23,7 +24,7 @@ def defs() -> dg.Definitions:
     transcript = build_transcript_asset(resources["transcriber"].model_id)
     return dg.Definitions(
         assets=[raw_file, stitched_media, media_object, transcript],
-        jobs=[import_job, transcribe_job],
+        jobs=[import_job, import_batch_job, transcribe_job],
         sensors=[*watch_sensors, import_failure_sensor, notification_sensor],
         resources=resources,
     )

@@ -388,6 +388,16 @@ def fail_import(catalog: Catalog, fingerprint: str, reason: str, *, run_key: str
         return len(rows)
 
 
+def assign_run_key(catalog: Catalog, keys: list[str], run_key: str) -> None:
+    """Record that partitions ``keys`` are imported by the run ``run_key`` (a batch)."""
+    f = WatchSourceFile
+    with catalog.session() as session:
+        for key in keys:
+            session.execute(sa.update(f).where(of_partition(key), f.status == "pending",
+                                               f.run_key.is_not(None))
+                            .values(run_key=run_key))
+
+
 def set_status(catalog: Catalog, file_id: int, status: str) -> None:
     """Move one file row to ``status`` (``downloading`` while a remote copy is fetched)."""
     with catalog.session() as session:

@@ -7,6 +7,7 @@ skipped; it never fails the tick or delays another kind's sensor.
 """
 
 
+import hashlib
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.secrets import SecretKeyError
 from watch_pipeline.catalog.settings import WatchSettings
+from watch_pipeline.defs.batch import batch_keys, batch_run_config, import_batch_job
 from watch_pipeline.defs.jobs import IMPORT_TAGS, import_job
 from watch_pipeline.defs.partitions import media
 from watch_pipeline.scan_runner import scan_source
@@ -28,6 +30,8 @@ from watch_pipeline.sources.resource import SourcesResource
 SOURCE_KINDS = ("local", "s3", "smb")
 # Work per tick stays well under the daemon's 60 s sensor timeout.
 TICK_BUDGET_SECONDS = 40.0
+# Most partitions in one batch run: a failure in a batch delays at most this many files.
+BATCH_MAX = 25
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
@@ -58,9 +62,9 @@ def _sources_with_ripe_files(catalog, source_ids: list[int], now: datetime,  # t
 
 
 def in_flight_imports(instance: dg.DagsterInstance) -> int:
-    """Import runs queued or running now, across every source kind."""
+    """Import runs (single or batch) queued or running now, across every source kind."""
     return instance.get_runs_count(
-        dg.RunsFilter(job_name=import_job.name, statuses=IN_FLIGHT))
+        dg.RunsFilter(tags={"watch_pipeline/kind": "import"}, statuses=IN_FLIGHT))
 
 
 def build_watch_sensor(kind: str) -> dg.SensorDefinition:
@@ -68,7 +72,7 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
 
     @dg.sensor(
         name=f"{kind}_watch_sensor",
-        target=import_job,
+        jobs=[import_job, import_batch_job],
         minimum_interval_seconds=_interval_seconds(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Scans the enabled {kind} watch sources that are due and requests one "
@@ -123,8 +127,9 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
             summaries.append(f"{name}: {report.summary}")
 
         slots = settings.max_concurrent_imports - in_flight_imports(context.instance)
+        # Each run may carry a batch of partitions, so claim up to a full batch per free slot.
         requests = imports.claim_imports(
-            cat, [e[0] for e in enabled], slots=slots,
+            cat, [e[0] for e in enabled], slots=max(slots, 0) * BATCH_MAX,
             run_exists=lambda key: bool(context.instance.get_run_records(
                 dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)))
         scanned = sum(1 for s in summaries if "postponed" not in s)
@@ -135,20 +140,56 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
                 + (f"; {'; '.join(summaries)}" if summaries else ""))
         existing = set(context.instance.get_dynamic_partitions(media.name))
         new_keys = sorted({r.fingerprint for r in requests} - existing)
-        context.log.info(f"requesting {len(requests)} import run(s); {slots} slot(s) were free")
+        runs = plan_runs(cat, requests, slots)
+        context.log.info(f"requesting {len(runs)} import run(s) for {len(requests)} "
+                         f"partition(s); {slots} slot(s) were free")
         return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=r.run_key, partition_key=r.fingerprint,
-                    tags={**IMPORT_TAGS, "watch_pipeline/source_id": str(r.source_id),
-                          "watch_pipeline/source": r.source_name,
-                          "watch_pipeline/path": r.remote_path[:200]})
-                for r in requests
-            ],
+            run_requests=runs,
             dynamic_partitions_requests=[media.build_add_request(new_keys)] if new_keys else [],
         )
 
     return _sensor
+
+
+def plan_runs(catalog, requests: list[imports.ImportRequest],  # type: ignore[no-untyped-def]
+              slots: int) -> list[dg.RunRequest]:
+    """One ``import_job`` run per partition when few arrive; batches when many do.
+
+    With more new partitions than runs may start (``slots``, at most one per CPU), they are
+    dealt round-robin into that many ``import_batch_job`` runs, so a burst pays a run's start-up
+    cost a few times instead of once per file. Each batch gets its own run key, recorded on its
+    files (so a lost request is sent again, and a failed batch's files get fresh keys).
+    """
+    parallel = max(1, min(slots, os.cpu_count() or 2))
+    if len(requests) <= parallel:
+        return [_single_run(r) for r in requests]
+    batches: list[list[imports.ImportRequest]] = [[] for _ in range(parallel)]
+    for index, request in enumerate(requests):
+        batches[index % parallel].append(request)
+    runs = []
+    for batch in batches:
+        if len(batch) == 1:
+            runs.append(_single_run(batch[0]))
+            continue
+        keys = [r.fingerprint for r in batch]
+        run_key = "batch-" + hashlib.sha1(",".join(
+            r.run_key for r in batch).encode()).hexdigest()[:20]
+        imports.assign_run_key(catalog, keys, run_key)
+        runs.append(dg.RunRequest(
+            run_key=run_key, job_name=import_batch_job.name,
+            run_config=batch_run_config(keys),
+            tags={**IMPORT_TAGS, "watch_pipeline/batch_size": str(len(keys)),
+                  "watch_pipeline/source": ",".join(sorted({r.source_name for r in batch}))[:200]},
+        ))
+    return runs
+
+
+def _single_run(r: imports.ImportRequest) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=r.run_key, partition_key=r.fingerprint, job_name=import_job.name,
+        tags={**IMPORT_TAGS, "watch_pipeline/source_id": str(r.source_id),
+              "watch_pipeline/source": r.source_name,
+              "watch_pipeline/path": r.remote_path[:200]})
 
 
 watch_sensors = [build_watch_sensor(kind) for kind in SOURCE_KINDS]
@@ -156,20 +197,21 @@ watch_sensors = [build_watch_sensor(kind) for kind in SOURCE_KINDS]
 
 @dg.run_failure_sensor(
     name="import_failure_sensor",
-    monitored_jobs=[import_job],
+    monitored_jobs=[import_job, import_batch_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Records an import run that failed outside our own error handling (killed "
                 "process, lost worker) on its catalog rows, so the file is retried.",
 )
 def import_failure_sensor(context: dg.RunFailureSensorContext,
                           catalog: CatalogResource) -> None:
-    """Mark the partition's rows ``error`` so the watch sensor retries them with a new key."""
+    """Mark the run's partitions' rows ``error`` so the watch sensor retries them."""
     run = context.dagster_run
-    fingerprint = run.tags.get("dagster/partition")
-    if not fingerprint:
-        return
+    keys = ([run.tags["dagster/partition"]] if run.tags.get("dagster/partition")
+            else batch_keys(run.run_config or {}))
     message = context.failure_event.message or "run failed"
-    marked = imports.fail_import(catalog.get(), fingerprint, f"run {run.run_id} failed: "
-                                 f"{message[:500]}", run_key=run.tags.get("dagster/run_key"))
+    marked = 0
+    for key in keys:
+        marked += imports.fail_import(catalog.get(), key, f"run {run.run_id} failed: "
+                                      f"{message[:500]}", run_key=run.tags.get("dagster/run_key"))
     if marked:
-        context.log.info(f"marked {marked} file(s) of {fingerprint} for retry")
+        context.log.info(f"marked {marked} file(s) of {len(keys)} partition(s) for retry")

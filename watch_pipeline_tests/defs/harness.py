@@ -92,3 +92,14 @@ def media_rows(env):
         return list(s.scalars(sa.select(MediaFile).order_by(MediaFile.id)))
 
 
+
+
+def run_request(env, request: dg.RunRequest, raise_on_error=False):
+    """Execute what a sensor asked for: one partition of the import assets, or a batch."""
+    if request.partition_key:
+        return run_import(env, request.partition_key, raise_on_error=raise_on_error)
+    from watch_pipeline.defs.batch import import_batch_job
+
+    return import_batch_job.execute_in_process(
+        run_config=request.run_config, resources=env["resources"], instance=env["instance"],
+        tags=request.tags, raise_on_error=raise_on_error)

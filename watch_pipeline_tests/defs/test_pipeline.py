@@ -29,6 +29,7 @@ from watch_pipeline_tests.defs.harness import (
     media_rows,
     rewind_scans,
     run_import,
+    run_request,
     tick,
 )
 
@@ -229,7 +230,7 @@ def test_replaced_file_is_fingerprinted_again_and_imported_as_new_media(env, tmp
     assert len(media_rows(env)) == 2
 
 
-def test_max_concurrent_imports_holds_requests_back(env, tmp_path):
+def test_max_concurrent_imports_bounds_runs_and_a_burst_is_batched(env, tmp_path):
     add_source(env, auto_transcribe=False)
     with env["catalog"].session() as s:
         set_setting(s, "watch.max_concurrent_imports", 2)
@@ -237,10 +238,36 @@ def test_max_concurrent_imports_holds_requests_back(env, tmp_path):
         _wav(env["watch"], f"f{i}.wav", 200 + 37 * i)
         age(env["watch"] / f"f{i}.wav")
     requests, _ = tick(env)
-    assert len(requests) == 2  # no run is in flight in this instance, so 2 slots
-    later, _ = tick(env)
-    assert len(later) == 2
-    assert {r.partition_key for r in requests}.isdisjoint({r.partition_key for r in later})
+    assert len(requests) == 2  # two runs at most, carrying the five partitions between them
+    batched = sorted(len(r.run_config["ops"]["import_batch"]["config"]["partition_keys"])
+                     for r in requests)
+    assert batched == [2, 3] and {r.job_name for r in requests} == {"import_batch_job"}
+    for request in requests:
+        assert run_request(env, request).success
+    assert len(media_rows(env)) == 5
+    assert {r.status for r in files(env).values()} == {"imported"}
+    # each partition got its own materialization of each asset
+    for key in {r.imohash for r in files(env).values()}:
+        for asset in ("raw_file", "stitched_media", "media_object", "transcript"):
+            records = env["instance"].fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]),
+                limit=5).records
+            assert len(records) == 1
+    assert tick(env)[0] == []
+
+
+def test_a_failing_partition_does_not_stop_its_batch(env, tmp_path):
+    add_source(env, auto_transcribe=False)
+    for i in range(4):
+        _wav(env["watch"], f"g{i}.wav", 900 + 11 * i)
+        age(env["watch"] / f"g{i}.wav")
+    requests, _ = tick(env)
+    (env["watch"] / "g0.wav").unlink()  # vanishes before its import
+    results = [run_request(env, r) for r in requests]
+    assert not all(r.success for r in results)
+    rows = files(env)
+    assert rows["g0.wav"].status == "error" and "No such file" in rows["g0.wav"].error_message
+    assert all(rows[f"g{i}.wav"].status == "imported" for i in (1, 2, 3))
 
 
 def test_unreachable_root_is_recorded_on_the_source_only(env):

@@ -1,0 +1,85 @@
+"""Batch imports: several media partitions in one run, to spread a run's start-up cost.
+
+A Dagster run costs a few seconds before its first step (a new process, the code location
+imported, the speech model loaded). When many files arrive at once, the watch sensors hand the
+new partitions to a few ``import_batch_job`` runs instead of one run each; every partition still
+goes through the same four steps as ``import_job`` and gets its own materialization of each
+asset, so the UI shows each partition's history as if it had its own run. A partition that fails
+is recorded like a failed ``import_job`` run (its file goes back for a retry in a run of its own)
+and the others carry on; the batch run fails at the end when any partition did.
+"""
+
+import dagster as dg
+
+from watch_pipeline.catalog.resource import CatalogResource
+from watch_pipeline.defs.assets import (
+    Step,
+    do_media_object,
+    do_raw_file,
+    do_stitched_media,
+    do_transcript,
+)
+from watch_pipeline.defs.jobs import IMPORT_TAGS
+from watch_pipeline.sources.resource import SourcesResource
+from watch_pipeline.store.resource import ObjectStoreResource
+from watch_pipeline.transcribe.resource import TranscriberResource
+
+BATCH_OP = "import_batch"
+
+
+class ImportBatchConfig(dg.Config):
+    """The partitions (media fingerprints) this batch imports, in order."""
+
+    partition_keys: list[str]
+
+
+@dg.op(name=BATCH_OP, description="Import several media partitions, one after the other.")
+def import_batch(context: dg.OpExecutionContext, config: ImportBatchConfig,
+                 catalog: CatalogResource, sources: SourcesResource,
+                 object_store: ObjectStoreResource, transcriber: TranscriberResource) -> None:
+    """Run raw_file → stitched_media → media_object → transcript for each partition."""
+    run_key = context.run.tags.get("dagster/run_key")
+    steps = [
+        ("raw_file", lambda s: do_raw_file(s, catalog, sources)),
+        ("stitched_media", lambda s: do_stitched_media(s, catalog, sources)),
+        ("media_object", lambda s: do_media_object(s, catalog, sources, object_store)),
+        ("transcript", lambda s: do_transcript(s, catalog, sources, object_store, transcriber)),
+    ]
+    failed: list[str] = []
+    total = len(config.partition_keys)
+    for index, key in enumerate(config.partition_keys, 1):
+        context.log.info(f"partition {index} of {total}: {key}")
+        for asset, run_step in steps:
+            try:
+                result = run_step(Step(key, asset, context.log, run_key))
+            except dg.Failure as exc:
+                failed.append(f"{key} ({asset}: {exc.description})")
+                break
+            context.log_event(dg.AssetMaterialization(
+                asset_key=asset, partition=key, metadata=result.metadata or {}))
+    if failed:
+        raise dg.Failure(
+            description=f"{len(failed)} of {total} partitions failed: " + "; ".join(failed),
+            allow_retries=False)
+
+
+@dg.job(
+    name="import_batch_job",
+    executor_def=dg.in_process_executor,
+    tags={**IMPORT_TAGS, "watch_pipeline/batch": "true"},
+    description="Import several new media partitions in one run (bursts of new files).",
+)
+def import_batch_job() -> None:
+    """One op importing the configured partitions in order."""
+    import_batch()
+
+
+def batch_run_config(keys: list[str]) -> dict:
+    """The run config of an ``import_batch_job`` run for ``keys``."""
+    return {"ops": {BATCH_OP: {"config": {"partition_keys": list(keys)}}}}
+
+
+def batch_keys(run_config: dict) -> list[str]:
+    """The partition keys of a batch run, from its run config."""
+    return list(run_config.get("ops", {}).get(BATCH_OP, {}).get("config", {})
+                .get("partition_keys", []))
