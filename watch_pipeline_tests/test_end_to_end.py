@@ -159,3 +159,27 @@ def test_daemon_restart_mid_run_loses_nothing_and_imports_nothing_twice(stack, s
     media = stack.query("SELECT imohash FROM media_file")
     assert len(media) == 3 and len({m[0] for m in media}) == 3
     assert {r[0] for r in stack.query("SELECT status FROM watch_source_file")} == {"imported"}
+
+
+def test_parts_dropped_one_by_one_become_one_media_through_the_daemon(stack, speech_factory,
+                                                                    tmp_path):
+    stack.cli("source", "update", "watch", "--multipart", "--multipart-wait-scans", "5")
+    staging = tmp_path / "staging"
+    phrases = {1: "first part says apple", 2: "second part says banana",
+               3: "third part says orange"}
+    for n, phrase in phrases.items():
+        speech_factory(phrase, staging / f"lecture_P00{n}.wav")
+    stack.start()
+    for n in (1, 3, 2):  # one by one, each seen by its own scan
+        shutil.copyfile(staging / f"lecture_P00{n}.wav", stack.watch / f"lecture_P00{n}.wav")
+        time.sleep(1.2)  # past the stability window
+        stack.cli("source", "scan", "watch")
+    stack.wait_for(lambda: completed(stack) >= 1, 300, "the stitched transcript")
+    time.sleep(4)
+    (media,) = stack.query("SELECT id, filename FROM media_file")
+    assert media[1] == "lecture.wav"
+    text = stack.cli("media", "transcript", str(media[0])).lower()
+    for word in ("apple", "banana", "orange"):
+        assert word in text
+    assert {r[0] for r in stack.query("SELECT status FROM watch_source_file")} == {
+        "stitched_part"}
