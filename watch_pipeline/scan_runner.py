@@ -99,13 +99,9 @@ def _load_seen(session: Session, source_id: int) -> dict[str, scanning.Seen]:
     rows = session.execute(
         sa.select(F.remote_path, F.id, F.file_size, F.file_modified_at, F.etag, F.status,
                   F.imohash, F.stable_since).where(F.watch_source_id == source_id)
-    )
-    return {
-        r.remote_path: scanning.Seen(
-            id=r.id, file_size=r.file_size, file_modified_at=r.file_modified_at, etag=r.etag,
-            status=r.status, imohash=r.imohash, stable_since=r.stable_since)
-        for r in rows
-    }
+    ).tuples()
+    make = scanning.Seen._make
+    return {row[0]: make(row[1:]) for row in rows}
 
 
 def _imported_elsewhere(session: Session, fingerprint: str) -> tuple[int, int | None] | None:

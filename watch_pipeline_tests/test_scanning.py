@@ -81,4 +81,3 @@ def test_retry_backoff_is_capped_and_then_held():
     assert scanning.may_retry(1, NOW - timedelta(seconds=1), NOW)
     assert not scanning.may_retry(1, NOW + timedelta(seconds=1), NOW)
     assert not scanning.may_retry(scanning.MAX_AUTOMATIC_RETRIES + 1, None, NOW)
-    assert scanning.run_key("f", 0) == "f" and scanning.run_key("f", 2) != "f"

@@ -20,7 +20,8 @@ from pathlib import Path
 import dagster as dg
 
 from watch_pipeline import imports
-from watch_pipeline.catalog.models import WatchSource
+from watch_pipeline.catalog.db import Catalog
+from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.defs.partitions import media
 from watch_pipeline.fingerprint import imohash_fileobj, imohash_path
@@ -384,9 +385,7 @@ def _write_back(item: imports.ImportItem, client: SourceClient, path: Path,
     return target
 
 
-def _row_status(cat, file_id: int) -> str | None:  # type: ignore[no-untyped-def]
-    from watch_pipeline.catalog.models import WatchSourceFile
-
+def _row_status(cat: Catalog, file_id: int) -> str | None:
     with cat.session() as session:
         row = session.get(WatchSourceFile, file_id)
         return row.status if row else None
