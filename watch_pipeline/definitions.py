@@ -14,17 +14,19 @@ from watch_pipeline.defs.assets import (
 from watch_pipeline.defs.batch import import_batch_job
 from watch_pipeline.defs.jobs import import_job, transcribe_job
 from watch_pipeline.defs.resources import build_resources
+from watch_pipeline.defs.schedules import cleanup_temp_job, cleanup_temp_schedule
 from watch_pipeline.defs.sensors import import_failure_sensor, watch_sensors
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Assemble assets, sensors, jobs and resources from ``defs/``."""
+    """Assemble assets, sensors, jobs, schedules and resources from ``defs/``."""
     resources = build_resources()
     transcript = build_transcript_asset(resources["transcriber"].model_id)
     return dg.Definitions(
         assets=[raw_file, stitched_media, media_object, transcript],
-        jobs=[import_job, import_batch_job, transcribe_job],
+        jobs=[import_job, import_batch_job, transcribe_job, cleanup_temp_job],
+        schedules=[cleanup_temp_schedule],
         sensors=[*watch_sensors, import_failure_sensor, notification_sensor],
         resources=resources,
     )

@@ -215,3 +215,23 @@ def test_cli_test_and_browse_on_s3_and_smb(env, s3_server, s3_bucket, smb_server
     smb_source(env, smb_server, name="s-bad", password="nope-nope")
     out = runner.invoke(cli, [*url, "source", "test", "s-bad"])
     assert out.exit_code == 1 and "refused" in out.stderr and "nope-nope" not in out.stderr
+
+
+def test_s3_parts_are_stitched_and_written_back(env, s3_server, s3_bucket, tmp_path):
+    stability(env, 0)
+    s3_source(env, s3_server, s3_bucket, multipart_enabled=True,
+              upload_stitched_to_source=True, auto_transcribe=False)
+    client = s3_server.client()
+    for n in (1, 2):
+        client.upload_file(str(_wav(tmp_path / f"p{n}.wav", 300 + 40 * n)), s3_bucket,
+                           f"room/show_P00{n}.wav")
+    (req,), _ = tick(env, "s3")
+    assert run_import(env, req.partition_key).success
+    (media,) = media_rows(env)
+    assert media.filename == "show.wav" and 1.5 < media.duration < 2.5
+    head = client.head_object(Bucket=s3_bucket, Key="room/show.wav")
+    assert head["ContentLength"] > 0
+    rewind_scans(env)
+    assert tick(env, "s3")[0] == []  # the written-back recording is not imported again
+    row = files(env)["room/show.wav"]
+    assert (row.status, row.skip_reason) == ("skipped_duplicate", "duplicate_existing")
