@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from watch_pipeline.defs.alerts import notification_sensor
+from watch_pipeline.defs.alerts import notification_sensor, source_health_sensor
 from watch_pipeline.defs.assets import (
     build_transcript_asset,
     media_object,
@@ -27,6 +27,7 @@ def defs() -> dg.Definitions:
         assets=[raw_file, stitched_media, media_object, transcript],
         jobs=[import_job, import_batch_job, transcribe_job, cleanup_temp_job],
         schedules=[cleanup_temp_schedule],
-        sensors=[*watch_sensors, import_failure_sensor, notification_sensor],
+        sensors=[*watch_sensors, import_failure_sensor, notification_sensor,
+                 source_health_sensor],
         resources=resources,
     )

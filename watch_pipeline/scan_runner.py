@@ -207,7 +207,9 @@ def scan_source(catalog: Catalog, source_id: int, client: SourceClient, *,
                 source.last_scan_status = "error"
                 source.last_scan_message = report.summary
                 source.last_scan_at = scan_time
+                source.consecutive_scan_failures = (source.consecutive_scan_failures or 0) + 1
             elif report.finished:
+                source.consecutive_scan_failures = 0
                 source.last_scan_status = "success"
                 source.last_scan_message = report.summary
                 source.last_scan_at = scan_time

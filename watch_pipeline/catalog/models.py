@@ -208,6 +208,8 @@ class WatchSource(Base):
     last_scan_files_skipped: Mapped[int | None] = mapped_column()
     last_scan_duration_seconds: Mapped[float | None] = mapped_column()
     total_files_imported: Mapped[int] = mapped_column(default=0)
+    # Scans that failed in a row (reset by a successful scan): the health sensor's signal.
+    consecutive_scan_failures: Mapped[int] = mapped_column(default=0, server_default="0")
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,4 +1,4 @@
-"""Notifications: a sensor that mails linked configurations about what sources did."""
+"""Notifications: mails about what sources did, and alerts about sources in trouble."""
 
 import json
 import os
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from watch_pipeline import notify
+from watch_pipeline import health, notify
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.mail.resource import MailerResource
 
@@ -63,3 +63,36 @@ def notification_sensor(context: dg.SensorEvaluationContext, catalog: CatalogRes
         return dg.SkipReason("nothing imported, stitched or failed since the last notification")
     return dg.SkipReason(f"{sent} message(s) sent, {failed} not sent, for "
                          f"{len(activities)} source(s)")
+
+
+@dg.sensor(
+    name="source_health_sensor",
+    minimum_interval_seconds=_interval_seconds(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Raises an alert for a source whose last 3 scans failed or that has not been "
+                "scanned for 3 x its interval; mails its linked configurations once per "
+                "incident, not once per tick.",
+)
+def source_health_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                         mailer: MailerResource) -> dg.SkipReason:
+    """Check every enabled source; the tick's message lists what needs attention."""
+    now = datetime.now(UTC)
+    state = json.loads(context.cursor) if context.cursor else {}
+    started = datetime.fromisoformat(state["started"]) if "started" in state else now
+    alerted: dict[str, str] = state.get("alerted", {})
+    problems = health.find_problems(catalog.get(), now, sensor_started_at=started)
+    for problem in problems:
+        context.log.warning(problem.message)
+        if alerted.get(str(problem.source_id)) == problem.kind:
+            continue  # this incident was already announced
+        activity = notify.SourceActivity(problem.source_id, problem.source_name,
+                                         errors=[(f"(health: {problem.kind})", problem.message)])
+        for d in notify.deliver(catalog.get(), activity, mailer_for=mailer.mailer_for):
+            log = context.log.info if d.sent else context.log.warning
+            log(f"health alert via {d.config_name}: {'sent' if d.sent else d.detail}")
+    context.update_cursor(json.dumps({
+        "started": started.isoformat(),
+        "alerted": {str(p.source_id): p.kind for p in problems}}))
+    if problems:
+        return dg.SkipReason("ALERT: " + "; ".join(p.message for p in problems))
+    return dg.SkipReason("every enabled source is healthy")

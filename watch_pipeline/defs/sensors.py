@@ -47,6 +47,7 @@ def _record_source_error(catalog, source_id: int, message: str) -> None:  # type
         source.last_scan_status = "error"
         source.last_scan_message = message
         source.last_scan_at = datetime.now(UTC)
+        source.consecutive_scan_failures = (source.consecutive_scan_failures or 0) + 1
 
 
 def _sources_with_ripe_files(catalog, source_ids: list[int], now: datetime,  # type: ignore[no-untyped-def]
