@@ -12,10 +12,14 @@ from watch_pipeline.defs.assets import (
     stitched_media,
 )
 from watch_pipeline.defs.batch import import_batch_job
-from watch_pipeline.defs.jobs import import_job, transcribe_job
+from watch_pipeline.defs.jobs import import_job, recompute_fingerprints_job, transcribe_job
 from watch_pipeline.defs.resources import build_resources
 from watch_pipeline.defs.schedules import cleanup_temp_job, cleanup_temp_schedule
-from watch_pipeline.defs.sensors import import_failure_sensor, watch_sensors
+from watch_pipeline.defs.sensors import (
+    import_failure_sensor,
+    recompute_fingerprints_sensor,
+    watch_sensors,
+)
 
 
 @dg.definitions
@@ -25,9 +29,10 @@ def defs() -> dg.Definitions:
     transcript = build_transcript_asset(resources["transcriber"].model_id)
     return dg.Definitions(
         assets=[raw_file, stitched_media, media_object, transcript],
-        jobs=[import_job, import_batch_job, transcribe_job, cleanup_temp_job],
+        jobs=[import_job, import_batch_job, transcribe_job, cleanup_temp_job,
+              recompute_fingerprints_job],
         schedules=[cleanup_temp_schedule],
         sensors=[*watch_sensors, import_failure_sensor, notification_sensor,
-                 source_health_sensor],
+                 source_health_sensor, recompute_fingerprints_sensor],
         resources=resources,
     )

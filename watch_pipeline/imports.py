@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from watch_pipeline import scanning
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFile
+from watch_pipeline.fingerprint import ALGORITHM_VERSION
 
 WAITING = ("pending", "error", "importing", "downloading")
 
@@ -279,8 +280,8 @@ def ensure_media(catalog: Catalog, item: ImportItem, *, content_type: str | None
             stem = item.filename.rsplit(".", 1)[0] if "." in item.filename else item.filename
             media = MediaFile(
                 owner_id=item.owner_id, title=stem[:500], filename=item.filename,
-                imohash=imohash or item.fingerprint, partition_key=item.fingerprint,
-                origin="watch",
+                imohash=imohash or item.fingerprint, imohash_version=ALGORITHM_VERSION,
+                partition_key=item.fingerprint, origin="watch",
                 watch_source_id=item.source_id, collections=list(item.collections),
                 tags=list(item.tags))
             session.add(media)

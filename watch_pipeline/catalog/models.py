@@ -236,6 +236,7 @@ class MediaFile(Base):
     title: Mapped[str] = mapped_column(sa.String(500))
     filename: Mapped[str] = mapped_column(sa.String(500))
     imohash: Mapped[str | None] = mapped_column(sa.String(32), index=True)
+    imohash_version: Mapped[str | None] = mapped_column(sa.String(64))
     partition_key: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     object_key: Mapped[str | None] = mapped_column(sa.String(1024))
     checksum_sha256: Mapped[str | None] = mapped_column(sa.String(64))

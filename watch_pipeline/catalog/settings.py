@@ -41,6 +41,8 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec("watch.fs_events_enabled", bool, False,
                     "Allow sources with use_fs_events to react to file-system events.",
                     minimum=None, maximum=None),
+        SettingSpec("fingerprints.recompute_complete", bool, False,
+                    "Set by recompute_fingerprints_job; false makes the sensor launch it once."),
     )
 }
 

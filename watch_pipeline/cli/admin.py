@@ -116,3 +116,33 @@ def secrets_rotate(cli: CliContext, new_key_file: Path) -> None:
     else:
         click.echo("set WATCH_SECRET_KEY to the contents of the new key file and restart the "
                    "Dagster webserver, daemon and code server")
+
+
+@click.group()
+def fingerprints() -> None:
+    """Content fingerprints (imohash) stored in the catalog."""
+
+
+@fingerprints.command("recompute")
+@click.option("--dry-run", is_flag=True, help="Compute and count, but write nothing.")
+@pass_cli
+def fingerprints_recompute(cli: CliContext, dry_run: bool) -> None:
+    """Recompute fingerprints stored by an older algorithm version (files and stored media).
+
+    The same work as the recompute_fingerprints_job in Dagster; safe to repeat.
+    """
+    from watch_pipeline.recompute import recompute
+    from watch_pipeline.sources.connect import client_for_source
+    from watch_pipeline.store.resource import ObjectStoreResource
+
+    report = recompute(cli.catalog, client_for=lambda s: client_for_source(s, box=cli.box),
+                       store=ObjectStoreResource().get_store(), dry_run=dry_run)
+    for problem in report.problems[:20]:
+        click.echo(f"problem: {problem}", err=True)
+    verb = "would update" if dry_run else "updated"
+    click.echo(f"files: {report.files_updated} {verb}, {report.files_unchanged} unchanged; "
+               f"media: {report.media_updated} {verb}, {report.media_unchanged} unchanged; "
+               f"{len(report.problems)} problem(s)")
+    if not dry_run:
+        with cli.session() as session:
+            settings_mod.set_setting(session, "fingerprints.recompute_complete", True)

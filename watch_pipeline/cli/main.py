@@ -125,6 +125,7 @@ def _register() -> None:
     cli.add_command(admin.settings)
     cli.add_command(admin.db)
     cli.add_command(admin.secrets)
+    cli.add_command(admin.fingerprints)
     cli.add_command(transcriber.transcriber)
     cli.add_command(multipart.multipart)
     cli.add_command(email)

@@ -1,8 +1,12 @@
-"""Jobs: the import pipeline for one media partition, and re-transcription."""
-
-from __future__ import annotations
+"""Jobs: the import pipeline, re-transcription, and fingerprint recomputation."""
 
 import dagster as dg
+
+from watch_pipeline.catalog.resource import CatalogResource
+from watch_pipeline.catalog.settings import set_setting
+from watch_pipeline.recompute import recompute
+from watch_pipeline.sources.resource import SourcesResource
+from watch_pipeline.store.resource import ObjectStoreResource
 
 # A run whose worker vanished without a trace is failed by run monitoring after this long, so
 # the import failure sensor can hand its file back for a retry.
@@ -27,3 +31,28 @@ transcribe_job = dg.define_asset_job(
     tags={"watch_pipeline/kind": "transcribe"},
     description="Transcribe stored media again with the configured model.",
 )
+
+
+@dg.op(name="recompute_fingerprints",
+       description="Re-fingerprint catalog rows and stored media of an older algorithm version.")
+def recompute_fingerprints_op(context: dg.OpExecutionContext, catalog: CatalogResource,
+                              sources: SourcesResource,
+                              object_store: ObjectStoreResource) -> None:
+    """Recompute stale fingerprints, then mark the recompute complete in the settings."""
+    cat = catalog.get()
+    report = recompute(cat, client_for=sources.client_for, store=object_store.get_store())
+    for problem in report.problems[:50]:
+        context.log.warning(problem)
+    context.log.info(
+        f"files: {report.files_updated} updated, {report.files_unchanged} unchanged; media: "
+        f"{report.media_updated} updated, {report.media_unchanged} unchanged; "
+        f"{len(report.problems)} problem(s)")
+    with cat.session() as session:
+        set_setting(session, "fingerprints.recompute_complete", True)
+
+
+@dg.job(name="recompute_fingerprints_job", tags={"watch_pipeline/kind": "maintenance"},
+        description="Recompute fingerprints stored by an older algorithm (re-runnable).")
+def recompute_fingerprints_job() -> None:
+    """One op recomputing stale fingerprints."""
+    recompute_fingerprints_op()

@@ -19,10 +19,11 @@ from watch_pipeline import imports, scanning
 from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.secrets import SecretKeyError
-from watch_pipeline.catalog.settings import WatchSettings
+from watch_pipeline.catalog.settings import WatchSettings, get_setting
 from watch_pipeline.defs.batch import batch_keys, batch_run_config, import_batch_job
-from watch_pipeline.defs.jobs import IMPORT_TAGS, import_job
+from watch_pipeline.defs.jobs import IMPORT_TAGS, import_job, recompute_fingerprints_job
 from watch_pipeline.defs.partitions import media
+from watch_pipeline.fingerprint import ALGORITHM_VERSION
 from watch_pipeline.scan_runner import scan_source
 from watch_pipeline.sources.base import SourceError
 from watch_pipeline.sources.resource import SourcesResource
@@ -216,3 +217,23 @@ def import_failure_sensor(context: dg.RunFailureSensorContext,
                                       f"{message[:500]}", run_key=run.tags.get("dagster/run_key"))
     if marked:
         context.log.info(f"marked {marked} file(s) of {len(keys)} partition(s) for retry")
+
+
+@dg.sensor(
+    name="recompute_fingerprints_sensor",
+    job=recompute_fingerprints_job,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launches recompute_fingerprints_job once when the setting "
+                "fingerprints.recompute_complete is false (after an algorithm change).",
+)
+def recompute_fingerprints_sensor(context: dg.SensorEvaluationContext,
+                                  catalog: CatalogResource) -> dg.RunRequest | dg.SkipReason:
+    """Gate the recompute job on the settings flag; never two at once."""
+    with catalog.get().session() as session:
+        if get_setting(session, "fingerprints.recompute_complete"):
+            return dg.SkipReason("fingerprints are current (fingerprints.recompute_complete)")
+    if context.instance.get_runs_count(dg.RunsFilter(
+            job_name=recompute_fingerprints_job.name, statuses=IN_FLIGHT)):
+        return dg.SkipReason("a recompute is already running")
+    return dg.RunRequest(run_key=f"recompute-{ALGORITHM_VERSION}-{int(time.time() // 300)}")
