@@ -182,7 +182,7 @@ def run_stats(home: Path) -> str:
 
     os.environ["DAGSTER_HOME"] = str(home)
     with dg.DagsterInstance.get() as instance:
-        records = instance.get_run_records(dg.RunsFilter(job_name="import_job"))
+        records = instance.get_run_records(dg.RunsFilter(tags={"watch_pipeline/kind": "import"}))
     statuses = Counter(r.dagster_run.status.value for r in records)
     durations = [r.end_time - r.start_time for r in records if r.start_time and r.end_time]
     if not durations:
