@@ -43,7 +43,6 @@ import botocore.exceptions
 import urllib3.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.client import BaseClient
-from botocore.config import Config
 
 from watch_pipeline.sources.base import (
     BrowseEntry,
@@ -59,12 +58,12 @@ from watch_pipeline.sources.base import (
     UnsafePathError,
 )
 from watch_pipeline.store.s3 import (
-    MAX_ATTEMPTS,
     MAX_CONCURRENCY,
     MULTIPART_CHUNKSIZE,
     MULTIPART_THRESHOLD,
     S3RangeReader,
     describe_error,
+    make_s3_client,
 )
 
 MIB = 1024 * 1024
@@ -593,26 +592,12 @@ class S3SourceClient(SourceClient):
         return error
 
     def _make_client(self) -> BaseClient:
-        session = boto3.session.Session(
-            aws_access_key_id=self._access_key_id,
-            aws_secret_access_key=self._secret_access_key,
-            region_name=self._region,
-        )
-        config = Config(
-            connect_timeout=self._connect_timeout,
-            read_timeout=self._read_timeout,
-            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
-            signature_version="s3v4",
-            # MinIO and most S3-compatible servers need path-style addressing.
-            s3={"addressing_style": "path" if self._endpoint_url else "auto"},
-            # Several S3-compatible servers reject boto3's default CRC checksums.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
         try:
-            return session.client(
-                "s3", endpoint_url=self._endpoint_url, use_ssl=self._use_ssl, config=config
-            )
+            return make_s3_client(
+                endpoint_url=self._endpoint_url, region=self._region,
+                access_key_id=self._access_key_id, secret_access_key=self._secret_access_key,
+                use_ssl=self._use_ssl, connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout)
         except (botocore.exceptions.BotoCoreError, ValueError) as exc:
             raise SourceError(
                 f"cannot set up the S3 client for bucket {self._bucket}: "

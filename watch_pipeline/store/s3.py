@@ -69,6 +69,33 @@ _EXPLANATIONS = {
 }
 
 
+def make_s3_client(*, endpoint_url: str | None, region: str | None,
+                   access_key_id: str | None, secret_access_key: str | None, use_ssl: bool,
+                   connect_timeout: float, read_timeout: float) -> BaseClient:
+    """A boto3 S3 client with the project's settings (the one place they are chosen).
+
+    Path-style addressing for custom endpoints (MinIO and most S3-compatible servers need it),
+    standard retries, and checksums only when required: boto3 >= 1.36 adds CRC checksums to
+    every upload, which several S3-compatible servers reject (we verify content ourselves).
+
+    Raises:
+        botocore.exceptions.BotoCoreError, ValueError: Invalid region or endpoint.
+    """
+    session = boto3.session.Session(aws_access_key_id=access_key_id,
+                                    aws_secret_access_key=secret_access_key,
+                                    region_name=region)
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return session.client("s3", endpoint_url=endpoint_url, use_ssl=use_ssl, config=config)
+
+
 def describe_error(exc: BaseException, *, endpoint: str | None) -> str:
     """Return a short, credential-free explanation of a boto3/botocore failure.
 
@@ -434,31 +461,12 @@ class S3ObjectStore(ObjectStore):
         """The boto3 S3 client, created on first use (thread-safe, shared by all calls)."""
         with self._client_lock:
             if self._client is None:
-                session = boto3.session.Session(
-                    aws_access_key_id=self._access_key_id,
-                    aws_secret_access_key=self._secret_access_key,
-                    region_name=self._region,
-                )
-                config = Config(
-                    connect_timeout=self._connect_timeout,
-                    read_timeout=self._read_timeout,
-                    retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
-                    signature_version="s3v4",
-                    # MinIO and most S3-compatible servers need path-style addressing; AWS
-                    # works with either.
-                    s3={"addressing_style": "path" if self._endpoint_url else "auto"},
-                    # boto3 >= 1.36 adds CRC checksums to every upload by default, which several
-                    # S3-compatible servers reject; we verify content with our own SHA-256.
-                    request_checksum_calculation="when_required",
-                    response_checksum_validation="when_required",
-                )
                 try:
-                    self._client = session.client(
-                        "s3",
-                        endpoint_url=self._endpoint_url,
-                        use_ssl=self._use_ssl,
-                        config=config,
-                    )
+                    self._client = make_s3_client(
+                        endpoint_url=self._endpoint_url, region=self._region,
+                        access_key_id=self._access_key_id,
+                        secret_access_key=self._secret_access_key, use_ssl=self._use_ssl,
+                        connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
                 except (botocore.exceptions.BotoCoreError, ValueError) as exc:
                     # e.g. an invalid region name or endpoint URL
                     raise ObjectStoreError(
