@@ -181,10 +181,17 @@ def test_duplicate_of_a_local_recording_on_the_share_is_not_downloaded(env, smb_
     assert not any((Path(env["home"]).parent / "scratch").rglob("same.wav*"))
 
 
-def test_wrong_smb_password_and_healthy_local_source_in_the_same_tick(env, smb_server):
+def test_wrong_smb_password_and_a_healthy_share_in_the_same_tick(env, smb_server, tmp_path):
     stability(env, 0)
+    folder = smb_server.share_path / "healthy"
+    folder.mkdir(exist_ok=True)
+    _wav(folder / "ok.wav", 830)
+    shutil.chown(folder, smb_server.username)
+    shutil.chown(folder / "ok.wav", smb_server.username)
     smb_source(env, smb_server, name="badpw", password="wrong-password-123")
-    tick(env, "smb")
+    smb_source(env, smb_server, name="good", smb_path="/healthy", auto_transcribe=False)
+    requests, _ = tick(env, "smb")
+    assert len(requests) == 1 and requests[0].tags["watch_pipeline/source"] == "good"
     row = source_row(env, "badpw")
     assert row.last_scan_status == "error" and "refused" in row.last_scan_message.lower()
     assert "wrong-password-123" not in row.last_scan_message
