@@ -2,16 +2,13 @@
 
 import json
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from watch_pipeline import health, notify
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.mail.resource import MailerResource
-
-# Rows written in the last moments may still be in flight in other transactions.
-SETTLE = timedelta(seconds=2)
 
 
 def _interval_seconds() -> int:
@@ -28,8 +25,11 @@ def _interval_seconds() -> int:
 def notification_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
                         mailer: MailerResource) -> dg.SkipReason:
     """Send one summary per source and configuration; never fails an import."""
-    now = datetime.now(UTC)
-    until = now - SETTLE
+    # Everything up to now: a source is only reported once none of its files is on its way, and
+    # a file being imported is still "importing" until the transaction that records its outcome
+    # commits, so nothing reported can change after this tick (no settle window is needed, and
+    # one would split a scan's files across two messages).
+    until = datetime.now(UTC)
     state = json.loads(context.cursor) if context.cursor else {}
     if "start" not in state:  # first tick: report only what happens from now on
         context.update_cursor(json.dumps({"start": until.isoformat(), "sources": {}}))
