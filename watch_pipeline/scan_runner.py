@@ -80,19 +80,39 @@ class ScanReport:
         return ", ".join(parts)
 
 
-def _insert(session: Session, values: dict) -> None:
-    """Insert a file row unless a racing scan inserted the same path first."""
+@dataclass(frozen=True)
+class _NewRow:
+    """A file row to insert; a flush inserts all of them in one statement."""
+
+    values: dict
+
+
+# Every column a scan may set on a new row, so one executemany covers rows of any kind.
+_INSERT_COLUMNS = (
+    "watch_source_id", "remote_path", "filename", "file_size", "file_modified_at", "etag",
+    "imohash", "imohash_version", "media_file_id", "status", "skip_reason", "part_group",
+    "part_number", "error_message", "retry_count", "wait_scans", "processed_at", "created_at",
+    "stable_since", "last_seen_at", "run_key", "next_retry_at", "partition_key",
+)
+_INSERT_DEFAULTS = {"retry_count": 0, "wait_scans": 0}
+
+
+def _insert_many(session: Session, rows: list[dict]) -> None:
+    """Insert file rows, skipping paths a racing scan inserted first (one statement)."""
+    if not rows:
+        return
     dialect = session.get_bind().dialect.name
     table = WatchSourceFile.__table__
     if dialect == "postgresql":
-        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing(
+        stmt = postgresql.insert(table).on_conflict_do_nothing(
             index_elements=["watch_source_id", "remote_path"])
     elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(
+        stmt = sqlite.insert(table).on_conflict_do_nothing(
             index_elements=["watch_source_id", "remote_path"])
     else:  # pragma: no cover - other databases are not supported targets
-        stmt = sa.insert(table).values(**values)
-    session.execute(stmt)
+        stmt = sa.insert(table)
+    session.execute(stmt, [{c: r.get(c, _INSERT_DEFAULTS.get(c)) for c in _INSERT_COLUMNS}
+                           for r in rows])
 
 
 def _load_seen(session: Session, source_id: int) -> dict[str, scanning.Seen]:
@@ -163,15 +183,17 @@ def scan_source(catalog: Catalog, source_id: int, client: SourceClient, *,
         seen = _load_seen(session, source.id)
 
     fingerprints_this_scan: dict[str, str] = {}
-    pending_writes: list[Callable[[Session], None]] = []
+    pending_writes: list[Callable[[Session], None] | _NewRow] = []
 
     def flush() -> None:
         if dry_run or not pending_writes:
             pending_writes.clear()
             return
         with catalog.session() as s:
+            _insert_many(s, [w.values for w in pending_writes if isinstance(w, _NewRow)])
             for write in pending_writes:
-                write(s)
+                if not isinstance(write, _NewRow):
+                    write(s)
         pending_writes.clear()
 
     try:
@@ -232,7 +254,7 @@ def _record_rejected(entry: RejectedEntry, seen: scanning.Seen | None, source_id
     values = dict(status="skipped_invalid", skip_reason="validation_failed",
                   error_message=entry.reason, processed_at=current, last_seen_at=current)
     if seen is None:
-        writes.append(lambda s: _insert(s, dict(
+        writes.append(_NewRow(dict(
             watch_source_id=source_id, remote_path=entry.remote_path,
             filename=entry.remote_path.rsplit("/", 1)[-1], created_at=current, retry_count=0,
             wait_scans=0, **values)))
@@ -284,7 +306,7 @@ def _scan_entry(entry: SourceEntry, seen: scanning.Seen | None, source_id: int,
         row = dict(watch_source_id=source_id, remote_path=entry.remote_path,
                    filename=entry.filename, created_at=current, retry_count=0, wait_scans=0)
         row.update(values)
-        writes.append(lambda s: _insert(s, row))
+        writes.append(_NewRow(row))
     else:
         if action is scanning.Action.CHANGED or (action is scanning.Action.FINGERPRINT
                                                  and seen.status != "pending"):
