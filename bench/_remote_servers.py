@@ -13,15 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +29,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ACCESS_KEY = SECRET_KEY = "testing"
 REGION = "us-east-1"
 BUCKET = "bench"
-_START_TIMEOUT_S = 30.0
 
 
 def free_port() -> int:
@@ -70,61 +63,22 @@ def plain_s3_client(endpoint_url: str) -> Any:
     )
 
 
-def _moto_ready(process: subprocess.Popen[bytes], endpoint_url: str) -> bool:
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            with urllib.request.urlopen(f"{endpoint_url}/moto-api/data.json", timeout=2):
-                return True
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.1)
-    return False
+def _fixtures():  # type: ignore[no-untyped-def]
+    # The fixture modules belong to the tests, which are not an installed package.
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from watch_pipeline_tests.fixtures import s3_server, smb_server
 
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    return s3_server, smb_server
 
 
 @contextlib.contextmanager
 def moto_server(log_dir: Path) -> Iterator[str]:
-    """Run moto's S3 server with bucket :data:`BUCKET`; yield its endpoint URL."""
-    env = {k: v for k, v in os.environ.items() if k != "INITIAL_NO_AUTH_ACTION_COUNT"}
-    log_path = log_dir / "moto.log"
-    for _attempt in range(3):  # the free port may be taken before moto binds it
-        endpoint_url = f"http://127.0.0.1:{free_port()}"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "moto.server",
-                    "-H",
-                    "127.0.0.1",
-                    "-p",
-                    endpoint_url.rsplit(":", 1)[1],
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        if _moto_ready(process, endpoint_url):
-            break
-        _stop(process)
-    else:
-        raise RuntimeError(f"moto server did not start:\n{log_path.read_text()[-4000:]}")
-    try:
+    """Run moto's S3 server (as the tests start it) with bucket :data:`BUCKET`."""
+    s3_fixture, _ = _fixtures()
+    with s3_fixture.running_moto(log_dir) as endpoint_url:
         plain_s3_client(endpoint_url).create_bucket(Bucket=BUCKET)
         yield endpoint_url
-    finally:
-        _stop(process)
 
 
 @dataclass(frozen=True)
@@ -139,59 +93,15 @@ class SmbLogin:
     domain: str
 
 
-def _run(cmd: list[str], *, stdin: str | None = None) -> None:
-    result = subprocess.run(
-        cmd, input=stdin, capture_output=True, text=True, timeout=60, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({result.returncode}):\n{result.stderr}")
-
-
 @contextlib.contextmanager
 def samba_server() -> Iterator[Any]:
-    """Run ``smbd`` serving share ``media`` as a throwaway OS user; yield the SambaServer.
-
-    Set up as the ``smb_server`` test fixture does; files go in ``server.share_path``.
-    """
+    """Run ``smbd`` as the ``smb_server`` test fixture does; yield the SambaServer."""
     missing = [t for t in ("smbd", "smbpasswd", "useradd", "userdel") if not shutil.which(t)]
     if missing or os.geteuid() != 0:
         raise SystemExit(f"the SMB benchmark needs root and {', '.join(missing) or 'Samba'}")
-    # The fixture module belongs to the tests, which are not an installed package.
-    sys.path.insert(0, str(REPO_ROOT))
-    from watch_pipeline_tests.fixtures.smb_server import SambaServer
-
-    username = f"wp_bench_{secrets.token_hex(4)}"
-    password = f"Pw-{secrets.token_urlsafe(12)}"
-    # Not below a 0700 dir: smbd, acting as the share's user, must traverse to the share.
-    base = Path(tempfile.mkdtemp(prefix="watch_pipeline_bench_smb_"))
-    base.chmod(0o755)
-    for name in ("private", "lock", "state", "cache", "pid", "ncalrpc", "log", "share"):
-        (base / name).mkdir()
-    (base / "share").chmod(0o777)
-    server = SambaServer(base, username=username, password=password)
-    user_created = False
-    try:
-        _run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", username])
-        user_created = True
-        server.write_config(free_port())
-        _run(
-            ["smbpasswd", "-c", str(server.config_path), "-s", "-a", username],
-            stdin=f"{password}\n{password}\n",
-        )
-        for attempt in range(3):
-            try:
-                server.start()
-                break
-            except RuntimeError:
-                if attempt == 2:
-                    raise
-                server.write_config(free_port())
+    _, smb_fixture = _fixtures()
+    with smb_fixture.running_samba(prefix="watch_pipeline_bench_smb_") as server:
         yield server
-    finally:
-        server.stop()
-        if user_created:
-            subprocess.run(["userdel", "-f", username], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def smb_login(server: Any) -> SmbLogin:
