@@ -95,7 +95,8 @@ class KeySource:
 def load_key(environ: Mapping[str, str] | None = None, *, create: bool = True) -> tuple[
     bytes, KeySource
 ]:
-    """Find the active key: ``WATCH_SECRET_KEY``, else ``$DAGSTER_HOME/watch_pipeline.key``.
+    """Find the active key: ``WATCH_SECRET_KEY``, else the file ``WATCH_SECRET_KEY_FILE`` (the
+    production stack mounts one), else ``$DAGSTER_HOME/watch_pipeline.key``.
 
     Args:
         environ: Environment to read (defaults to ``os.environ``).
@@ -105,13 +106,17 @@ def load_key(environ: Mapping[str, str] | None = None, *, create: bool = True) -
     value = env.get("WATCH_SECRET_KEY", "")
     if value.strip():
         return parse_key(value, origin="WATCH_SECRET_KEY"), KeySource("env")
+    named = env.get("WATCH_SECRET_KEY_FILE", "").strip()
     home = env.get("DAGSTER_HOME", "").strip()
-    if not home:
+    if named:
+        path = Path(named).expanduser()
+    elif not home:
         raise SecretKeyError(
             "no secret key: set WATCH_SECRET_KEY (base64 of 32 bytes) or DAGSTER_HOME "
             f"(the embedded default keeps its key in $DAGSTER_HOME/{KEY_FILENAME})"
         )
-    path = Path(home).expanduser() / KEY_FILENAME
+    else:
+        path = Path(home).expanduser() / KEY_FILENAME
     if not path.exists():
         if not create:
             raise SecretKeyError(f"key file {path} does not exist")

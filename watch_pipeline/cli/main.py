@@ -117,7 +117,7 @@ def cli(ctx: click.Context, catalog_url: str | None) -> None:
 
 
 def _register() -> None:
-    from watch_pipeline.cli import admin, media, multipart, sources, transcriber
+    from watch_pipeline.cli import admin, media, multipart, sources, store, transcriber
     from watch_pipeline.cli.email import email
 
     cli.add_command(sources.source)
@@ -127,6 +127,7 @@ def _register() -> None:
     cli.add_command(admin.secrets)
     cli.add_command(admin.fingerprints)
     cli.add_command(transcriber.transcriber)
+    cli.add_command(store.store)
     cli.add_command(multipart.multipart)
     cli.add_command(email)
 

@@ -30,7 +30,8 @@ def test(text: str, as_json: bool) -> None:
 
     if shutil.which("espeak-ng") is None:
         fail("espeak-ng is not installed (apt-get install espeak-ng)")
-    resource = build_resources()["transcriber"]
+    # Resolves EnvVar fields (RIVA_API_KEY) as a run would.
+    resource = build_resources()["transcriber"].process_config_and_initialize()
     with tempfile.TemporaryDirectory(prefix="transcriber-test-") as tmp:
         wav = Path(tmp) / "phrase.wav"
         subprocess.run(["espeak-ng", "-s", "140", "-g", "10", "-w", str(wav), text], check=True,

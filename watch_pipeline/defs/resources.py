@@ -3,7 +3,15 @@
 Every field left empty falls back to the documented environment variable when the resource is
 first used (at launch, never at import): ``WATCH_CATALOG_URL``/``DAGSTER_HOME`` for the catalog,
 ``WATCH_FOLDER_PATH``/``WATCH_TEMP_DIR`` for sources, ``$DAGSTER_HOME/object_store`` for the local
-object store. The transcription backend is chosen here too (read when the code location loads,
+object store. The object store backend is chosen here:
+
+- ``WATCH_OBJECT_STORE``: ``local`` (default; ``WATCH_OBJECT_STORE_ROOT`` or
+  ``$DAGSTER_HOME/object_store``) or ``s3`` (MinIO, AWS or any S3 API): ``WATCH_S3_BUCKET``,
+  ``WATCH_S3_ENDPOINT_URL`` (empty for AWS), ``WATCH_S3_REGION``, ``WATCH_S3_PREFIX``,
+  ``WATCH_S3_USE_SSL``, ``WATCH_S3_ACCESS_KEY_ID`` and the secret ``WATCH_S3_SECRET_ACCESS_KEY``
+  (an ``EnvVar``, never a value in run config).
+
+The transcription backend is chosen here too (read when the code location loads,
 because the model is the ``transcript`` asset's code version):
 
 - ``WATCH_TRANSCRIBER_BACKEND``: ``whisper`` (default) or ``riva``;
@@ -52,12 +60,38 @@ def build_transcriber() -> TranscriberResource:
     )
 
 
+def build_object_store() -> ObjectStoreResource:
+    """The object store resource configured from the environment (see the module docstring).
+
+    Raises:
+        ValueError: ``WATCH_OBJECT_STORE`` names an unknown backend.
+    """
+    backend = os.environ.get("WATCH_OBJECT_STORE", "local").strip().lower() or "local"
+    if backend == "s3":
+        use_ssl = os.environ.get("WATCH_S3_USE_SSL", "true")
+        return ObjectStoreResource(
+            backend="s3",
+            s3_bucket=os.environ.get("WATCH_S3_BUCKET") or None,
+            s3_endpoint_url=os.environ.get("WATCH_S3_ENDPOINT_URL") or None,
+            s3_region=os.environ.get("WATCH_S3_REGION") or None,
+            s3_prefix=os.environ.get("WATCH_S3_PREFIX", ""),
+            s3_use_ssl=use_ssl.strip().lower() not in ("0", "false", "no", "off"),
+            s3_access_key_id=os.environ.get("WATCH_S3_ACCESS_KEY_ID") or None,
+            s3_secret_access_key=(dg.EnvVar("WATCH_S3_SECRET_ACCESS_KEY")
+                                  if os.environ.get("WATCH_S3_SECRET_ACCESS_KEY") else None),
+        )
+    if backend != "local":
+        raise ValueError(f"WATCH_OBJECT_STORE={backend!r}: expected 'local' or 's3'")
+    return ObjectStoreResource(backend="local",
+                               local_root=os.environ.get("WATCH_OBJECT_STORE_ROOT") or None)
+
+
 def build_resources() -> dict[str, Any]:
     """The resources every asset, sensor and job may ask for, keyed by parameter name."""
     return {
         "catalog": CatalogResource(),
         "sources": SourcesResource(),
-        "object_store": ObjectStoreResource(backend="local"),
+        "object_store": build_object_store(),
         "transcriber": build_transcriber(),
         "mailer": MailerResource(),
     }

@@ -596,6 +596,43 @@ class S3ObjectStore(ObjectStore):
                 return
             raise self._error("delete", key, exc) from exc
 
+    def ensure_bucket(self, *, create: bool = True) -> bool:
+        """Check that the bucket exists and is reachable; create it when missing and ``create``.
+
+        Returns:
+            ``True`` when this call created the bucket, ``False`` when it existed already.
+
+        Raises:
+            ObjectStoreError: The server is unreachable, the credentials are refused, or the
+                bucket is missing and ``create`` is false.
+        """
+        where = f" at {self._endpoint_url}" if self._endpoint_url else ""
+        try:
+            self.client.head_bucket(Bucket=self._bucket)
+            return False
+        except _BOTO_ERRORS as exc:
+            missing = (isinstance(exc, botocore.exceptions.ClientError)
+                       and _error_code(exc) in ("404", "NoSuchBucket"))
+            if not missing:
+                raise ObjectStoreError(
+                    f"S3 bucket {self._bucket!r}{where} cannot be checked: "
+                    f"{describe_error(exc, endpoint=self._endpoint_url)}") from exc
+        if not create:
+            raise ObjectStoreError(f"S3 bucket {self._bucket!r}{where} does not exist")
+        kwargs: dict[str, Any] = {"Bucket": self._bucket}
+        if self._region and self._region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+        try:
+            self.client.create_bucket(**kwargs)
+        except _BOTO_ERRORS as exc:
+            if (isinstance(exc, botocore.exceptions.ClientError)
+                    and _error_code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")):
+                return False  # created by a concurrent call
+            raise ObjectStoreError(
+                f"S3 bucket {self._bucket!r}{where} cannot be created: "
+                f"{describe_error(exc, endpoint=self._endpoint_url)}") from exc
+        return True
+
     def url(self, key: str) -> str:
         """Return ``s3://bucket/<prefix><key>``."""
         return f"s3://{self._bucket}/{self.full_key(key)}"

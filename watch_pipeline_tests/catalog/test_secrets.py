@@ -84,6 +84,22 @@ def test_env_key_wins(dagster_home, monkeypatch):
     assert not os.path.exists(os.path.join(dagster_home, "watch_pipeline.key"))
 
 
+def test_named_key_file_is_used_instead_of_dagster_home(dagster_home, monkeypatch, tmp_path):
+    path = tmp_path / "keys" / "watch.key"
+    monkeypatch.delenv("WATCH_SECRET_KEY", raising=False)
+    monkeypatch.setenv("WATCH_SECRET_KEY_FILE", str(path))
+    with pytest.raises(SecretKeyError, match=f"key file {path} does not exist"):
+        load_key(create=False)
+    key, source = load_key()
+    assert source.kind == "file" and source.path == path
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert load_key()[0] == key
+    assert not os.path.exists(os.path.join(dagster_home, "watch_pipeline.key"))
+    path.write_text("not a key\n")
+    with pytest.raises(SecretKeyError, match=f"key file {path}"):
+        load_key()
+
+
 def test_rotation_reencrypts_everything_in_one_transaction(any_catalog, box, tmp_path):
     with any_catalog.session() as s:
         create_source(s, box, fields={"name": "s", "source_type": "smb", "smb_server": "h",

@@ -81,3 +81,43 @@ def test_resource_in_a_dagster_run(tmp_path: Path) -> None:
 
     assert result.success
     assert (tmp_path / "notes" / "n.txt").read_bytes() == b"hello"
+
+
+def test_environment_selects_s3_and_keeps_the_secret_out_of_run_config(
+    s3_server: S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from watch_pipeline.defs.resources import build_object_store
+
+    monkeypatch.setenv("WATCH_OBJECT_STORE", "s3")
+    monkeypatch.setenv("WATCH_S3_BUCKET", s3_bucket)
+    monkeypatch.setenv("WATCH_S3_ENDPOINT_URL", s3_server.endpoint_url)
+    monkeypatch.setenv("WATCH_S3_REGION", s3_server.region)
+    monkeypatch.setenv("WATCH_S3_PREFIX", "env")
+    monkeypatch.setenv("WATCH_S3_ACCESS_KEY_ID", s3_server.access_key_id)
+    monkeypatch.setenv("WATCH_S3_SECRET_ACCESS_KEY", s3_server.secret_access_key)
+
+    @dg.asset
+    def note(object_store: ObjectStoreResource) -> None:
+        object_store.get_store().put_bytes("n.txt", b"via env")
+
+    result = dg.materialize([note], resources={"object_store": build_object_store()})
+
+    assert result.success
+    body = s3_server.client().get_object(Bucket=s3_bucket, Key="env/n.txt")["Body"].read()
+    assert body == b"via env"
+    # the secret is an EnvVar reference, not a value anywhere in the run's config
+    assert s3_server.secret_access_key not in repr(result.dagster_run.run_config)
+
+
+def test_environment_defaults_to_the_local_store_and_rejects_unknown_backends(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from watch_pipeline.defs.resources import build_object_store
+
+    monkeypatch.delenv("WATCH_OBJECT_STORE", raising=False)
+    monkeypatch.setenv("WATCH_OBJECT_STORE_ROOT", str(tmp_path))
+    assert build_object_store().get_store().put_bytes("a", b"1").size == 1
+    assert (tmp_path / "a").read_bytes() == b"1"
+    monkeypatch.setenv("WATCH_OBJECT_STORE", "ftp")
+    with pytest.raises(ValueError, match="WATCH_OBJECT_STORE='ftp'"):
+        build_object_store()

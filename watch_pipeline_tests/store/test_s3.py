@@ -311,3 +311,26 @@ def test_credentials_are_checked_and_never_shown(
         with pytest.raises(ObjectStoreError) as info:
             store.head("k")
         assert secret not in str(info.value)
+
+
+def test_ensure_bucket_creates_once_and_then_finds_it(s3_server: S3Server) -> None:
+    name = f"ensure-{random.Random().randrange(10**9)}"
+    store = make_store(s3_server, name)
+
+    with pytest.raises(ObjectStoreError, match=f"bucket '{name}'.* does not exist"):
+        store.ensure_bucket(create=False)
+    assert store.ensure_bucket() is True
+    assert store.ensure_bucket() is False
+    assert store.ensure_bucket(create=False) is False
+    store.put_bytes("k", b"x")
+    assert store.get_bytes("k") == b"x"
+
+
+def test_ensure_bucket_on_an_unreachable_endpoint_is_a_clear_error() -> None:
+    store = S3ObjectStore("bucket", endpoint_url=f"http://127.0.0.1:{_free_port()}",
+                          access_key_id="id", secret_access_key="s3cr3t-never-shown",
+                          connect_timeout=1)
+
+    with pytest.raises(ObjectStoreError, match="cannot be checked: cannot connect") as info:
+        store.ensure_bucket()
+    assert "s3cr3t-never-shown" not in str(info.value)
