@@ -95,8 +95,10 @@ class KeySource:
 def load_key(environ: Mapping[str, str] | None = None, *, create: bool = True) -> tuple[
     bytes, KeySource
 ]:
-    """Find the active key: ``WATCH_SECRET_KEY``, else the file ``WATCH_SECRET_KEY_FILE`` (the
-    production stack mounts one), else ``$DAGSTER_HOME/watch_pipeline.key``.
+    """Find the active key: ``WATCH_SECRET_KEY``, ``WATCH_SECRET_KEY_FILE`` or the default file.
+
+    The environment's key wins; else the file named by ``WATCH_SECRET_KEY_FILE`` (the production
+    stack mounts one); else ``$DAGSTER_HOME/watch_pipeline.key`` (the embedded default).
 
     Args:
         environ: Environment to read (defaults to ``os.environ``).
