@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Install what watch_pipeline needs on a Debian machine: system packages and the virtual
 # environment from the committed lock file. Idempotent: a second run only checks.
+# `--test` adds what only the test suite needs: Debian's Docker engine, docker-compose and
+# debootstrap (the production stack test builds and runs our image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(ffmpeg espeak-ng samba smbclient postgresql)
+if [ "${1:-}" = "--test" ]; then
+  APT_PACKAGES+=(docker.io docker-compose debootstrap)
+fi
 VENV=${WATCH_VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 

@@ -3,7 +3,7 @@
 # pytest, e.g. `./scripts/test.sh -k catalog`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh
+./scripts/setup.sh --test
 export HF_HUB_OFFLINE=1
 .venv/bin/ruff check watch_pipeline watch_pipeline_tests bench
 exec .venv/bin/pytest "$@"

@@ -107,9 +107,9 @@ def show(cli: CliContext, media_id: int, as_json: bool) -> None:
 def _object_store() -> ObjectStore:
     """The object store the import assets write to (the same resource configuration)."""
     # Imported here: the resource module pulls in dagster, which only this command needs.
-    from watch_pipeline.store.resource import ObjectStoreResource
+    from watch_pipeline.defs.resources import object_store_from_env
 
-    return ObjectStoreResource(backend="local").get_store()
+    return object_store_from_env()
 
 
 def read_transcript(store: ObjectStore, transcript_key: str, fmt: str) -> str:

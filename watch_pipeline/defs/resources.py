@@ -31,6 +31,7 @@ import dagster as dg
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.mail.resource import MailerResource
 from watch_pipeline.sources.resource import SourcesResource
+from watch_pipeline.store.base import ObjectStore
 from watch_pipeline.store.resource import ObjectStoreResource
 from watch_pipeline.transcribe.resource import TranscriberResource
 
@@ -84,6 +85,14 @@ def build_object_store() -> ObjectStoreResource:
         raise ValueError(f"WATCH_OBJECT_STORE={backend!r}: expected 'local' or 's3'")
     return ObjectStoreResource(backend="local",
                                local_root=os.environ.get("WATCH_OBJECT_STORE_ROOT") or None)
+
+
+def object_store_from_env() -> ObjectStore:
+    """The object store the assets use, for code outside a run (the CLI).
+
+    EnvVar fields (the S3 secret) are resolved here as a run would resolve them.
+    """
+    return build_object_store().process_config_and_initialize().get_store()
 
 
 def build_resources() -> dict[str, Any]:

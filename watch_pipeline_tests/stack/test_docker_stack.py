@@ -1,0 +1,266 @@
+"""The production stack, for real: our image built with docker/build.sh on a base image made
+here with debootstrap (no registry), docker/compose.yaml started with a loopback-only test
+override, and a file dropped into the mounted watch folder that becomes a transcript through the
+containers, its run launched by the DockerRunLauncher in a container of its own.
+
+Skipped only when no Docker daemon can be started (not root, or dockerd missing or failing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import pytest
+import sqlalchemy as sa
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+OVERRIDE = Path(__file__).with_name("compose.test.yaml")
+IMAGE = "watch-pipeline:test"
+# Passwords the stack receives; none may show up in any container's log.
+PG_SECRET = "pg-Secret-4d1e9c"
+S3_SECRET = "s3-Secret-77b0aa"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def _docker_ok() -> bool:
+    return shutil.which("docker") is not None and subprocess.run(
+        ["docker", "info"], capture_output=True, timeout=60).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def docker_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A reachable Docker daemon: the running one, or Debian's dockerd started here as root."""
+    if _docker_ok():
+        yield
+        return
+    dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if os.path.exists(
+        "/usr/sbin/dockerd") else None)
+    if dockerd is None or os.geteuid() != 0 or shutil.which("docker") is None:
+        pytest.skip("dockerd cannot start here: needs root and Debian's docker.io "
+                    "(scripts/setup.sh --test installs it)")
+    log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([dockerd], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not _docker_ok():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.skip("dockerd cannot start here:\n" + log.read_text()[-2000:])
+        time.sleep(1)
+    yield
+    proc.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def stack_image(docker_daemon: None) -> str:
+    """Our image, built by docker/build.sh on a debootstrap base (cached by its recipe's hash)."""
+    recipe = (DOCKER / "build-base.sh").read_bytes() + b"postgresql"
+    base = f"watch-pipeline-base:test-{hashlib.sha256(recipe).hexdigest()[:12]}"
+    if _run(["docker", "image", "inspect", base], timeout=60, check=False).returncode:
+        _run(["bash", str(DOCKER / "build-base.sh"), "--tag", base, "--extra", "postgresql"],
+             timeout=1800)
+    _run(["bash", str(DOCKER / "build.sh"), "--base", base, "--tag", IMAGE, "--no-env"],
+         timeout=1800)
+    return IMAGE
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    name: str = field(default_factory=lambda: f"wptest{os.getpid()}")
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.watch = self.tmp / "watch"
+        self.watch.mkdir()
+        self.env_file = self.tmp / "empty.env"  # never the developer's docker/.env
+        self.env_file.write_text("")
+        self.rendered = DOCKER / "compose.yaml"
+        self.ports = {k: _free_port() for k in ("pg", "s3", "code", "web")}
+        sock = Path("/var/run/docker.sock")
+        self.env = {
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("WATCH_", "DAGSTER_", "COMPOSE_", "RIVA_"))},
+            "WATCH_IMAGE": IMAGE, "WATCH_STACK": self.name, "WATCH_FOLDER": str(self.watch),
+            "POSTGRES_PASSWORD": PG_SECRET, "MINIO_ROOT_USER": "testing",
+            "MINIO_ROOT_PASSWORD": S3_SECRET,
+            "PG_PORT": str(self.ports["pg"]), "S3_PORT": str(self.ports["s3"]),
+            "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(self.ports["pg"]),
+            "WATCH_S3_ENDPOINT_URL": f"http://127.0.0.1:{self.ports['s3']}",
+            "WATCH_CODE_SERVER_HOST": "127.0.0.1",
+            "WATCH_CODE_SERVER_PORT": str(self.ports["code"]),
+            "WATCH_WEBSERVER_PORT": str(self.ports["web"]),
+            "WATCH_SENSOR_INTERVAL_SECONDS": "3",
+            "DOCKER_GID": str(sock.stat().st_gid) if sock.exists() else "0",
+        }
+
+    def _compose(self, files: list[Path], *args: str, timeout: float,
+                 check: bool) -> subprocess.CompletedProcess[str]:
+        binary = ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
+        options = [x for f in files for x in ("-f", str(f))]
+        return _run([*binary, "--env-file", str(self.env_file), "--project-directory",
+                     str(DOCKER), "-p", self.name, *options, *args],
+                    timeout=timeout, env=self.env, check=check)
+
+    def render(self) -> None:
+        """Merge docker/compose.yaml with the test override into one file. Published ports
+        cannot be combined with host networking, and an override can add keys but not remove
+        them, so they are dropped here from the merged result."""
+        merged = yaml.safe_load(self._compose([DOCKER / "compose.yaml", OVERRIDE], "config",
+                                              timeout=120, check=True).stdout)
+        for service in merged["services"].values():
+            if service.get("network_mode") == "host":
+                service.pop("ports", None)
+                service.pop("networks", None)
+        self.rendered = self.tmp / "compose.rendered.yaml"
+        self.rendered.write_text(yaml.safe_dump(merged, sort_keys=False))
+
+    def compose(self, *args: str, timeout: float = 600,
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._compose([self.rendered], *args, timeout=timeout, check=check)
+
+    def logs(self) -> str:
+        return self.compose("logs", "--no-color", "--tail", "300", check=False).stdout
+
+    def catalog(self) -> sa.Engine:
+        return sa.create_engine(
+            f"postgresql+psycopg2://dagster@127.0.0.1:{self.ports['pg']}/watch_catalog")
+
+    def dagster_db(self) -> sa.Engine:
+        return sa.create_engine(
+            f"postgresql+psycopg2://dagster@127.0.0.1:{self.ports['pg']}/dagster")
+
+    def health(self, service: str) -> str:
+        cid = self.compose("ps", "-q", service).stdout.strip()
+        if not cid:
+            return "missing"
+        return _run(["docker", "inspect", "-f", "{{.State.Health.Status}}", cid],
+                    timeout=60).stdout.strip()
+
+    def wait_for(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(sa.exc.OperationalError):
+                if predicate():
+                    return
+            time.sleep(3)
+        raise AssertionError(f"timed out waiting for {what}; logs:\n{self.logs()[-12000:]}")
+
+    def run_containers(self) -> list[dict]:
+        out = _run(["docker", "ps", "-a", "--filter", "label=dagster/run_id", "--filter",
+                    f"ancestor={IMAGE}", "--format", "{{json .}}"], timeout=60).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def down(self) -> None:
+        for c in self.run_containers():
+            _run(["docker", "rm", "-f", c["ID"]], timeout=120, check=False)
+        self.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
+
+
+@pytest.fixture
+def stack(stack_image: str, tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path)
+    s.render()
+    try:
+        yield s
+    finally:
+        s.down()
+
+
+def test_dropped_file_becomes_a_transcript_through_the_containers(
+    stack: Stack, speech_factory, tmp_path: Path
+) -> None:
+    image_user = _run(["docker", "image", "inspect", "-f", "{{.Config.User}}", IMAGE],
+                      timeout=60).stdout.strip()
+    assert image_user == "watch", "the image must run as its non-root user"
+
+    wav = speech_factory("the quick brown fox jumps over the lazy dog", tmp_path / "fox.wav")
+    dropped = stack.watch / "fox.wav"
+    shutil.copyfile(wav, dropped)
+    os.chmod(dropped, 0o644)
+    past = time.time() - 3600  # long since written: stable at its first sighting
+    os.utime(dropped, (past, past))
+
+    stack.compose("up", "-d", timeout=900)
+
+    def completed() -> list[tuple]:
+        with stack.catalog().connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(
+                "SELECT id, filename, object_key FROM media_file WHERE status = 'completed'")]
+
+    def transcribed() -> bool:
+        with stack.dagster_db().connect() as conn:
+            failed = conn.exec_driver_sql("SELECT count(*) FROM runs WHERE status = 'FAILURE'")
+            if failed.scalar():
+                raise AssertionError(f"an import run failed; logs:\n{stack.logs()[-12000:]}")
+        return len(completed()) == 1
+
+    stack.wait_for(transcribed, 600, "the transcript")
+    (media_id, filename, object_key), = completed()
+    assert filename == "fox.wav"
+
+    transcript = stack.compose("run", "--rm", "--no-deps", "setup", "watch-pipeline", "media",
+                               "transcript", str(media_id), "--format", "txt").stdout.lower()
+    assert "quick" in transcript and "fox" in transcript
+
+    # The import ran in a container of its own, launched by the DockerRunLauncher.
+    with stack.dagster_db().connect() as conn:
+        launched = [r[0] for r in conn.exec_driver_sql(
+            "SELECT value FROM run_tags WHERE key = 'docker/container_id'")]
+        statuses = [r[0] for r in conn.exec_driver_sql("SELECT status FROM runs")]
+    assert launched, "no run was launched in a container"
+    assert "SUCCESS" in statuses and "FAILURE" not in statuses, statuses
+    containers = {c["ID"]: c for c in stack.run_containers()}
+    assert any(cid.startswith(short) for cid in launched for short in containers), (
+        launched, containers)
+    assert all("Exited (0)" in c["Status"] for c in containers.values()), containers
+
+    # The media went to the S3 server (moto here, MinIO in production), in the bucket that the
+    # setup service created.
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{stack.ports['s3']}",
+                      region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key=S3_SECRET)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="watch-media").get("Contents", [])]
+    assert object_key in keys, keys
+
+    # Long-lived services report healthy; the UI answers; no password reached any log.
+    for service in ("code-server", "webserver", "daemon"):
+        stack.wait_for(lambda s=service: stack.health(s) == "healthy", 120, f"{service} healthy")
+    with urllib.request.urlopen(
+            f"http://127.0.0.1:{stack.ports['web']}/server_info", timeout=30) as response:
+        assert response.status == 200
+    logs = stack.logs()
+    assert PG_SECRET not in logs and S3_SECRET not in logs
