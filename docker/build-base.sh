@@ -25,7 +25,8 @@ command -v debootstrap >/dev/null || { echo "build-base.sh: apt-get install debo
 
 packages="python3 python3-venv ffmpeg espeak-ng ca-certificates $extra"
 rootfs=$(mktemp -d /var/tmp/watch-base.XXXXXX)
-trap 'rm -rf "$rootfs"' EXIT
+trap 'rm -rf "$rootfs" "$rootfs.log"' EXIT
+trap 'exit 143' INT TERM
 echo "[base] debootstrap bookworm ($packages) from $mirror"
 debootstrap --variant=minbase --include="$(echo $packages | tr ' ' ',')" \
   bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \

@@ -14,4 +14,5 @@ pytest_plugins = [
     "watch_pipeline_tests.fixtures.graph_server",
     "watch_pipeline_tests.fixtures.riva_server",
     "watch_pipeline_tests.fixtures.speech",
+    "watch_pipeline_tests.fixtures.docker_stack",
 ]

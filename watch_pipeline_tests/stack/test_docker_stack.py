@@ -4,12 +4,13 @@ override, and a file dropped into the mounted watch folder that becomes a transc
 containers, its run launched by the DockerRunLauncher in a container of its own.
 
 Skipped only when no Docker daemon can be started (not root, or dockerd missing or failing).
+The image is built in the background while the rest of the suite runs
+(``fixtures/docker_stack.py``); this test runs last.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -26,10 +27,11 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from watch_pipeline_tests.fixtures.docker_stack import IMAGE
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 OVERRIDE = Path(__file__).with_name("compose.test.yaml")
-IMAGE = "watch-pipeline:test"
 # Passwords the stack receives; none may show up in any container's log.
 PG_SECRET = "pg-Secret-4d1e9c"
 S3_SECRET = "s3-Secret-77b0aa"
@@ -46,51 +48,6 @@ def _run(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None,
     return proc
 
 
-def _docker_ok() -> bool:
-    return shutil.which("docker") is not None and subprocess.run(
-        ["docker", "info"], capture_output=True, timeout=60).returncode == 0
-
-
-@pytest.fixture(scope="session")
-def docker_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A reachable Docker daemon: the running one, or Debian's dockerd started here as root."""
-    if _docker_ok():
-        yield
-        return
-    dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if os.path.exists(
-        "/usr/sbin/dockerd") else None)
-    if dockerd is None or os.geteuid() != 0 or shutil.which("docker") is None:
-        pytest.skip("dockerd cannot start here: needs root and Debian's docker.io "
-                    "(scripts/setup.sh --test installs it)")
-    log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([dockerd], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not _docker_ok():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.skip("dockerd cannot start here:\n" + log.read_text()[-2000:])
-        time.sleep(1)
-    yield
-    proc.terminate()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=30)
-
-
-@pytest.fixture(scope="session")
-def stack_image(docker_daemon: None) -> str:
-    """Our image, built by docker/build.sh on a debootstrap base (cached by its recipe's hash)."""
-    recipe = (DOCKER / "build-base.sh").read_bytes() + b"postgresql"
-    base = f"watch-pipeline-base:test-{hashlib.sha256(recipe).hexdigest()[:12]}"
-    if _run(["docker", "image", "inspect", base], timeout=60, check=False).returncode:
-        _run(["bash", str(DOCKER / "build-base.sh"), "--tag", base, "--extra", "postgresql"],
-             timeout=1800)
-    _run(["bash", str(DOCKER / "build.sh"), "--base", base, "--tag", IMAGE, "--no-env"],
-         timeout=1800)
-    return IMAGE
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,6 +59,7 @@ class Stack:
     tmp: Path
     name: str = field(default_factory=lambda: f"wptest{os.getpid()}")
     ports: dict[str, int] = field(default_factory=dict)
+    _engines: dict[str, sa.Engine] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.watch = self.tmp / "watch"
@@ -155,13 +113,18 @@ class Stack:
     def logs(self) -> str:
         return self.compose("logs", "--no-color", "--tail", "300", check=False).stdout
 
+    def _engine(self, db: str) -> sa.Engine:
+        if db not in self._engines:
+            self._engines[db] = sa.create_engine(
+                f"postgresql+psycopg2://dagster@127.0.0.1:{self.ports['pg']}/{db}",
+                pool_pre_ping=True)
+        return self._engines[db]
+
     def catalog(self) -> sa.Engine:
-        return sa.create_engine(
-            f"postgresql+psycopg2://dagster@127.0.0.1:{self.ports['pg']}/watch_catalog")
+        return self._engine("watch_catalog")
 
     def dagster_db(self) -> sa.Engine:
-        return sa.create_engine(
-            f"postgresql+psycopg2://dagster@127.0.0.1:{self.ports['pg']}/dagster")
+        return self._engine("dagster")
 
     def health(self, service: str) -> str:
         cid = self.compose("ps", "-q", service).stdout.strip()
@@ -185,6 +148,8 @@ class Stack:
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def down(self) -> None:
+        for engine in self._engines.values():
+            engine.dispose()
         for c in self.run_containers():
             _run(["docker", "rm", "-f", c["ID"]], timeout=120, check=False)
         self.compose("down", "-v", "--remove-orphans", "--timeout", "20", check=False)
