@@ -5,6 +5,8 @@
 * :func:`samba_server`: a real ``smbd`` through the tests' own
   :class:`~watch_pipeline_tests.fixtures.smb_server.SambaServer` (generated ``smb.conf``, an OS
   user made for the run and removed afterwards). Needs root, ``smbd`` and ``smbpasswd``.
+* :func:`postgres_server`: a throwaway PostgreSQL cluster on loopback, started as the tests'
+  ``postgres_server`` fixture starts it (``initdb`` + ``pg_ctl``, durability off).
 
 Everything they create lives in temp dirs removed on exit. Not a benchmark itself.
 """
@@ -63,6 +65,12 @@ def plain_s3_client(endpoint_url: str) -> Any:
     )
 
 
+def _fixture_path() -> None:
+    # The fixture modules belong to the tests, which are not an installed package.
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+
+
 def _fixtures():  # type: ignore[no-untyped-def]
     # The fixture modules belong to the tests, which are not an installed package.
     if str(REPO_ROOT) not in sys.path:
@@ -113,3 +121,20 @@ def smb_login(server: Any) -> SmbLogin:
         password=server.password,
         domain=server.domain,
     )
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster, started as the ``postgres_server`` test fixture starts it.
+
+    Yields :class:`~watch_pipeline_tests.fixtures.postgres.PostgresServer`, whose
+    ``create_database(name)`` returns a SQLAlchemy URL.
+    """
+    _fixture_path()
+    from watch_pipeline_tests.fixtures import postgres as pg_fixture
+
+    bin_dir = pg_fixture.find_postgres_bin_dir()
+    if bin_dir is None:
+        raise SystemExit("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    with pg_fixture.running_postgres(bin_dir) as server:
+        yield server

@@ -1,5 +1,18 @@
 """End to end: the real dagster-daemon as a subprocess on a temp DAGSTER_HOME, files dropped into
-the watch folder, transcripts read back through the CLI. Includes a daemon restart mid-run."""
+the watch folder, transcripts read back through the CLI. Includes a daemon restart mid-run.
+
+Every test runs twice (the ``stack`` fixture's ids):
+
+- ``sqlite``: the embedded default, ``./dagster.yaml`` with the catalog in SQLite under
+  DAGSTER_HOME and its key in the key file there.
+- ``postgres``: the production instance, ``docker/dagster.yaml`` as shipped (PostgreSQL storage
+  from ``DAGSTER_PG_*``, queued run coordinator, same policy blocks) except the run launcher,
+  which is Dagster's default (runs as subprocesses; the Docker launcher is tested with the
+  stack). Dagster's storage and the catalog (``WATCH_CATALOG_URL``) each get a fresh database on
+  the session's throwaway PostgreSQL. As in the production image, ``WATCH_SECRET_KEY`` is unset
+  and ``WATCH_SECRET_KEY_FILE`` names a key file outside DAGSTER_HOME (there: a volume every
+  container mounts), created on first use.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +23,15 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
+
+from watch_pipeline.catalog.secrets import KEY_FILENAME
+from watch_pipeline_tests.fixtures.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -21,18 +39,54 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
 
 
+def production_instance_config() -> dict:
+    """``docker/dagster.yaml`` with Dagster's default run launcher in place of Docker's."""
+    config = yaml.safe_load((ROOT / "docker" / "dagster.yaml").read_text())
+    config["run_launcher"] = {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"}
+    return config
+
+
 class Stack:
-    def __init__(self, tmp: Path) -> None:
+    """One instance: DAGSTER_HOME, watch folder, catalog, and the daemon once started.
+
+    Args:
+        tmp: The test's private folder.
+        postgres: ``None`` for the embedded SQLite instance, else the server on which the
+            production instance gets its two databases (Dagster storage and catalog).
+    """
+
+    def __init__(self, tmp: Path, postgres: PostgresServer | None = None) -> None:
         self.home = tmp / "home"
         self.watch = tmp / "watch"
         self.home.mkdir()
         self.watch.mkdir()
-        shutil.copyfile(ROOT / "dagster.yaml", self.home / "dagster.yaml")
         self.env = {**os.environ, "DAGSTER_HOME": str(self.home),
                     "WATCH_FOLDER_PATH": str(self.watch), "WATCH_TEMP_DIR": str(tmp / "scratch"),
                     "WATCH_SENSOR_INTERVAL_SECONDS": "2", "HF_HUB_OFFLINE": "1"}
         self.env.pop("WATCH_CATALOG_URL", None)
         self.env.pop("WATCH_SECRET_KEY", None)
+        self.env.pop("WATCH_SECRET_KEY_FILE", None)
+        self.key_file = self.home / KEY_FILENAME
+        self.postgres = postgres
+        self.databases: list[str] = []
+        if postgres is None:
+            shutil.copyfile(ROOT / "dagster.yaml", self.home / "dagster.yaml")
+            self.catalog_url = f"sqlite:///{self.home}/watch_catalog.sqlite"
+        else:
+            tag = uuid.uuid4().hex[:12]
+            dagster_db, catalog_db = f"e2e_dagster_{tag}", f"e2e_catalog_{tag}"
+            self.dagster_url = postgres.create_database(dagster_db)
+            self.databases.append(dagster_db)
+            self.catalog_url = postgres.create_database(catalog_db)
+            self.databases.append(catalog_db)
+            (self.home / "dagster.yaml").write_text(
+                yaml.safe_dump(production_instance_config(), sort_keys=False))
+            self.key_file = tmp / "keys" / KEY_FILENAME
+            self.env.update({
+                "DAGSTER_PG_USERNAME": postgres.user, "DAGSTER_PG_PASSWORD": "unused",  # trust
+                "DAGSTER_PG_HOST": postgres.host, "DAGSTER_PG_PORT": str(postgres.port),
+                "DAGSTER_PG_DB": dagster_db, "WATCH_CATALOG_URL": self.catalog_url,
+                "WATCH_SECRET_KEY_FILE": str(self.key_file)})
         self.log = tmp / "daemon.log"
         self.daemon: subprocess.Popen[bytes] | None = None
 
@@ -65,13 +119,28 @@ class Stack:
                 os.killpg(self.daemon.pid, signal.SIGKILL)
         self.daemon = None
 
-    def query(self, sql: str) -> list[tuple]:
-        engine = sa.create_engine(f"sqlite:///{self.home}/watch_catalog.sqlite")
+    def query(self, sql: str, url: str | None = None) -> list[tuple]:
+        """Rows of ``sql`` on the catalog (or on the database at ``url``)."""
+        engine = sa.create_engine(url or self.catalog_url)
         try:
             with engine.connect() as conn:
                 return [tuple(r) for r in conn.exec_driver_sql(sql)]
         finally:
             engine.dispose()
+
+    def check_production_instance(self) -> None:
+        """The postgres variant really ran on PostgreSQL, queued, with the production key."""
+        enqueued = self.query("SELECT count(*) FROM event_logs "
+                              "WHERE dagster_event_type = 'PIPELINE_ENQUEUED'", self.dagster_url)
+        assert enqueued[0][0] >= 1, "no run went through the queued run coordinator"
+        assert not (self.home / "history").exists(), "Dagster wrote SQLite storage"
+        assert not (self.home / KEY_FILENAME).exists(), "WATCH_SECRET_KEY_FILE was ignored"
+        assert not (self.home / "watch_catalog.sqlite").exists()
+
+    def drop_databases(self) -> None:
+        """Drop this stack's databases (closing any connection left open)."""
+        while self.postgres is not None and self.databases:
+            self.postgres.drop_database(self.databases.pop())
 
     def wait_for(self, predicate, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -85,16 +154,23 @@ class Stack:
                              + self.log.read_text()[-6000:])
 
 
-@pytest.fixture
-def stack(tmp_path):
-    s = Stack(tmp_path)
-    s.cli("source", "add", "--name", "watch", "--type", "local", "--path", ".",
-          "--polling-interval-minutes", "1")
-    s.cli("settings", "set", "watch.file_stability_seconds", "1")
-    yield s
-    s.stop()
-    # run workers launched by the daemon end with their runs; give stragglers a moment
-    time.sleep(1)
+@pytest.fixture(params=["sqlite", "postgres"])
+def stack(request, tmp_path):
+    postgres = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
+    s = Stack(tmp_path, postgres)
+    try:
+        s.cli("source", "add", "--name", "watch", "--type", "local", "--path", ".",
+              "--polling-interval-minutes", "1")
+        s.cli("settings", "set", "watch.file_stability_seconds", "1")
+        yield s
+        s.stop()
+        # run workers launched by the daemon end with their runs; give stragglers a moment
+        time.sleep(1)
+        if postgres is not None:
+            s.check_production_instance()
+    finally:
+        s.stop()
+        s.drop_databases()
 
 
 def completed(stack: Stack) -> int:

@@ -22,15 +22,35 @@ def test_embedded_and_production_configs_carry_the_same_policy():
     assert production["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
 
 
+def _env_refs(node: object) -> set[str]:
+    """The names of every ``{env: NAME}`` value in a config tree."""
+    if isinstance(node, dict):
+        if set(node) == {"env"}:
+            return {node["env"]}
+        return set().union(*map(_env_refs, node.values()))
+    if isinstance(node, list):
+        return set().union(*map(_env_refs, node))
+    return set()
+
+
+def test_run_containers_get_every_variable_the_storage_block_reads():
+    production = _load(ROOT / "docker" / "dagster.yaml")
+    storage_vars = _env_refs(production["storage"])
+    assert storage_vars == {f"DAGSTER_PG_{k}" for k in
+                            ("USERNAME", "PASSWORD", "HOST", "PORT", "DB")}
+    # each run's container resolves the storage block again from its own environment
+    assert storage_vars <= set(production["run_launcher"]["config"]["env_vars"])
+
+
 def test_production_storage_block_runs_on_postgres(postgres_server, monkeypatch):
     db = "dagster_storage"
     postgres_server.create_database(db)
     monkeypatch.setenv("DAGSTER_PG_USERNAME", postgres_server.user)
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", "unused")
     monkeypatch.setenv("DAGSTER_PG_HOST", postgres_server.host)
+    monkeypatch.setenv("DAGSTER_PG_PORT", str(postgres_server.port))
     monkeypatch.setenv("DAGSTER_PG_DB", db)
     storage = _load(ROOT / "docker" / "dagster.yaml")["storage"]
-    storage["postgres"]["postgres_db"]["port"] = postgres_server.port
     with dg.instance_for_test(overrides={"storage": storage}) as instance:
         instance.add_dynamic_partitions("media", ["a" * 32])
         assert instance.get_dynamic_partitions("media") == ["a" * 32]

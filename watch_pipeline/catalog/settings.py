@@ -36,7 +36,8 @@ SETTINGS: dict[str, SettingSpec] = {
                     "A file must keep its size and mtime/ETag this long before import.",
                     minimum=0, maximum=86_400),
         SettingSpec("watch.max_concurrent_imports", int, 5,
-                    "Most import runs in flight at once; more wait for a later tick.",
+                    "Most import runs in flight at once (also the limit of the Dagster "
+                    "concurrency pool watch_imports); more wait.",
                     minimum=1, maximum=1_000),
         SettingSpec("watch.fs_events_enabled", bool, False,
                     "Allow sources with use_fs_events to react to file-system events.",

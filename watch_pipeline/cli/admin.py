@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -48,10 +49,39 @@ def settings_get(cli: CliContext, key: str | None, as_json: bool) -> None:
 @click.argument("value")
 @pass_cli
 def settings_set(cli: CliContext, key: str, value: str) -> None:
-    """Validate and store VALUE for KEY."""
+    """Validate and store VALUE for KEY.
+
+    watch.max_concurrent_imports is also the limit of the Dagster concurrency pool of the import
+    steps: it is set at once in the instance under DAGSTER_HOME, else by the watch sensors on
+    their next tick.
+    """
     with cli.session() as session:
         typed = settings_mod.set_setting(session, key, value)
     click.echo(f"{key} = {str(typed).lower() if isinstance(typed, bool) else typed}")
+    if key == "watch.max_concurrent_imports":
+        _apply_import_pool(typed)
+
+
+def _apply_import_pool(limit: int) -> None:
+    """Copy the import limit into the Dagster instance's pool now, when there is an instance."""
+    if not os.environ.get("DAGSTER_HOME", "").strip():
+        click.echo("no Dagster instance here (DAGSTER_HOME is not set): the watch sensors set "
+                   "the import pool's limit on their next tick")
+        return
+    # Dagster is imported only here: every other command stays quick to start.
+    import dagster as dg
+
+    from watch_pipeline.defs.pools import IMPORT_POOL, sync_import_pool
+
+    try:
+        with dg.DagsterInstance.get() as instance:
+            sync = sync_import_pool(instance, limit)
+    except Exception as exc:  # the setting is stored either way; the sensors apply it later
+        click.echo(f"warning: could not set the Dagster pool {IMPORT_POOL} to {limit} "
+                   f"({type(exc).__name__}: {exc}); the watch sensors set it on their next tick",
+                   err=True)
+        return
+    click.echo(sync.describe())
 
 
 @click.group()
@@ -131,12 +161,12 @@ def fingerprints_recompute(cli: CliContext, dry_run: bool) -> None:
 
     The same work as the recompute_fingerprints_job in Dagster; safe to repeat.
     """
+    from watch_pipeline.defs.resources import object_store_from_env
     from watch_pipeline.recompute import recompute
     from watch_pipeline.sources.connect import client_for_source
-    from watch_pipeline.store.resource import ObjectStoreResource
 
     report = recompute(cli.catalog, client_for=lambda s: client_for_source(s, box=cli.box),
-                       store=ObjectStoreResource().get_store(), dry_run=dry_run)
+                       store=object_store_from_env(), dry_run=dry_run)
     for problem in report.problems[:20]:
         click.echo(f"problem: {problem}", err=True)
     verb = "would update" if dry_run else "updated"

@@ -4,6 +4,8 @@ There is one partition per content fingerprint.
 Every asset rebuilds what it needs from ``context.partition_key`` and the catalog, and returns a
 ``MaterializeResult``; media bytes never pass through an IO manager. Each step is idempotent: a
 re-run finds the catalog row, the stored object or the transcript already there and says so.
+All four are in the ``watch_imports`` concurrency pool (``defs/pools.py``), which bounds the
+import runs in progress.
 """
 
 
@@ -24,6 +26,7 @@ from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.defs.partitions import media
+from watch_pipeline.defs.pools import IMPORT_POOL
 from watch_pipeline.fingerprint import imohash_fileobj, imohash_path
 from watch_pipeline.media.probe import MediaInfo, ProbeError, content_type_for, probe
 from watch_pipeline.media.stitch import StitchError, StitchResult, stitch
@@ -186,7 +189,7 @@ def _probe_metadata(info: MediaInfo) -> dict[str, object]:
     return meta
 
 
-@dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "ffmpeg"})
+@dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "ffmpeg"}, pool=IMPORT_POOL)
 def raw_file(context: dg.AssetExecutionContext, catalog: CatalogResource,
              sources: SourcesResource) -> dg.MaterializeResult:
     """The recording as found in its watch source, checked and probed.
@@ -253,7 +256,8 @@ def do_raw_file(step: Step, catalog: CatalogResource,
     return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "ffmpeg"}, deps=[raw_file])
+@dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "ffmpeg"}, deps=[raw_file],
+          pool=IMPORT_POOL)
 def stitched_media(context: dg.AssetExecutionContext, catalog: CatalogResource,
                    sources: SourcesResource) -> dg.MaterializeResult:
     """The media item ready to store: the raw file, or a multi-part recording joined into one.
@@ -296,7 +300,7 @@ def do_stitched_media(step: Step, catalog: CatalogResource,
 
 
 @dg.asset(partitions_def=media, group_name=GROUP, kinds={"python", "s3"},
-          deps=[stitched_media])
+          deps=[stitched_media], pool=IMPORT_POOL)
 def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
                  sources: SourcesResource,
                  object_store: ObjectStoreResource) -> dg.MaterializeResult:
@@ -420,7 +424,8 @@ def build_transcript_asset(model_id: str | None = None) -> dg.AssetsDefinition:
     """
 
     @dg.asset(name="transcript", partitions_def=media, group_name=GROUP,
-              kinds={"python", "whisper"}, deps=["media_object"], code_version=model_id)
+              kinds={"python", "whisper"}, deps=["media_object"], code_version=model_id,
+              pool=IMPORT_POOL)
     def _transcript(context: dg.AssetExecutionContext, catalog: CatalogResource,
                     sources: SourcesResource, object_store: ObjectStoreResource,
                     transcriber: TranscriberResource) -> dg.MaterializeResult:

@@ -20,6 +20,7 @@ from watch_pipeline.defs.assets import (
     do_transcript,
 )
 from watch_pipeline.defs.jobs import IMPORT_TAGS
+from watch_pipeline.defs.pools import IMPORT_POOL
 from watch_pipeline.sources.resource import SourcesResource
 from watch_pipeline.store.resource import ObjectStoreResource
 from watch_pipeline.transcribe.resource import TranscriberResource
@@ -33,7 +34,8 @@ class ImportBatchConfig(dg.Config):
     partition_keys: list[str]
 
 
-@dg.op(name=BATCH_OP, description="Import several media partitions, one after the other.")
+@dg.op(name=BATCH_OP, description="Import several media partitions, one after the other.",
+       pool=IMPORT_POOL)
 def import_batch(context: dg.OpExecutionContext, config: ImportBatchConfig,
                  catalog: CatalogResource, sources: SourcesResource,
                  object_store: ObjectStoreResource, transcriber: TranscriberResource) -> None:

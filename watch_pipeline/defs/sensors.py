@@ -1,9 +1,11 @@
 """Watch sensors, one per source kind from one factory, and the import-failure sensor.
 
-A watch sensor's tick scans the enabled sources of its kind that are due, then asks for one
-import run per new fingerprint, holding back what exceeds ``watch.max_concurrent_imports``
-in-flight runs (those go out on later ticks). One failing source is recorded on its row and
-skipped; it never fails the tick or delays another kind's sensor.
+A watch sensor's tick first sets the ``watch_imports`` pool's limit to
+``watch.max_concurrent_imports`` when they differ (the bound Dagster itself enforces), scans the
+enabled sources of its kind that are due, then asks for one import run per new fingerprint,
+holding back what exceeds that many in-flight runs (those go out on later ticks). One failing
+source is recorded on its row and skipped; it never fails the tick or delays another kind's
+sensor.
 """
 
 
@@ -23,6 +25,7 @@ from watch_pipeline.catalog.settings import WatchSettings, get_setting
 from watch_pipeline.defs.batch import batch_keys, batch_run_config, import_batch_job
 from watch_pipeline.defs.jobs import IMPORT_TAGS, import_job, recompute_fingerprints_job
 from watch_pipeline.defs.partitions import media
+from watch_pipeline.defs.pools import IMPORT_POOL, sync_import_pool
 from watch_pipeline.fingerprint import ALGORITHM_VERSION
 from watch_pipeline.scan_runner import scan_source
 from watch_pipeline.sources.base import SourceError
@@ -69,6 +72,17 @@ def in_flight_imports(instance: dg.DagsterInstance) -> int:
         dg.RunsFilter(tags={"watch_pipeline/kind": "import"}, statuses=IN_FLIGHT))
 
 
+def _sync_pool(context: dg.SensorEvaluationContext, limit: int) -> None:
+    """Keep the import pool's limit equal to the setting; a failure never stops the scans."""
+    try:
+        sync = sync_import_pool(context.instance, limit)
+    except Exception as exc:  # any storage trouble: the next tick tries again
+        context.log.warning(f"could not set the {IMPORT_POOL} pool's limit to {limit}: {exc}")
+        return
+    if sync.changed:
+        context.log.info(sync.describe())
+
+
 def build_watch_sensor(kind: str) -> dg.SensorDefinition:
     """The watch sensor for sources of ``kind`` (``local``, ``s3`` or ``smb``)."""
 
@@ -93,6 +107,7 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
                 .order_by(WatchSource.last_scan_at.is_not(None), WatchSource.last_scan_at)
             ).all()
             enabled = [(r.id, r.name, r.last_scan_at, r.polling_interval_minutes) for r in rows]
+        _sync_pool(context, settings.max_concurrent_imports)
         if not settings.enabled:
             return dg.SkipReason("watch.enabled is false: no source is scanned")
         if not enabled:

@@ -159,6 +159,38 @@ def test_settings_get_set(run):
     assert "true or false" in run("settings", "set", "watch.enabled", "perhaps", code=2).stderr
 
 
+def test_settings_set_applies_the_import_limit_to_the_dagster_pool_at_once(run, dagster_home):
+    import dagster as dg
+
+    root = Path(__file__).resolve().parents[2]
+    (Path(dagster_home) / "dagster.yaml").write_text((root / "dagster.yaml").read_text())
+    out = run("settings", "set", "watch.max_concurrent_imports", "3").output
+    assert out.splitlines() == ["watch.max_concurrent_imports = 3",
+                                "concurrency pool watch_imports: limit set to 3 (had none)"]
+    assert run("settings", "set", "watch.max_concurrent_imports", "2").output.splitlines()[1] \
+        == "concurrency pool watch_imports: limit 3 -> 2"
+    assert "(unchanged)" in run("settings", "set", "watch.max_concurrent_imports", "2").output
+    assert "pool" not in run("settings", "set", "watch.file_stability_seconds", "5").output
+    with dg.DagsterInstance.get() as instance:
+        limits = instance.event_log_storage.get_pool_limits()
+    assert [(p.name, p.limit) for p in limits] == [("watch_imports", 2)]
+
+
+def test_settings_set_without_an_instance_leaves_the_pool_to_the_sensors(run, monkeypatch,
+                                                                          tmp_path):
+    monkeypatch.setenv("WATCH_CATALOG_URL", f"sqlite:///{tmp_path / 'catalog.sqlite'}")
+    monkeypatch.delenv("DAGSTER_HOME")
+    out = run("settings", "set", "watch.max_concurrent_imports", "4").output
+    assert "DAGSTER_HOME is not set" in out and "next tick" in out
+
+
+def test_settings_set_keeps_the_setting_when_the_instance_cannot_open(run, dagster_home):
+    (Path(dagster_home) / "dagster.yaml").write_text("concurrency: {pools: {granularity: all}}\n")
+    result = run("settings", "set", "watch.max_concurrent_imports", "4")
+    assert "could not set the Dagster pool watch_imports to 4" in result.stderr
+    assert run("settings", "get", "watch.max_concurrent_imports").output.strip() == "4"
+
+
 def test_db_upgrade_and_current(run):
     assert "upgraded from empty" in run("db", "upgrade").output
     assert "up to date" in run("db", "upgrade").output
