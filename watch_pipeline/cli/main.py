@@ -46,6 +46,12 @@ class CliContext:
             self._box, _ = active_box()
         return self._box
 
+    def close(self) -> None:
+        """Release the catalog's connections (at the end of every command)."""
+        if self._catalog is not None:
+            self._catalog.dispose()
+            self._catalog = None
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction on the catalog."""
@@ -114,6 +120,7 @@ def pass_cli(func: Callable[..., Any]) -> Callable[..., Any]:
 def cli(ctx: click.Context, catalog_url: str | None) -> None:
     """Configure and inspect watch_pipeline: sources, settings, the catalog and its secrets."""
     ctx.obj = CliContext(catalog_url)
+    ctx.call_on_close(ctx.obj.close)
 
 
 def _register() -> None:
