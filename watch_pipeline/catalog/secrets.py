@@ -72,11 +72,26 @@ def read_key_file(path: Path) -> bytes:
 
 
 def write_key_file(path: Path, key_b64: str) -> None:
-    """Create ``path`` holding ``key_b64`` with mode 0600; never overwrite an existing file."""
+    """Create ``path`` holding ``key_b64`` with mode 0600; never overwrite an existing file.
+
+    The key is written to a private temporary file first and then linked into place, so a
+    process racing to read ``path`` (several containers starting together) sees either no file or
+    the whole key, never an empty one.
+
+    Raises:
+        FileExistsError: ``path`` exists already (another process created it first).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(key_b64 + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{_random.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(key_b64 + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)  # atomic, and fails when path exists
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def key_id(key: bytes) -> str:

@@ -134,3 +134,18 @@ def test_rotation_with_wrong_active_key_changes_nothing(any_catalog, box, tmp_pa
         keys.rotate_values(s, wrong, new)
     with any_catalog.session() as s:
         assert source_secret(box, s.scalar(sa.select(WatchSource))) == "pw-1"
+
+
+def test_racing_processes_agree_on_one_key_file(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "keys" / "watch.key"
+    env = {"WATCH_SECRET_KEY_FILE": str(path)}
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        keys = pool.starmap(_load_in_child, [(env,)] * 12)
+    assert len(set(keys)) == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["watch.key"]  # no temp files left
+
+
+def _load_in_child(env):
+    return load_key(env)[0]
