@@ -221,6 +221,13 @@ def test_dropped_file_becomes_a_transcript_through_the_containers(
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="watch-media").get("Contents", [])]
     assert object_key in keys, keys
 
+    # An upgrade re-runs the setup service: every step is safe to repeat and changes nothing.
+    again = stack.compose("run", "--rm", "--no-deps", "setup").stdout
+    assert "[setup] done" in again and "first start" not in again, again
+    with stack.catalog().connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM watch_source").scalar() == 1
+        assert conn.exec_driver_sql("SELECT count(*) FROM media_file").scalar() == 1
+
     # Long-lived services report healthy; the UI answers; no password reached any log.
     for service in ("code-server", "webserver", "daemon"):
         stack.wait_for(lambda s=service: stack.health(s) == "healthy", 120, f"{service} healthy")
