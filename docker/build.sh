@@ -33,11 +33,13 @@ docker info >/dev/null 2>&1 || { echo "build.sh: the Docker daemon is not reacha
 python=""
 for candidate in "$root/.venv/bin/python" python3.11 python3; do
   if command -v "$candidate" >/dev/null 2>&1 \
-     && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+     && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null \
+     && "$candidate" -m pip --version >/dev/null 2>&1; then
     python=$candidate; break
   fi
 done
-[ -n "$python" ] || { echo "build.sh: needs Python 3.11 with pip on the host" >&2; exit 1; }
+[ -n "$python" ] || { echo "build.sh: needs Python 3.11 with pip on the host to fill the" \
+  "wheelhouse (Debian bookworm: apt-get install python3-pip, or run scripts/setup.sh)" >&2; exit 1; }
 
 ctx="$here/.build"
 mkdir -p "$ctx/wheelhouse" "$ctx/project"
