@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from watch_pipeline.fingerprint import imohash_path
+from watch_pipeline.pipeline.fingerprint import imohash_path
 
 MIB = 1024 * 1024
 

@@ -116,7 +116,7 @@ def child(run_dir: Path, src: Path) -> None:
     from watch_pipeline.catalog.sources import create_source
     from watch_pipeline.defs.assets import media_object, raw_file, stitched_media
     from watch_pipeline.defs.sensors import build_watch_sensor
-    from watch_pipeline.fingerprint import imohash_path
+    from watch_pipeline.pipeline.fingerprint import imohash_path
     from watch_pipeline.sources.resource import SourcesResource
     from watch_pipeline.store.local import LocalObjectStore
     from watch_pipeline.store.resource import ObjectStoreResource

@@ -43,7 +43,7 @@ from _remote_servers import (
     write_random_file,
 )
 
-from watch_pipeline.fingerprint import imohash_fileobj, imohash_path
+from watch_pipeline.pipeline.fingerprint import imohash_fileobj, imohash_path
 from watch_pipeline.sources.s3 import S3SourceClient
 from watch_pipeline.sources.smb import SMBSourceClient
 

@@ -104,13 +104,13 @@ from scan import make_tree, scandir_walk, wav_bytes
 
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import Base, MediaFile, WatchSource, WatchSourceFile
+from watch_pipeline.catalog.queries import object_key
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.settings import WatchSettings
 from watch_pipeline.catalog.sources import create_source
 from watch_pipeline.defs.partitions import media
 from watch_pipeline.defs.sensors import BATCH_MAX, TICK_BUDGET_SECONDS, watch_sensors
-from watch_pipeline.fingerprint import ALGORITHM_VERSION
-from watch_pipeline.imports import object_key
+from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION
 from watch_pipeline.sources.local import LocalSourceClient
 from watch_pipeline.sources.resource import SourcesResource
 

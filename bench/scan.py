@@ -33,8 +33,8 @@ from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
 from watch_pipeline.catalog.settings import WatchSettings, set_setting
 from watch_pipeline.catalog.sources import create_source
-from watch_pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj
-from watch_pipeline.scan_runner import _load_seen, scan_source
+from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj
+from watch_pipeline.pipeline.scan import _load_seen, scan_source
 from watch_pipeline.sources.base import SourceEntry
 from watch_pipeline.sources.local import LocalSourceClient
 

@@ -162,7 +162,7 @@ def fingerprints_recompute(cli: CliContext, dry_run: bool) -> None:
     The same work as the recompute_fingerprints_job in Dagster; safe to repeat.
     """
     from watch_pipeline.defs.resources import object_store_from_env
-    from watch_pipeline.recompute import recompute
+    from watch_pipeline.ops.recompute import recompute
     from watch_pipeline.sources.connect import client_for_source
 
     report = recompute(cli.catalog, client_for=lambda s: client_for_source(s, box=cli.box),

@@ -7,7 +7,7 @@ import click
 from watch_pipeline.catalog.models import DEFAULT_MULTIPART_REGEX
 from watch_pipeline.catalog.validation import ValidationError
 from watch_pipeline.cli.main import emit_json
-from watch_pipeline.multipart import MultipartRegexError, compile_part_regex, parse_part
+from watch_pipeline.pipeline.multipart import MultipartRegexError, compile_part_regex, parse_part
 
 
 @click.group()

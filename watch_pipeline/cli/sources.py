@@ -9,12 +9,14 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from watch_pipeline import imports, scan_runner, scanning
+from watch_pipeline.catalog import queries
 from watch_pipeline.catalog import sources as svc
 from watch_pipeline.catalog.models import FileStatus, WatchSourceFile
 from watch_pipeline.catalog.settings import WatchSettings
 from watch_pipeline.catalog.validation import ValidationError
 from watch_pipeline.cli.main import CliContext, emit_json, fail, pass_cli, read_secret
+from watch_pipeline.pipeline import plan
+from watch_pipeline.pipeline import scan as scanner
 from watch_pipeline.sources.base import SourceClient, SourceError
 from watch_pipeline.sources.connect import client_for_source
 
@@ -262,7 +264,7 @@ def _client_for(cli: CliContext, target: svc.WatchSource) -> SourceClient:
     return client_for_source(target, box=cli.box)
 
 
-def _report_to_dict(report: scan_runner.ScanReport, *, source_type: str,
+def _report_to_dict(report: scanner.ScanReport, *, source_type: str,
                     dry_run: bool) -> dict[str, Any]:
     return {
         "source_id": report.source_id,
@@ -307,7 +309,7 @@ def scan(cli: CliContext, ref: str, dry_run: bool, as_json: bool) -> None:
         fail(f"cannot scan source {ref!r}: {exc}")
         return
     with client:
-        report = scan_runner.scan_source(cli.catalog, source_id, client, settings=settings,
+        report = scanner.scan_source(cli.catalog, source_id, client, settings=settings,
                                          dry_run=dry_run)
     if as_json:
         emit_json(_report_to_dict(report, source_type=kind, dry_run=dry_run))
@@ -444,7 +446,7 @@ def files_retry(cli: CliContext, ref: str, remote_path: str | None) -> None:
     with cli.session() as session:
         target = svc.find_source(session, ref)
         source_id, name = target.id, target.name
-    released = imports.retry_files(cli.catalog, source_id, remote_path)
+    released = queries.retry_files(cli.catalog, source_id, remote_path)
     where = f" at {remote_path!r}" if remote_path else ""
     click.echo(f"released {released} failed file(s){where} of source {name!r} for retry")
 
@@ -482,7 +484,7 @@ def test(cli: CliContext, ref: str, as_json: bool) -> None:
     listed = time.monotonic() - started
     folders = sum(1 for e in entries if e.kind == "folder")
     files = [e for e in entries if e.kind == "file"]
-    media = [e for e in files if scanning.matches_extensions(e.name, extensions)
+    media = [e for e in files if plan.matches_extensions(e.name, extensions)
              and _looks_like_media(e.name)]
     data = {"name": name, "source_type": kind, "location": location, "ok": True,
             "connect_ms": round(connected * 1000, 1), "list_ms": round(listed * 1000, 1),

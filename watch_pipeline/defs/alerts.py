@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from watch_pipeline import health, notify
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.mail.resource import MailerResource
+from watch_pipeline.ops import health, notify
 
 
 def _interval_seconds() -> int:

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from watch_pipeline import imports
+from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.defs.partitions import media
 from watch_pipeline.defs.pools import IMPORT_POOL
-from watch_pipeline.fingerprint import imohash_fileobj, imohash_path
 from watch_pipeline.media.probe import MediaInfo, ProbeError, content_type_for, probe
 from watch_pipeline.media.stitch import StitchError, StitchResult, stitch
 from watch_pipeline.media.validate import validate_media
+from watch_pipeline.pipeline.fingerprint import imohash_fileobj, imohash_path
 from watch_pipeline.sources.base import SourceClient, SourceError
 from watch_pipeline.sources.resource import SourcesResource
 from watch_pipeline.store.base import ObjectStore, ObjectStoreError
@@ -80,7 +80,7 @@ def _recorded(catalog: CatalogResource, step: Step,
         _clean_temp(sources, step.key, keep_partial=not isinstance(
             exc, _StepFailed | ProbeError))
         reason = f"{step.asset}: {exc}"
-        imports.fail_import(catalog.get(), step.key, reason, run_key=step.run_key)
+        queries.fail_import(catalog.get(), step.key, reason, run_key=step.run_key)
         step.log.error(reason)
         raise dg.Failure(description=reason, allow_retries=False) from None
 
@@ -109,7 +109,7 @@ def _temp_dir(sources: SourcesResource, fingerprint: str) -> Path:
     return sources.scratch() / "imports" / fingerprint
 
 
-def _local_file(item: imports.ImportItem, remote_path: str, filename: str, size: int,
+def _local_file(item: queries.ImportItem, remote_path: str, filename: str, size: int,
                 file_ids: list[int], client: SourceClient, sources: SourcesResource, *,
                 catalog: CatalogResource | None = None,
                 log: dg.DagsterLogManager | None = None) -> Path:
@@ -127,7 +127,7 @@ def _local_file(item: imports.ImportItem, remote_path: str, filename: str, size:
         return dest
     if catalog is not None:
         for file_id in file_ids:
-            imports.set_status(catalog.get(), file_id, "downloading")
+            queries.set_status(catalog.get(), file_id, "downloading")
     started = time.monotonic()
     client.download(remote_path, dest, expected_size=size)
     if log is not None:
@@ -136,11 +136,11 @@ def _local_file(item: imports.ImportItem, remote_path: str, filename: str, size:
                  f"({size / max(seconds, 1e-6) / 1e6:.1f} MB/s)")
     if catalog is not None:
         for file_id in file_ids:
-            imports.set_status(catalog.get(), file_id, "importing")
+            queries.set_status(catalog.get(), file_id, "importing")
     return dest
 
 
-def _inputs(item: imports.ImportItem, client: SourceClient, sources: SourcesResource, *,
+def _inputs(item: queries.ImportItem, client: SourceClient, sources: SourcesResource, *,
             catalog: CatalogResource | None = None,
             log: dg.DagsterLogManager | None = None) -> list[tuple[Path, str]]:
     """``(local path, expected fingerprint)`` of the file, or of every part in order."""
@@ -152,11 +152,11 @@ def _inputs(item: imports.ImportItem, client: SourceClient, sources: SourcesReso
                          sources, catalog=catalog, log=log), p.imohash) for p in item.parts]
 
 
-def _stitched_path(item: imports.ImportItem, sources: SourcesResource) -> Path:
+def _stitched_path(item: queries.ImportItem, sources: SourcesResource) -> Path:
     return _temp_dir(sources, item.fingerprint) / "stitched" / item.filename
 
 
-def _media_path(item: imports.ImportItem, client: SourceClient, sources: SourcesResource, *,
+def _media_path(item: queries.ImportItem, client: SourceClient, sources: SourcesResource, *,
                 log: dg.DagsterLogManager | None = None) -> Path:
     """The file to store: the raw file, or the stitched recording (stitched again if gone)."""
     if not item.is_group:
@@ -167,7 +167,7 @@ def _media_path(item: imports.ImportItem, client: SourceClient, sources: Sources
     return out
 
 
-def _stitch(item: imports.ImportItem, client: SourceClient, sources: SourcesResource, *,
+def _stitch(item: queries.ImportItem, client: SourceClient, sources: SourcesResource, *,
             log: dg.DagsterLogManager | None = None) -> StitchResult:
     paths = [path for path, _ in _inputs(item, client, sources, log=log)]
     out = _stitched_path(item, sources)
@@ -207,9 +207,9 @@ def do_raw_file(step: Step, catalog: CatalogResource,
     fingerprint = step.key
     cat = catalog.get()
     try:
-        item = imports.begin_import(cat, fingerprint)
-    except imports.NothingToImport as exc:
-        done = imports.media_for(cat, fingerprint)
+        item = queries.begin_import(cat, fingerprint)
+    except queries.NothingToImport as exc:
+        done = queries.media_for(cat, fingerprint)
         if done is not None and done.object_key:
             return dg.MaterializeResult(metadata={"status": "already imported",
                                                   "media_id": done.id})
@@ -230,7 +230,7 @@ def do_raw_file(step: Step, catalog: CatalogResource,
                     current = imohash_fileobj(fh)
                 if current != expected:
                     _clean_temp(sources, fingerprint, keep_partial=False)
-                    imports.reset_for_rescan(cat, item.file_id,
+                    queries.reset_for_rescan(cat, item.file_id,
                                              "content changed after the scan; fingerprinting "
                                              "again")
                     raise dg.Failure(
@@ -270,7 +270,7 @@ def stitched_media(context: dg.AssetExecutionContext, catalog: CatalogResource,
 def do_stitched_media(step: Step, catalog: CatalogResource,
                       sources: SourcesResource) -> dg.MaterializeResult:
     """Materialize ``stitched_media`` for one partition."""
-    item = imports.find_item(catalog.get(), step.key)
+    item = queries.find_item(catalog.get(), step.key)
     if not item.is_group:
         return dg.MaterializeResult(metadata={
             "mode": "single file (pass-through)",
@@ -318,8 +318,8 @@ def do_media_object(step: Step, catalog: CatalogResource, sources: SourcesResour
     """Materialize ``media_object`` for one partition."""
     fingerprint = step.key
     cat = catalog.get()
-    done = imports.media_for(cat, fingerprint)
-    item = imports.find_item(cat, fingerprint)
+    done = queries.media_for(cat, fingerprint)
+    item = queries.find_item(cat, fingerprint)
     if done is not None and done.object_key and _row_status(cat, item.file_id) in (
             "imported", "stitched_part"):
         return dg.MaterializeResult(metadata={"object_key": done.object_key,
@@ -329,19 +329,19 @@ def do_media_object(step: Step, catalog: CatalogResource, sources: SourcesResour
             path = _media_path(item, client, sources, log=step.log)
             info = probe(path)
             size = path.stat().st_size
-            record = imports.ensure_media(
+            record = queries.ensure_media(
                 cat, item, content_type=content_type_for(info, item.filename),
                 duration=info.duration, file_size=size,
                 imohash=imohash_path(path) if item.is_group else None)
             store = object_store.get_store()
-            key = imports.object_key(item.owner_id, record.id, item.filename)
+            key = queries.object_key(item.owner_id, record.id, item.filename)
             existing = store.head(key)
             # Objects are written atomically under a key unique to this media item, so an
             # object of the right size there is this file from an earlier attempt.
             cached = existing is not None and existing.size == size
             stored = existing if cached else store.put_file(
                 key, path, content_type=record.content_type)
-            twins = imports.complete_upload(cat, item, record.id, key=key, sha256=stored.sha256,
+            twins = queries.complete_upload(cat, item, record.id, key=key, sha256=stored.sha256,
                                             auto_transcribe=item.auto_transcribe)
             if twins:
                 step.log.info(f"{twins} other file(s) with the same content marked duplicate")
@@ -370,7 +370,7 @@ def do_media_object(step: Step, catalog: CatalogResource, sources: SourcesResour
     })
 
 
-def _write_back(item: imports.ImportItem, client: SourceClient, path: Path,
+def _write_back(item: queries.ImportItem, client: SourceClient, path: Path,
                 log: dg.DagsterLogManager) -> str:
     """Write the stitched recording next to part 1 (``upload_stitched_to_source``).
 
@@ -447,8 +447,8 @@ def do_transcript(step: Step, catalog: CatalogResource, sources: SourcesResource
     """Materialize ``transcript`` for one partition."""
     fingerprint = step.key
     cat = catalog.get()
-    item = imports.find_item(cat, fingerprint)
-    record = imports.media_for(cat, fingerprint)
+    item = queries.find_item(cat, fingerprint)
+    record = queries.media_for(cat, fingerprint)
     if not item.auto_transcribe:
         return dg.MaterializeResult(metadata={
             "skipped": f"auto_transcribe is off for source {item.source_name}"})
@@ -472,10 +472,10 @@ def do_transcript(step: Step, catalog: CatalogResource, sources: SourcesResource
     except (TranscriptionError, ObjectStoreError, OSError) as exc:
         reason = (f"transcription failed: {exc} (the media is imported; re-materialize "
                   f"transcript for partition {fingerprint} to retry)")
-        imports.fail_transcript(cat, record.id, reason)
+        queries.fail_transcript(cat, record.id, reason)
         step.log.error(reason)
         raise dg.Failure(description=reason, allow_retries=False) from None
-    imports.complete_transcript(cat, record.id, key=base + ".json", model=engine.model_id)
+    queries.complete_transcript(cat, record.id, key=base + ".json", model=engine.model_id)
     lag = (datetime.now(UTC) - item.detected_at).total_seconds()
     step.log.info(f"transcribed media {record.id}: {result.word_count} words, "
                      f"RTF {result.real_time_factor:.2f}, {lag:.1f}s after detection")

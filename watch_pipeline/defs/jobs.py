@@ -4,7 +4,7 @@ import dagster as dg
 
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.settings import set_setting
-from watch_pipeline.recompute import recompute
+from watch_pipeline.ops.recompute import recompute
 from watch_pipeline.sources.resource import SourcesResource
 from watch_pipeline.store.resource import ObjectStoreResource
 

@@ -4,7 +4,7 @@ import dagster as dg
 
 from watch_pipeline.defs.batch import batch_keys
 from watch_pipeline.defs.sensors import IN_FLIGHT
-from watch_pipeline.maintenance import cleanup_temp
+from watch_pipeline.ops.maintenance import cleanup_temp
 from watch_pipeline.sources.resource import SourcesResource
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import sqlalchemy as sa
 
-from watch_pipeline import imports, scanning
+from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.secrets import SecretKeyError
@@ -26,8 +26,9 @@ from watch_pipeline.defs.batch import batch_keys, batch_run_config, import_batch
 from watch_pipeline.defs.jobs import IMPORT_TAGS, import_job, recompute_fingerprints_job
 from watch_pipeline.defs.partitions import media
 from watch_pipeline.defs.pools import IMPORT_POOL, sync_import_pool
-from watch_pipeline.fingerprint import ALGORITHM_VERSION
-from watch_pipeline.scan_runner import scan_source
+from watch_pipeline.pipeline import plan
+from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION
+from watch_pipeline.pipeline.scan import scan_source
 from watch_pipeline.sources.base import SourceError
 from watch_pipeline.sources.resource import SourcesResource
 
@@ -120,7 +121,7 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
         for source_id, name, last_scan_at, interval in enabled:
             # Due by its polling interval, or holding files whose stability window has passed:
             # those are looked at again on the next tick rather than a whole interval later.
-            if not (scanning.is_due(last_scan_at, interval, now) or source_id in ripe):
+            if not (plan.is_due(last_scan_at, interval, now) or source_id in ripe):
                 continue
             remaining = TICK_BUDGET_SECONDS - (time.monotonic() - started)
             if remaining <= 1:
@@ -145,7 +146,7 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
 
         slots = settings.max_concurrent_imports - in_flight_imports(context.instance)
         # Each run may carry a batch of partitions, so claim up to a full batch per free slot.
-        requests = imports.claim_imports(
+        requests = queries.claim_imports(
             cat, [e[0] for e in enabled], slots=max(slots, 0) * BATCH_MAX,
             run_exists=lambda key: bool(context.instance.get_run_records(
                 dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)))
@@ -168,7 +169,7 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
     return _sensor
 
 
-def plan_runs(catalog, requests: list[imports.ImportRequest],  # type: ignore[no-untyped-def]
+def plan_runs(catalog, requests: list[queries.ImportRequest],  # type: ignore[no-untyped-def]
               slots: int) -> list[dg.RunRequest]:
     """One ``import_job`` run per partition when few arrive; batches when many do.
 
@@ -180,7 +181,7 @@ def plan_runs(catalog, requests: list[imports.ImportRequest],  # type: ignore[no
     parallel = max(1, min(slots, os.cpu_count() or 2))
     if len(requests) <= parallel:
         return [_single_run(r) for r in requests]
-    batches: list[list[imports.ImportRequest]] = [[] for _ in range(parallel)]
+    batches: list[list[queries.ImportRequest]] = [[] for _ in range(parallel)]
     for index, request in enumerate(requests):
         batches[index % parallel].append(request)
     runs = []
@@ -191,7 +192,7 @@ def plan_runs(catalog, requests: list[imports.ImportRequest],  # type: ignore[no
         keys = [r.fingerprint for r in batch]
         run_key = "batch-" + hashlib.sha1(",".join(
             r.run_key for r in batch).encode()).hexdigest()[:20]
-        imports.assign_run_key(catalog, keys, run_key)
+        queries.assign_run_key(catalog, keys, run_key)
         runs.append(dg.RunRequest(
             run_key=run_key, job_name=import_batch_job.name,
             run_config=batch_run_config(keys),
@@ -201,7 +202,7 @@ def plan_runs(catalog, requests: list[imports.ImportRequest],  # type: ignore[no
     return runs
 
 
-def _single_run(r: imports.ImportRequest) -> dg.RunRequest:
+def _single_run(r: queries.ImportRequest) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=r.run_key, partition_key=r.fingerprint, job_name=import_job.name,
         tags={**IMPORT_TAGS, "watch_pipeline/source_id": str(r.source_id),
@@ -228,7 +229,7 @@ def import_failure_sensor(context: dg.RunFailureSensorContext,
     message = context.failure_event.message or "run failed"
     marked = 0
     for key in keys:
-        marked += imports.fail_import(catalog.get(), key, f"run {run.run_id} failed: "
+        marked += queries.fail_import(catalog.get(), key, f"run {run.run_id} failed: "
                                       f"{message[:500]}", run_key=run.tags.get("dagster/run_key"))
     if marked:
         context.log.info(f"marked {marked} file(s) of {len(keys)} partition(s) for retry")

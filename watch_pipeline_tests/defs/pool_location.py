@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from watch_pipeline import imports
+from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.models import WatchSource
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.defs.assets import (
@@ -67,7 +67,7 @@ def burst_sensor(context: dg.SensorEvaluationContext,
     cat = catalog.get()
     with cat.session() as session:
         source_ids = list(session.scalars(sa.select(WatchSource.id)))
-    requests = imports.claim_imports(
+    requests = queries.claim_imports(
         cat, source_ids, slots=100,
         run_exists=lambda key: bool(context.instance.get_run_records(
             dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)))

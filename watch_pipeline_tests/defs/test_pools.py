@@ -25,7 +25,7 @@ from watch_pipeline.cli.main import cli
 from watch_pipeline.definitions import defs
 from watch_pipeline.defs.jobs import import_job
 from watch_pipeline.defs.pools import IMPORT_POOL, sync_import_pool
-from watch_pipeline.scan_runner import scan_source
+from watch_pipeline.pipeline.scan import scan_source
 from watch_pipeline.sources.resource import SourcesResource
 from watch_pipeline_tests.defs.harness import age, tick
 

@@ -15,7 +15,7 @@ import botocore.exceptions
 import imohash
 import pytest
 
-from watch_pipeline.fingerprint import imohash_fileobj
+from watch_pipeline.pipeline.fingerprint import imohash_fileobj
 from watch_pipeline.sources import s3 as s3_module
 from watch_pipeline.sources.base import (
     RejectedEntry,

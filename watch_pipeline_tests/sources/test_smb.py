@@ -23,7 +23,7 @@ import imohash
 import pytest
 import smbclient
 
-from watch_pipeline.fingerprint import imohash_fileobj
+from watch_pipeline.pipeline.fingerprint import imohash_fileobj
 from watch_pipeline.sources.base import (
     BrowseEntry,
     RejectedEntry,

@@ -1,4 +1,4 @@
-"""The scan runner: applies :mod:`watch_pipeline.scanning` to one source and writes the catalog.
+"""Applies the plan (:mod:`watch_pipeline.pipeline.plan`) of one source scan to the catalog.
 
 A scan lists the source through its client, decides per file with the pure planner, validates
 and fingerprints the files that became stable, and records every decision in
@@ -22,13 +22,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from watch_pipeline import scanning
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFile
 from watch_pipeline.catalog.settings import WatchSettings
-from watch_pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj
 from watch_pipeline.media.validate import validate_media
-from watch_pipeline.multipart import (
+from watch_pipeline.pipeline import plan
+from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj
+from watch_pipeline.pipeline.multipart import (
     PartFile,
     StandaloneReason,
     compile_part_regex,
@@ -115,12 +115,12 @@ def _insert_many(session: Session, rows: list[dict]) -> None:
                            for r in rows])
 
 
-def _load_seen(session: Session, source_id: int) -> dict[str, scanning.Seen]:
+def _load_seen(session: Session, source_id: int) -> dict[str, plan.Seen]:
     rows = session.execute(
         sa.select(F.remote_path, F.id, F.file_size, F.file_modified_at, F.etag, F.status,
                   F.imohash, F.stable_since).where(F.watch_source_id == source_id)
     ).tuples()
-    make = scanning.Seen._make
+    make = plan.Seen._make
     return {row[0]: make(row[1:]) for row in rows}
 
 
@@ -141,7 +141,7 @@ def _existing_media(session: Session, fingerprint: str) -> int | None:
 
 @dataclass(frozen=True)
 class _Fingerprinted:
-    verdict: scanning.Verdict
+    verdict: plan.Verdict
     imohash: str | None
 
 
@@ -151,9 +151,9 @@ def _fingerprint(client: SourceClient, entry: SourceEntry) -> _Fingerprinted:
         check = validate_media(fh, entry.size)
         if not check.ok:
             return _Fingerprinted(
-                scanning.Verdict("skipped_invalid", check.skip_reason, None, check.message), None)
+                plan.Verdict("skipped_invalid", check.skip_reason, None, check.message), None)
         fh.seek(0)
-        return _Fingerprinted(scanning.Verdict("pending"), imohash_fileobj(fh))
+        return _Fingerprinted(plan.Verdict("pending"), imohash_fileobj(fh))
 
 
 def scan_source(catalog: Catalog, source_id: int, client: SourceClient, *,
@@ -245,7 +245,7 @@ def scan_source(catalog: Catalog, source_id: int, client: SourceClient, *,
     return report
 
 
-def _record_rejected(entry: RejectedEntry, seen: scanning.Seen | None, source_id: int,
+def _record_rejected(entry: RejectedEntry, seen: plan.Seen | None, source_id: int,
                      current: datetime, writes: list, report: ScanReport) -> None:
     report.skipped["validation_failed"] += 1
     report.decisions.append((entry.remote_path, f"rejected: {entry.reason}"))
@@ -263,32 +263,32 @@ def _record_rejected(entry: RejectedEntry, seen: scanning.Seen | None, source_id
             sa.update(WatchSourceFile).where(WatchSourceFile.id == seen.id).values(**values)))
 
 
-def _scan_entry(entry: SourceEntry, seen: scanning.Seen | None, source_id: int,
+def _scan_entry(entry: SourceEntry, seen: plan.Seen | None, source_id: int,
                 current: datetime, settings: WatchSettings, client: SourceClient,
                 max_age: int | None, trust_mtime: bool, fingerprints: dict[str, str],
                 writes: list, report: ScanReport, catalog: Catalog,
                 parts: _PartRules | None) -> None:
-    action = scanning.classify(
+    action = plan.classify(
         seen, size=entry.size, mtime=entry.mtime, etag=entry.etag, now=current,
         skip_older_than_days=max_age, stability_seconds=settings.file_stability_seconds,
         trust_mtime=trust_mtime)
-    if action is scanning.Action.NOTHING and seen is not None and seen.status == "error" \
+    if action is plan.Action.NOTHING and seen is not None and seen.status == "error" \
             and seen.imohash is None:
-        action = scanning.Action.FINGERPRINT  # a read error at scan time: look again
-    if action is scanning.Action.NOTHING:
+        action = plan.Action.FINGERPRINT  # a read error at scan time: look again
+    if action is plan.Action.NOTHING:
         if seen is not None and seen.status == "pending" and seen.imohash is None:
             report.waiting += 1
         return
 
     base = dict(file_size=entry.size, file_modified_at=entry.mtime, etag=entry.etag,
                 last_seen_at=current)
-    if action is scanning.Action.TOO_OLD:
+    if action is plan.Action.TOO_OLD:
         values = dict(base, status="skipped_old", skip_reason="too_old", imohash=None,
                       media_file_id=None, processed_at=current,
                       error_message=f"modified {entry.mtime:%Y-%m-%d}, older than {max_age} days")
         report.skipped["too_old"] += 1
         report.decisions.append((entry.remote_path, "skip: too_old"))
-    elif action in (scanning.Action.RECORD_NEW, scanning.Action.CHANGED):
+    elif action in (plan.Action.RECORD_NEW, plan.Action.CHANGED):
         values = dict(base, status="pending", skip_reason=None, imohash=None, media_file_id=None,
                       stable_since=current, error_message=None, retry_count=0, run_key=None,
                       next_retry_at=None, partition_key=None, part_group=None,
@@ -308,7 +308,7 @@ def _scan_entry(entry: SourceEntry, seen: scanning.Seen | None, source_id: int,
         row.update(values)
         writes.append(_NewRow(row))
     else:
-        if action is scanning.Action.CHANGED or (action is scanning.Action.FINGERPRINT
+        if action is plan.Action.CHANGED or (action is plan.Action.FINGERPRINT
                                                  and seen.status != "pending"):
             values.setdefault("retry_count", 0)
             values.setdefault("run_key", None)
@@ -336,7 +336,7 @@ def _fingerprint_values(entry: SourceEntry, source_id: int, client: SourceClient
     fingerprint = result.imohash
     assert fingerprint is not None
     with catalog.session() as s:
-        verdict = scanning.dedup(
+        verdict = plan.dedup(
             fingerprint=fingerprint, source_id=source_id,
             imported_elsewhere=_imported_elsewhere(s, fingerprint),
             existing_media_id=_existing_media(s, fingerprint))

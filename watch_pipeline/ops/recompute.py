@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFile
-from watch_pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj
+from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj
 from watch_pipeline.sources.base import SourceClient, SourceError
 from watch_pipeline.store.base import ObjectStore, ObjectStoreError
 

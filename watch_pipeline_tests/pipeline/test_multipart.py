@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from watch_pipeline.catalog.models import DEFAULT_MULTIPART_REGEX
-from watch_pipeline.fingerprint import imohash_path
-from watch_pipeline.multipart import (
+from watch_pipeline.pipeline.fingerprint import imohash_path
+from watch_pipeline.pipeline.multipart import (
     GroupingResult,
     MultipartRegexError,
     PartFile,

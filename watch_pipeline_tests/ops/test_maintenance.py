@@ -8,7 +8,7 @@ import time
 import dagster as dg
 
 from watch_pipeline.defs.schedules import cleanup_temp_job, cleanup_temp_schedule
-from watch_pipeline.maintenance import cleanup_temp
+from watch_pipeline.ops.maintenance import cleanup_temp
 from watch_pipeline.sources.resource import SourcesResource
 
 

@@ -7,7 +7,7 @@ import random
 import imohash
 import pytest
 
-from watch_pipeline.fingerprint import (
+from watch_pipeline.pipeline.fingerprint import (
     SAMPLE_SIZE,
     SAMPLE_THRESHOLD,
     imohash_fileobj,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from watch_pipeline import scanning
-from watch_pipeline.scanning import Action, Seen
+from watch_pipeline.pipeline import plan
+from watch_pipeline.pipeline.plan import Action, Seen
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 OLD = NOW - timedelta(hours=1)
@@ -18,23 +18,23 @@ def seen(**kw) -> Seen:
 
 
 def classify(s, size=10, mtime=OLD, etag=None, trust=True, stability=30, max_age=30):
-    return scanning.classify(s, size=size, mtime=mtime, etag=etag, now=NOW,
+    return plan.classify(s, size=size, mtime=mtime, etag=etag, now=NOW,
                              skip_older_than_days=max_age, stability_seconds=stability,
                              trust_mtime=trust)
 
 
 def test_due():
-    assert scanning.is_due(None, 15, NOW)
-    assert not scanning.is_due(NOW - timedelta(minutes=14), 15, NOW)
-    assert scanning.is_due(NOW - timedelta(minutes=15), 15, NOW)
+    assert plan.is_due(None, 15, NOW)
+    assert not plan.is_due(NOW - timedelta(minutes=14), 15, NOW)
+    assert plan.is_due(NOW - timedelta(minutes=15), 15, NOW)
 
 
 def test_extensions_and_age():
-    assert scanning.matches_extensions("A.MP4", [".mp4"])
-    assert not scanning.matches_extensions("a.mkv", [".mp4"])
-    assert scanning.matches_extensions("anything", [])
-    assert scanning.is_too_old(NOW - timedelta(days=31), 30, NOW)
-    assert not scanning.is_too_old(NOW - timedelta(days=31), None, NOW)
+    assert plan.matches_extensions("A.MP4", [".mp4"])
+    assert not plan.matches_extensions("a.mkv", [".mp4"])
+    assert plan.matches_extensions("anything", [])
+    assert plan.is_too_old(NOW - timedelta(days=31), 30, NOW)
+    assert not plan.is_too_old(NOW - timedelta(days=31), None, NOW)
 
 
 def test_new_files():
@@ -61,23 +61,23 @@ def test_known_files():
 
 def test_dedup_verdicts():
     fp = "a" * 32
-    v = scanning.dedup(fingerprint=fp, source_id=1, imported_elsewhere=(1, 7),
+    v = plan.dedup(fingerprint=fp, source_id=1, imported_elsewhere=(1, 7),
                        existing_media_id=7)
     assert (v.status, v.skip_reason, v.media_file_id) == ("skipped_duplicate",
                                                           "duplicate_same_source", 7)
-    v = scanning.dedup(fingerprint=fp, source_id=1, imported_elsewhere=(2, 7),
+    v = plan.dedup(fingerprint=fp, source_id=1, imported_elsewhere=(2, 7),
                        existing_media_id=7)
     assert v.skip_reason == "duplicate_other_source"
-    v = scanning.dedup(fingerprint=fp, source_id=1, imported_elsewhere=None, existing_media_id=3)
+    v = plan.dedup(fingerprint=fp, source_id=1, imported_elsewhere=None, existing_media_id=3)
     assert (v.skip_reason, v.media_file_id) == ("duplicate_existing", 3)
-    assert scanning.dedup(fingerprint=fp, source_id=1, imported_elsewhere=None,
+    assert plan.dedup(fingerprint=fp, source_id=1, imported_elsewhere=None,
                           existing_media_id=None).status == "pending"
 
 
 def test_retry_backoff_is_capped_and_then_held():
-    assert scanning.retry_delay(1) == timedelta(minutes=1)
-    assert scanning.retry_delay(3) == timedelta(minutes=4)
-    assert scanning.retry_delay(50) == timedelta(hours=1)
-    assert scanning.may_retry(1, NOW - timedelta(seconds=1), NOW)
-    assert not scanning.may_retry(1, NOW + timedelta(seconds=1), NOW)
-    assert not scanning.may_retry(scanning.MAX_AUTOMATIC_RETRIES + 1, None, NOW)
+    assert plan.retry_delay(1) == timedelta(minutes=1)
+    assert plan.retry_delay(3) == timedelta(minutes=4)
+    assert plan.retry_delay(50) == timedelta(hours=1)
+    assert plan.may_retry(1, NOW - timedelta(seconds=1), NOW)
+    assert not plan.may_retry(1, NOW + timedelta(seconds=1), NOW)
+    assert not plan.may_retry(plan.MAX_AUTOMATIC_RETRIES + 1, None, NOW)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
 from watch_pipeline.catalog.settings import WatchSettings
 from watch_pipeline.catalog.sources import create_source
-from watch_pipeline.scan_runner import scan_source
+from watch_pipeline.pipeline.scan import scan_source
 from watch_pipeline.sources.local import LocalSourceClient
 
 SETTINGS = WatchSettings(enabled=True, file_stability_seconds=0, max_concurrent_imports=5,

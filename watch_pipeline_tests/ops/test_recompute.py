@@ -12,7 +12,7 @@ from watch_pipeline.catalog.settings import get_setting
 from watch_pipeline.catalog.sources import create_source
 from watch_pipeline.defs.jobs import recompute_fingerprints_job
 from watch_pipeline.defs.sensors import recompute_fingerprints_sensor
-from watch_pipeline.fingerprint import ALGORITHM_VERSION
+from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION
 from watch_pipeline.sources.resource import SourcesResource
 from watch_pipeline.store.local import LocalObjectStore
 from watch_pipeline.store.resource import ObjectStoreResource

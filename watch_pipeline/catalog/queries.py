@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from watch_pipeline import scanning
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFile
-from watch_pipeline.fingerprint import ALGORITHM_VERSION
+from watch_pipeline.pipeline import plan
+from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION
 
 WAITING = ("pending", "error", "importing", "downloading")
 
@@ -82,7 +82,7 @@ def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
         row_ids: dict[str, list[int]] = {}
         for r in rows:
             key_of = partition_of(r.partition_key, r.imohash)
-            retryable = r.status == "error" and scanning.may_retry(r.retry_count,
+            retryable = r.status == "error" and plan.may_retry(r.retry_count,
                                                                    r.next_retry_at, now)
             fresh = r.status == "pending" and r.run_key is None
             stale = (r.status == "pending" and r.run_key is not None
@@ -202,7 +202,7 @@ def _item(session: Session, key: str, rows: list[WatchSourceFile]) -> ImportItem
 
 
 def _stitched_name(regex: str, part_filename: str) -> str:
-    from watch_pipeline.multipart import compile_part_regex, output_name, parse_part
+    from watch_pipeline.pipeline.multipart import compile_part_regex, output_name, parse_part
 
     parsed = parse_part(compile_part_regex(regex), part_filename)
     return output_name(parsed.base, parsed.extension) if parsed else part_filename
@@ -379,7 +379,7 @@ def fail_import(catalog: Catalog, fingerprint: str, reason: str, *, run_key: str
             row.processed_at = now
             row.error_message = reason[:4000]
             row.retry_count = (row.retry_count or 0) + 1
-            row.next_retry_at = now + scanning.retry_delay(row.retry_count)
+            row.next_retry_at = now + plan.retry_delay(row.retry_count)
         media = session.scalar(
             sa.select(MediaFile).where(MediaFile.partition_key == fingerprint)
             .order_by(MediaFile.id.desc()).limit(1))

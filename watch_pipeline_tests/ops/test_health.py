@@ -12,8 +12,8 @@ from watch_pipeline.catalog.models import WatchSource
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.sources import create_source
 from watch_pipeline.defs.alerts import source_health_sensor
-from watch_pipeline.health import find_problems
 from watch_pipeline.mail.resource import MailerResource
+from watch_pipeline.ops.health import find_problems
 
 
 def _source(catalog, name, **values):
