@@ -84,6 +84,11 @@ class SkipReason(enum.StrEnum):
     TOO_OLD = "too_old"
     INVALID_TYPE = "invalid_type"
     VALIDATION_FAILED = "validation_failed"
+    UNREADABLE_NAME = "unreadable_name"  # a name that is not valid in the file system's encoding
+    SYMLINK_LOOP = "symlink_loop"
+    PATH_TOO_LONG = "path_too_long"
+    OUTSIDE_ROOT = "outside_root"  # a link (or key) that leads out of the source's root
+    TOO_LONG = "too_long"  # media longer than watch.max_media_duration_hours
 
 
 class MediaStatus(enum.StrEnum):
@@ -327,6 +332,9 @@ class EmailNotificationConfig(Base):
     smtp_host: Mapped[str | None] = mapped_column(sa.String(255))
     smtp_port: Mapped[int | None] = mapped_column()
     smtp_use_tls: Mapped[bool] = mapped_column(default=True)
+    # Credentials over a connection without TLS only when the operator says so (migration 0007).
+    smtp_allow_insecure_auth: Mapped[bool] = mapped_column(default=False,
+                                                           server_default=sa.false())
     smtp_username: Mapped[str | None] = mapped_column(sa.String(255))
     encrypted_smtp_password: Mapped[str | None] = mapped_column(sa.Text)
     # exchange
