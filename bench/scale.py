@@ -109,14 +109,15 @@ from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.settings import WatchSettings
 from watch_pipeline.catalog.sources import create_source
 from watch_pipeline.defs.partitions import media
-from watch_pipeline.defs.sensors import BATCH_MAX, TICK_BUDGET_SECONDS, watch_sensors
+from watch_pipeline.defs.sensors import TICK_BUDGET_SECONDS, build_watch_sensors
+from watch_pipeline.pipeline.claims import BATCH_MAX
 from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION
 from watch_pipeline.sources.local import LocalSourceClient
 from watch_pipeline.sources.resource import SourcesResource
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SENSOR = next(s for s in watch_sensors if s.name == "local_watch_sensor")
+SENSOR = next(s for s in build_watch_sensors() if s.name == "local_watch_sensor")
 SEED_CHUNK = 5_000
 UI_QUERIES = ("AssetViewDefinitionQuery", "AssetGraphLiveQuery", "PartitionHealthQuery",
               "AssetPartitionDetailQuery", "AssetPartitionStaleQuery")

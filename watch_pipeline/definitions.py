@@ -13,12 +13,12 @@ from watch_pipeline.defs.assets import (
 )
 from watch_pipeline.defs.batch import import_batch_job
 from watch_pipeline.defs.jobs import import_job, recompute_fingerprints_job, transcribe_job
-from watch_pipeline.defs.resources import build_resources
+from watch_pipeline.defs.resources import build_resources, sensor_interval_seconds
 from watch_pipeline.defs.schedules import cleanup_temp_job, cleanup_temp_schedule
 from watch_pipeline.defs.sensors import (
+    build_watch_sensors,
     import_failure_sensor,
     recompute_fingerprints_sensor,
-    watch_sensors,
 )
 
 
@@ -32,7 +32,8 @@ def defs() -> dg.Definitions:
         jobs=[import_job, import_batch_job, transcribe_job, cleanup_temp_job,
               recompute_fingerprints_job],
         schedules=[cleanup_temp_schedule],
-        sensors=[*watch_sensors, import_failure_sensor, notification_sensor,
+        sensors=[*build_watch_sensors(sensor_interval_seconds()), import_failure_sensor,
+                 notification_sensor,
                  source_health_sensor, recompute_fingerprints_sensor],
         resources=resources,
     )

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from watch_pipeline.catalog.db import Catalog
-from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFile
-from watch_pipeline.pipeline import plan
+from watch_pipeline.catalog.models import FileStatus, MediaFile, WatchSource, WatchSourceFile
 from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION
 
 WAITING = ("pending", "error", "importing", "downloading")
@@ -40,84 +39,51 @@ def _now() -> datetime:
 
 
 @dataclass(frozen=True)
-class ImportRequest:
-    """One fingerprint the sensor should start an import run for."""
+class ClaimCandidate:
+    """A waiting file row that an import run may be requested for."""
 
-    fingerprint: str
-    run_key: str
+    id: int
+    partition: str
+    status: str
+    run_key: str | None
+    run_requested_at: datetime | None
+    retry_count: int
+    next_retry_at: datetime | None
     source_id: int
     source_name: str
     remote_path: str
 
 
-def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
-                  now: datetime | None = None,
-                  stale_after_seconds: float = 60.0,
-                  run_exists: Callable[[str], bool] = lambda _key: False,
-                  ) -> list[ImportRequest]:
-    """Choose up to ``slots`` fingerprints to import and remember their run keys.
-
-    Candidates, oldest detection first: stable ``pending`` rows never requested, ``error`` rows
-    whose backoff has passed (with a new run key: Dagster remembers a run key forever), and
-    requests that have not turned into a run ``stale_after_seconds`` after the tick that made
-    them — the daemon stopped before creating it — re-sent with the same key (``run_exists``
-    asks the Dagster instance; when a run exists, its own outcome decides what happens next).
-    """
-    now = now or _now()
-    if not source_ids or slots <= 0:
-        return []
+def claim_candidates(session: Session, source_ids: list[int]) -> list[ClaimCandidate]:
+    """Fingerprinted ``pending``/``error`` rows of ``source_ids``, oldest detection first."""
     f = WatchSourceFile
-    with catalog.session() as session:
-        rows = session.execute(
-            sa.select(f.id, f.imohash, f.partition_key, f.status, f.run_key, f.run_requested_at,
-                      f.retry_count,
-                      f.next_retry_at, f.watch_source_id, f.remote_path, WatchSource.name)
-            .join(WatchSource, WatchSource.id == f.watch_source_id)
-            .where(f.watch_source_id.in_(source_ids),
-                   sa.or_(f.partition_key.is_not(None), f.imohash.is_not(None)),
-                   f.status.in_(("pending", "error")))
-            .order_by(f.created_at, f.id)
-        ).all()
-        chosen: dict[str, ImportRequest] = {}
-        row_ids: dict[str, list[int]] = {}
-        for r in rows:
-            key_of = partition_of(r.partition_key, r.imohash)
-            retryable = r.status == "error" and plan.may_retry(r.retry_count,
-                                                                   r.next_retry_at, now)
-            fresh = r.status == "pending" and r.run_key is None
-            stale = (r.status == "pending" and r.run_key is not None
-                     and r.run_requested_at is not None
-                     and (now - r.run_requested_at).total_seconds() > stale_after_seconds
-                     and not run_exists(r.run_key))
-            if key_of in chosen:
-                if fresh or retryable:
-                    row_ids[key_of].append(r.id)
-                continue
-            if len(chosen) >= slots:
-                continue
-            if fresh or retryable:
-                run_key = _fresh_key(session, key_of, now)
-            elif stale:
-                run_key = r.run_key
-            else:
-                continue
-            chosen[key_of] = ImportRequest(key_of, run_key, r.watch_source_id, r.name,
-                                              r.remote_path)
-            row_ids[key_of] = [r.id]
-        for req in chosen.values():
-            session.execute(
-                sa.update(f).where(f.id.in_(row_ids[req.fingerprint]))
-                .values(status="pending", run_key=req.run_key, run_requested_at=now))
-    return list(chosen.values())
+    rows = session.execute(
+        sa.select(f.id, f.imohash, f.partition_key, f.status, f.run_key, f.run_requested_at,
+                  f.retry_count, f.next_retry_at, f.watch_source_id, f.remote_path,
+                  WatchSource.name)
+        .join(WatchSource, WatchSource.id == f.watch_source_id)
+        .where(f.watch_source_id.in_(source_ids),
+               sa.or_(f.partition_key.is_not(None), f.imohash.is_not(None)),
+               f.status.in_((FileStatus.PENDING, FileStatus.ERROR)))
+        .order_by(f.created_at, f.id)
+    ).all()
+    return [ClaimCandidate(r.id, partition_of(r.partition_key, r.imohash) or "", r.status,
+                           r.run_key, r.run_requested_at, r.retry_count or 0, r.next_retry_at,
+                           r.watch_source_id, r.name, r.remote_path) for r in rows]
 
 
-def _fresh_key(session: Session, fingerprint: str, now: datetime) -> str:
-    used = session.scalar(
+def partition_was_requested(session: Session, key: str) -> bool:
+    """Whether any row of partition ``key`` ever carried a run key (a retry needs a new one)."""
+    return bool(session.scalar(
         sa.select(sa.func.count()).select_from(WatchSourceFile)
-        .where(of_partition(fingerprint), WatchSourceFile.run_key.is_not(None)))
-    if not used:
-        return fingerprint
-    return f"{fingerprint}-retry-{now:%Y%m%dT%H%M%S%f}"
+        .where(of_partition(key), WatchSourceFile.run_key.is_not(None))))
+
+
+def mark_claimed(session: Session, row_ids: list[int], run_key: str, now: datetime) -> None:
+    """Record that rows ``row_ids`` were requested as run ``run_key`` at ``now``."""
+    session.execute(
+        sa.update(WatchSourceFile).where(WatchSourceFile.id.in_(row_ids))
+        .values(status=FileStatus.PENDING, run_key=run_key, run_requested_at=now))
 
 
 @dataclass(frozen=True)
@@ -359,7 +325,8 @@ def fail_transcript(catalog: Catalog, media_id: int, reason: str) -> None:
         media.error_message = reason[:4000]
 
 
-def fail_import(catalog: Catalog, fingerprint: str, reason: str, *, run_key: str | None = None,
+def fail_import(catalog: Catalog, fingerprint: str, reason: str, *,
+                backoff: Callable[[int], timedelta], run_key: str | None = None,
                 now: datetime | None = None) -> int:
     """Record a failed import on the rows it concerned and on the media, scheduling a retry.
 
@@ -379,7 +346,7 @@ def fail_import(catalog: Catalog, fingerprint: str, reason: str, *, run_key: str
             row.processed_at = now
             row.error_message = reason[:4000]
             row.retry_count = (row.retry_count or 0) + 1
-            row.next_retry_at = now + plan.retry_delay(row.retry_count)
+            row.next_retry_at = now + backoff(row.retry_count)
         media = session.scalar(
             sa.select(MediaFile).where(MediaFile.partition_key == fingerprint)
             .order_by(MediaFile.id.desc()).limit(1))

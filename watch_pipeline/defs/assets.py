@@ -30,6 +30,7 @@ from watch_pipeline.defs.pools import IMPORT_POOL
 from watch_pipeline.media.probe import MediaInfo, ProbeError, content_type_for, probe
 from watch_pipeline.media.stitch import StitchError, StitchResult, stitch
 from watch_pipeline.media.validate import validate_media
+from watch_pipeline.pipeline import claims
 from watch_pipeline.pipeline.fingerprint import imohash_fileobj, imohash_path
 from watch_pipeline.sources.base import SourceClient, SourceError
 from watch_pipeline.sources.resource import SourcesResource
@@ -80,7 +81,7 @@ def _recorded(catalog: CatalogResource, step: Step,
         _clean_temp(sources, step.key, keep_partial=not isinstance(
             exc, _StepFailed | ProbeError))
         reason = f"{step.asset}: {exc}"
-        queries.fail_import(catalog.get(), step.key, reason, run_key=step.run_key)
+        claims.fail(catalog.get(), step.key, reason, run_key=step.run_key)
         step.log.error(reason)
         raise dg.Failure(description=reason, allow_retries=False) from None
 

@@ -95,6 +95,11 @@ def object_store_from_env() -> ObjectStore:
     return build_object_store().process_config_and_initialize().get_store()
 
 
+def sensor_interval_seconds() -> int:
+    """How often the watch and alert sensors tick (``WATCH_SENSOR_INTERVAL_SECONDS``, 30)."""
+    return int(os.environ.get("WATCH_SENSOR_INTERVAL_SECONDS", "30"))
+
+
 def build_resources() -> dict[str, Any]:
     """The resources every asset, sensor and job may ask for, keyed by parameter name."""
     return {

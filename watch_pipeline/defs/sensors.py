@@ -9,7 +9,6 @@ sensor.
 """
 
 
-import hashlib
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import sqlalchemy as sa
 
-from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.secrets import SecretKeyError
@@ -26,7 +24,7 @@ from watch_pipeline.defs.batch import batch_keys, batch_run_config, import_batch
 from watch_pipeline.defs.jobs import IMPORT_TAGS, import_job, recompute_fingerprints_job
 from watch_pipeline.defs.partitions import media
 from watch_pipeline.defs.pools import IMPORT_POOL, sync_import_pool
-from watch_pipeline.pipeline import plan
+from watch_pipeline.pipeline import claims, plan
 from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION
 from watch_pipeline.pipeline.scan import scan_source
 from watch_pipeline.sources.base import SourceError
@@ -35,15 +33,8 @@ from watch_pipeline.sources.resource import SourcesResource
 SOURCE_KINDS = ("local", "s3", "smb")
 # Work per tick stays well under the daemon's 60 s sensor timeout.
 TICK_BUDGET_SECONDS = 40.0
-# Most partitions in one batch run: a failure in a batch delays at most this many files.
-BATCH_MAX = 25
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-
-
-def _interval_seconds() -> int:
-    # Read when the code location loads (launch time); tests and demos shorten it.
-    return int(os.environ.get("WATCH_SENSOR_INTERVAL_SECONDS", "30"))
 
 
 def _record_source_error(catalog, source_id: int, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -84,13 +75,13 @@ def _sync_pool(context: dg.SensorEvaluationContext, limit: int) -> None:
         context.log.info(sync.describe())
 
 
-def build_watch_sensor(kind: str) -> dg.SensorDefinition:
+def build_watch_sensor(kind: str, *, interval_seconds: int = 30) -> dg.SensorDefinition:
     """The watch sensor for sources of ``kind`` (``local``, ``s3`` or ``smb``)."""
 
     @dg.sensor(
         name=f"{kind}_watch_sensor",
         jobs=[import_job, import_batch_job],
-        minimum_interval_seconds=_interval_seconds(),
+        minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Scans the enabled {kind} watch sources that are due and requests one "
                     "import run per new media fingerprint.",
@@ -146,8 +137,8 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
 
         slots = settings.max_concurrent_imports - in_flight_imports(context.instance)
         # Each run may carry a batch of partitions, so claim up to a full batch per free slot.
-        requests = queries.claim_imports(
-            cat, [e[0] for e in enabled], slots=max(slots, 0) * BATCH_MAX,
+        requests = claims.claim_imports(
+            cat, [e[0] for e in enabled], slots=max(slots, 0) * claims.BATCH_MAX,
             run_exists=lambda key: bool(context.instance.get_run_records(
                 dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)))
         scanned = sum(1 for s in summaries if "postponed" not in s)
@@ -158,7 +149,8 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
                 + (f"; {'; '.join(summaries)}" if summaries else ""))
         existing = set(context.instance.get_dynamic_partitions(media.name))
         new_keys = sorted({r.fingerprint for r in requests} - existing)
-        runs = plan_runs(cat, requests, slots)
+        runs = [_run_request(p) for p in claims.plan_runs(
+            cat, requests, slots=slots, cpus=os.cpu_count() or 2)]
         context.log.info(f"requesting {len(runs)} import run(s) for {len(requests)} "
                          f"partition(s); {slots} slot(s) were free")
         return dg.SensorResult(
@@ -169,48 +161,25 @@ def build_watch_sensor(kind: str) -> dg.SensorDefinition:
     return _sensor
 
 
-def plan_runs(catalog, requests: list[queries.ImportRequest],  # type: ignore[no-untyped-def]
-              slots: int) -> list[dg.RunRequest]:
-    """One ``import_job`` run per partition when few arrive; batches when many do.
-
-    With more new partitions than runs may start (``slots``, at most one per CPU), they are
-    dealt round-robin into that many ``import_batch_job`` runs, so a burst pays a run's start-up
-    cost a few times instead of once per file. Each batch gets its own run key, recorded on its
-    files (so a lost request is sent again, and a failed batch's files get fresh keys).
-    """
-    parallel = max(1, min(slots, os.cpu_count() or 2))
-    if len(requests) <= parallel:
-        return [_single_run(r) for r in requests]
-    batches: list[list[queries.ImportRequest]] = [[] for _ in range(parallel)]
-    for index, request in enumerate(requests):
-        batches[index % parallel].append(request)
-    runs = []
-    for batch in batches:
-        if len(batch) == 1:
-            runs.append(_single_run(batch[0]))
-            continue
-        keys = [r.fingerprint for r in batch]
-        run_key = "batch-" + hashlib.sha1(",".join(
-            r.run_key for r in batch).encode()).hexdigest()[:20]
-        queries.assign_run_key(catalog, keys, run_key)
-        runs.append(dg.RunRequest(
-            run_key=run_key, job_name=import_batch_job.name,
-            run_config=batch_run_config(keys),
-            tags={**IMPORT_TAGS, "watch_pipeline/batch_size": str(len(keys)),
-                  "watch_pipeline/source": ",".join(sorted({r.source_name for r in batch}))[:200]},
-        ))
-    return runs
-
-
-def _single_run(r: queries.ImportRequest) -> dg.RunRequest:
+def _run_request(run: claims.RunPlan) -> dg.RunRequest:
+    if not run.is_batch:
+        (r,) = run.requests
+        return dg.RunRequest(
+            run_key=r.run_key, partition_key=r.fingerprint, job_name=import_job.name,
+            tags={**IMPORT_TAGS, "watch_pipeline/source_id": str(r.source_id),
+                  "watch_pipeline/source": r.source_name,
+                  "watch_pipeline/path": r.remote_path[:200]})
     return dg.RunRequest(
-        run_key=r.run_key, partition_key=r.fingerprint, job_name=import_job.name,
-        tags={**IMPORT_TAGS, "watch_pipeline/source_id": str(r.source_id),
-              "watch_pipeline/source": r.source_name,
-              "watch_pipeline/path": r.remote_path[:200]})
+        run_key=run.run_key, job_name=import_batch_job.name,
+        run_config=batch_run_config(list(run.partitions)),
+        tags={**IMPORT_TAGS, "watch_pipeline/batch_size": str(len(run.partitions)),
+              "watch_pipeline/source": ",".join(
+                  sorted({r.source_name for r in run.requests}))[:200]})
 
 
-watch_sensors = [build_watch_sensor(kind) for kind in SOURCE_KINDS]
+def build_watch_sensors(interval_seconds: int = 30) -> list[dg.SensorDefinition]:
+    """One watch sensor per source kind, ticking every ``interval_seconds``."""
+    return [build_watch_sensor(kind, interval_seconds=interval_seconds) for kind in SOURCE_KINDS]
 
 
 @dg.run_failure_sensor(
@@ -229,7 +198,7 @@ def import_failure_sensor(context: dg.RunFailureSensorContext,
     message = context.failure_event.message or "run failed"
     marked = 0
     for key in keys:
-        marked += queries.fail_import(catalog.get(), key, f"run {run.run_id} failed: "
+        marked += claims.fail(catalog.get(), key, f"run {run.run_id} failed: "
                                       f"{message[:500]}", run_key=run.tags.get("dagster/run_key"))
     if marked:
         context.log.info(f"marked {marked} file(s) of {len(keys)} partition(s) for retry")

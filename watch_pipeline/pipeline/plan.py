@@ -15,9 +15,6 @@ from typing import NamedTuple
 # Statuses of a file some run is working on: a scan leaves these alone.
 IN_FLIGHT = frozenset({"downloading", "importing"})
 
-RETRY_BASE = timedelta(minutes=1)
-RETRY_CAP = timedelta(hours=1)
-MAX_AUTOMATIC_RETRIES = 3
 
 
 def is_due(last_scan_at: datetime | None, polling_interval_minutes: int, now: datetime) -> bool:
@@ -149,13 +146,3 @@ def dedup(*, fingerprint: str, source_id: int, imported_elsewhere: tuple[int, in
         return Verdict("skipped_duplicate", "duplicate_existing", existing_media_id,
                        f"same content ({fingerprint}) already exists as media {existing_media_id}")
     return Verdict("pending")
-
-
-def retry_delay(retry_count: int) -> timedelta:
-    """Capped exponential backoff: 1, 2, 4 ... minutes, at most an hour."""
-    return min(RETRY_BASE * (2 ** min(max(retry_count - 1, 0), 10)), RETRY_CAP)
-
-
-def may_retry(retry_count: int, next_retry_at: datetime | None, now: datetime) -> bool:
-    """An ``error`` row is retried automatically a few times, each after its backoff."""
-    return retry_count <= MAX_AUTOMATIC_RETRIES and (next_retry_at is None or next_retry_at <= now)

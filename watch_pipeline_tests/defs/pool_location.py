@@ -12,7 +12,6 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.models import WatchSource
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.defs.assets import (
@@ -24,6 +23,7 @@ from watch_pipeline.defs.assets import (
 from watch_pipeline.defs.jobs import IMPORT_TAGS, import_job
 from watch_pipeline.defs.partitions import media
 from watch_pipeline.defs.resources import build_resources
+from watch_pipeline.pipeline import claims
 from watch_pipeline.transcribe.base import Segment, Transcriber, Transcript
 from watch_pipeline.transcribe.resource import TranscriberResource
 
@@ -67,7 +67,7 @@ def burst_sensor(context: dg.SensorEvaluationContext,
     cat = catalog.get()
     with cat.session() as session:
         source_ids = list(session.scalars(sa.select(WatchSource.id)))
-    requests = queries.claim_imports(
+    requests = claims.claim_imports(
         cat, source_ids, slots=100,
         run_exists=lambda key: bool(context.instance.get_run_records(
             dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)))

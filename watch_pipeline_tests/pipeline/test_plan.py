@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from watch_pipeline.pipeline import plan
+from watch_pipeline.pipeline import claims, plan
 from watch_pipeline.pipeline.plan import Action, Seen
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -75,9 +75,9 @@ def test_dedup_verdicts():
 
 
 def test_retry_backoff_is_capped_and_then_held():
-    assert plan.retry_delay(1) == timedelta(minutes=1)
-    assert plan.retry_delay(3) == timedelta(minutes=4)
-    assert plan.retry_delay(50) == timedelta(hours=1)
-    assert plan.may_retry(1, NOW - timedelta(seconds=1), NOW)
-    assert not plan.may_retry(1, NOW + timedelta(seconds=1), NOW)
-    assert not plan.may_retry(plan.MAX_AUTOMATIC_RETRIES + 1, None, NOW)
+    assert claims.retry_delay(1) == timedelta(minutes=1)
+    assert claims.retry_delay(3) == timedelta(minutes=4)
+    assert claims.retry_delay(50) == timedelta(hours=1)
+    assert claims.may_retry(1, NOW - timedelta(seconds=1), NOW)
+    assert not claims.may_retry(1, NOW + timedelta(seconds=1), NOW)
+    assert not claims.may_retry(claims.MAX_AUTOMATIC_RETRIES + 1, None, NOW)
