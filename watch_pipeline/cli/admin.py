@@ -11,7 +11,7 @@ from watch_pipeline.catalog import db as catalog_db
 from watch_pipeline.catalog import keys
 from watch_pipeline.catalog import settings as settings_mod
 from watch_pipeline.catalog.secrets import SecretBox
-from watch_pipeline.cli.main import CliContext, emit_json, pass_cli
+from watch_pipeline.cli.context import CliContext, emit_json, pass_cli
 
 
 @click.group()
@@ -93,8 +93,8 @@ def db() -> None:
 @pass_cli
 def db_upgrade(cli: CliContext) -> None:
     """Apply every pending catalog migration (also done automatically at first use)."""
-    url = cli.catalog_url or catalog_db.resolve_catalog_url()
-    engine = catalog_db.create_catalog_engine(catalog_db.normalise_url(url))
+    url = cli.url()
+    engine = catalog_db.create_catalog_engine(url)
     try:
         before = catalog_db.current_revision(engine)
         catalog_db.upgrade(engine)
@@ -112,8 +112,8 @@ def db_upgrade(cli: CliContext) -> None:
 @pass_cli
 def db_current(cli: CliContext) -> None:
     """Print the catalog's schema revision and the newest one this code ships."""
-    url = cli.catalog_url or catalog_db.resolve_catalog_url()
-    engine = catalog_db.create_catalog_engine(catalog_db.normalise_url(url))
+    url = cli.url()
+    engine = catalog_db.create_catalog_engine(url)
     try:
         current = catalog_db.current_revision(engine)
     finally:
@@ -132,7 +132,7 @@ def secrets() -> None:
 @pass_cli
 def secrets_rotate(cli: CliContext, new_key_file: Path) -> None:
     """Re-encrypt every stored secret with a new key, in one transaction."""
-    old_box, active = keys.active_box()
+    old_box, active = keys.active_box(catalog=cli.catalog)  # the key the catalog needs
     new_box = SecretBox(keys.prepare_new_key(new_key_file))
     if new_box.key_id == old_box.key_id:
         click.echo("the new key is the active key; nothing to do")

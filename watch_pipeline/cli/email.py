@@ -23,7 +23,7 @@ from watch_pipeline.catalog import email as svc
 from watch_pipeline.catalog.models import EmailProvider
 from watch_pipeline.catalog.sources import find_source
 from watch_pipeline.catalog.validation import ValidationError
-from watch_pipeline.cli.main import CliContext, emit_json, fail, pass_cli, read_secret
+from watch_pipeline.cli.context import CliContext, emit_json, fail, pass_cli, read_secret
 from watch_pipeline.mail.base import EmailMessage, MailError
 from watch_pipeline.mail.connect import MailSettings, mailer_for_config
 from watch_pipeline.mail.graph import DEFAULT_AUTHORITY_BASE, DEFAULT_GRAPH_BASE
@@ -48,6 +48,9 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
      {"default": None, "help": "smtp: STARTTLS on ports other than 465 (default on)."}),
     (("--insecure-skip-verify/--verify-certificate",), "smtp_insecure_skip_verify",
      {"default": None, "help": "smtp: accept any server certificate (off unless you set it)."}),
+    (("--allow-insecure-auth/--no-allow-insecure-auth",), "smtp_allow_insecure_auth",
+     {"default": None, "help": "smtp: send the login over a connection without TLS (--no-tls); "
+      "off unless you set it, only for a trusted local relay."}),
     (("--server",), "exchange_server", {"help": "exchange: server host name or address."}),
     (("--domain",), "exchange_domain", {"help": "exchange: Windows domain (login DOMAIN\\user)."}),
     (("--tenant-id",), "m365_tenant_id", {"help": "m365: Entra tenant id or domain."}),
@@ -113,6 +116,20 @@ def mail_settings_from_env() -> MailSettings:
         smtp_ca_file=env.get("WATCH_SMTP_CA_FILE", "").strip() or None)
 
 
+def _warn_clear_auth(config: svc.EmailNotificationConfig, fields: dict[str, Any]) -> None:
+    """Say on stderr when the login may travel in clear, or when mail will be refused for it."""
+    if config.provider != EmailProvider.SMTP:
+        return
+    if fields.get("smtp_allow_insecure_auth"):
+        click.echo(f"warning: email configuration {config.name!r} may send its username and "
+                   "password without TLS (--allow-insecure-auth): anyone on the network path "
+                   "can read them; use this only for a trusted local relay", err=True)
+    elif config.smtp_username and not config.smtp_use_tls and not config.smtp_allow_insecure_auth:
+        click.echo(f"warning: email configuration {config.name!r} has a username but TLS is "
+                   "off: nothing will be sent (credentials never go in clear) until you turn "
+                   "TLS on (--tls) or allow it (--allow-insecure-auth)", err=True)
+
+
 def _config_data(session: Any, config: svc.EmailNotificationConfig) -> dict[str, Any]:
     data = svc.email_config_to_dict(config)
     data["links"] = [svc.link_to_dict(link) for link in svc.links_for_config(session, config.id)]
@@ -155,6 +172,7 @@ def add(cli: CliContext, **params: Any) -> None:
         created = svc.create_email_config(session, box, fields=fields, secret=secret)
         click.echo(f"added {created.provider} email configuration {created.name!r} "
                    f"(id {created.id})")
+        _warn_clear_auth(created, fields)
 
 
 @email.command("update")
@@ -173,6 +191,7 @@ def update(cli: CliContext, ref: str, **params: Any) -> None:
         svc.update_email_config(session, box, target, fields=fields, secret=secret)
         changed = sorted(fields) + (["secret"] if secret is not None else [])
         click.echo(f"updated email configuration {target.name!r}: {', '.join(changed)}")
+        _warn_clear_auth(target, fields)
 
 
 @email.command("list")

@@ -60,7 +60,8 @@ def mailer_for_config(config: EmailNotificationConfig, *, box: Callable[[], Secr
                           use_tls=config.smtp_use_tls, username=config.smtp_username,
                           password=secret, timeout=settings.timeout,
                           insecure_skip_verify=config.smtp_insecure_skip_verify,
-                          ca_file=settings.smtp_ca_file)
+                          ca_file=settings.smtp_ca_file,
+                          allow_insecure_auth=bool(config.smtp_allow_insecure_auth))
     if config.provider == EmailProvider.EXCHANGE:
         return ExchangeMailer(config.exchange_server or "",
                               config.smtp_port or DEFAULT_SUBMISSION_PORT,

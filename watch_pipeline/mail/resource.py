@@ -1,13 +1,23 @@
-"""Email delivery as a Dagster resource: a thin factory over :mod:`watch_pipeline.mail.connect`."""
+"""Email delivery as a Dagster resource: a thin factory over :mod:`watch_pipeline.mail.connect`.
+
+Every send path (the notification sensor, the source health sensor, anything asking for
+``mailer``) builds its mailer through :meth:`MailerResource.mailer_for`, so the typed fields here
+(the SMTP CA file, the timeouts, the key location) reach all of them. Nothing here reads the
+environment: ``defs/resources.py`` maps ``WATCH_SMTP_CA_FILE``, ``WATCH_SECRET_KEY`` (an
+``EnvVar``) and the key file onto the fields.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from watch_pipeline.catalog.keys import active_box
+from watch_pipeline.catalog.email import SECRET_COLUMN
+from watch_pipeline.catalog.keys import environment_key_config, open_box
 from watch_pipeline.catalog.models import EmailNotificationConfig
-from watch_pipeline.catalog.secrets import SecretBox
+from watch_pipeline.catalog.secrets import KeyConfig, SecretBox, stored_key_id
 from watch_pipeline.mail.base import Mailer
 from watch_pipeline.mail.connect import MailSettings, mailer_for_config
 from watch_pipeline.mail.graph import DEFAULT_AUTHORITY_BASE, DEFAULT_GRAPH_BASE
@@ -21,9 +31,16 @@ class MailerResource(dg.ConfigurableResource):
     authority_base: str = Field(default=DEFAULT_AUTHORITY_BASE,
                                 description="Microsoft 365 login root, without the tenant.")
     smtp_ca_file: str | None = Field(
-        default=None, description="PEM file of extra CAs trusted for SMTP/Exchange TLS.")
+        default=None, description="PEM file of extra CAs trusted for SMTP/Exchange TLS "
+                                  "(WATCH_SMTP_CA_FILE).")
     timeout_seconds: float = Field(default=30, description="Seconds per connection or request.")
     max_retries: int = Field(default=3, description="Graph retries after 429/5xx.")
+    secret_key: str | None = Field(
+        default=None, description="The catalog's secret key, base64 of 32 bytes "
+                                  "(WATCH_SECRET_KEY; pass an EnvVar, never a value).")
+    secret_key_file: str | None = Field(
+        default=None, description="The key file (mode 0600) used when secret_key is empty "
+                                  "(WATCH_SECRET_KEY_FILE or $DAGSTER_HOME/watch_pipeline.key).")
 
     def settings(self) -> MailSettings:
         """This resource's process-wide delivery settings."""
@@ -31,17 +48,34 @@ class MailerResource(dg.ConfigurableResource):
                             smtp_ca_file=self.smtp_ca_file, timeout=self.timeout_seconds,
                             max_retries=self.max_retries)
 
+    def key_config(self) -> KeyConfig:
+        """Where the secret key is: the fields, or (both empty) the process environment."""
+        if self.secret_key or self.secret_key_file:
+            return KeyConfig(secret_key=self.secret_key,
+                             key_file=Path(self.secret_key_file) if self.secret_key_file
+                             else None)
+        return environment_key_config()  # until defs/resources.py sets the fields
+
     def mailer_for(self, config: EmailNotificationConfig, box: SecretBox | None = None) -> Mailer:
         """An unconnected mailer for ``config``; its secret is decrypted only here.
 
         Args:
             config: The catalog row.
-            box: The secret box; ``None`` uses the active key (``WATCH_SECRET_KEY`` or the key
-                file), loaded only when the row holds a secret.
+            box: The secret box; ``None`` opens the configured key, only when the row holds a
+                secret. A missing key file is never created here: the row's secret needs the
+                key it was encrypted with, and the error names that key's id.
 
         Raises:
             MailError: The row cannot be used.
-            SecretKeyError: The stored secret does not decrypt with the key.
+            SecretKeyError: No key, or not the key the stored secret was encrypted with.
         """
-        return mailer_for_config(config, box=(lambda: box) if box is not None
-                                 else (lambda: active_box()[0]), settings=self.settings())
+        if box is not None:
+            return mailer_for_config(config, box=lambda: box, settings=self.settings())
+
+        def row_box() -> SecretBox:
+            stored = getattr(config, SECRET_COLUMN.get(config.provider, ""), None)
+            kid = stored_key_id(stored)
+            return open_box(self.key_config(),
+                            needed_key_ids=(lambda: {kid}) if kid else None)[0]
+
+        return mailer_for_config(config, box=row_box, settings=self.settings())

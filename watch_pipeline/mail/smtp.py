@@ -4,6 +4,14 @@ Port 465 means implicit TLS (``SMTP_SSL``); any other port starts in plain text 
 STARTTLS when TLS is on. The server certificate is verified against the system CA store (plus an
 optional extra CA file) unless ``insecure_skip_verify`` is set explicitly. ``smtplib``'s debug
 output is never enabled: it would print the base64 of the AUTH exchange, i.e. the password.
+
+Credentials never travel in clear unless the operator allowed it:
+
+* with TLS on, a server that does not offer STARTTLS (or refuses it) is an error; there is no
+  fall-back to plain text;
+* with TLS off (``--no-tls``) and a username, the mailer refuses before it even connects unless
+  ``allow_insecure_auth`` is set (``email add/update --allow-insecure-auth``, the catalog's
+  ``smtp_allow_insecure_auth``), so no AUTH is ever sent in clear by default.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ class SmtpMailer(Mailer):
         ssl_context: The TLS context to use instead of building one (tests, pinned CAs).
         ca_file: A PEM file of extra CA certificates to trust beside the system store.
         local_hostname: The name sent in EHLO (default: this machine's FQDN).
+        allow_insecure_auth: Send the username and password over a connection without TLS
+            (``use_tls=False``). Off: such a mailer refuses before connecting.
     """
 
     def __init__(
@@ -59,6 +69,7 @@ class SmtpMailer(Mailer):
         ssl_context: ssl.SSLContext | None = None,
         ca_file: str | None = None,
         local_hostname: str | None = None,
+        allow_insecure_auth: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -72,6 +83,7 @@ class SmtpMailer(Mailer):
         self._ssl_context = ssl_context
         self.ca_file = ca_file or None
         self.local_hostname = local_hostname
+        self.allow_insecure_auth = allow_insecure_auth
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.description!r})"
@@ -130,7 +142,16 @@ class SmtpMailer(Mailer):
         return smtplib.SMTP(self.host, self.port, timeout=self.timeout,
                             local_hostname=self.local_hostname)
 
+    def _refuse_clear_auth(self) -> None:
+        """Raise before connecting when a login would go over a connection without TLS."""
+        if self.username and not self.use_tls and not self.allow_insecure_auth:
+            raise MailError(
+                f"refusing to send the password of user {self.login_user} to SMTP server "
+                f"{self.where} without TLS: turn TLS on (--tls), or, for a trusted local relay "
+                "only, allow it with --allow-insecure-auth")
+
     def _session(self, message: EmailMessage | None) -> None:
+        self._refuse_clear_auth()
         try:
             with self._connect() as smtp:
                 smtp.ehlo()
@@ -139,7 +160,11 @@ class SmtpMailer(Mailer):
                         raise MailError(
                             f"TLS: SMTP server {self.where} does not offer STARTTLS "
                             "(turn TLS off only for a trusted local relay)")
-                    smtp.starttls(context=self.tls_context())
+                    try:
+                        smtp.starttls(context=self.tls_context())
+                    except smtplib.SMTPResponseException as exc:
+                        raise MailError(f"TLS: SMTP server {self.where} refused STARTTLS: "
+                                        f"{_server_text(exc)}") from None
                     smtp.ehlo()
                 if self.username:
                     self._login(smtp)

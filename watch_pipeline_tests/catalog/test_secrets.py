@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from watch_pipeline.catalog import keys
 from watch_pipeline.catalog.models import EmailNotificationConfig, WatchSource
 from watch_pipeline.catalog.secrets import (
+    KeyConfig,
     SecretBox,
     SecretDecryptError,
     SecretKeyError,
@@ -68,19 +69,24 @@ def test_malformed_keys_are_rejected():
         parse_key(base64.b64encode(b"short").decode(), origin="WATCH_SECRET_KEY")
 
 
+def _env_config() -> KeyConfig:
+    return KeyConfig.from_environ(os.environ)
+
+
 def test_key_file_created_0600_on_first_use(dagster_home):
-    key, source = load_key()
+    key, source = load_key(_env_config())
     assert source.kind == "file"
     assert stat.S_IMODE(os.stat(source.path).st_mode) == 0o600
-    again, _ = load_key()
+    again, _ = load_key(_env_config())
     assert again == key
 
 
 def test_env_key_wins(dagster_home, monkeypatch):
     value = generate_key()
     monkeypatch.setenv("WATCH_SECRET_KEY", value)
-    key, source = load_key()
+    key, source = load_key(_env_config())
     assert source.kind == "env" and key == parse_key(value, origin="x")
+    assert value not in repr(_env_config())
     assert not os.path.exists(os.path.join(dagster_home, "watch_pipeline.key"))
 
 
@@ -89,15 +95,15 @@ def test_named_key_file_is_used_instead_of_dagster_home(dagster_home, monkeypatc
     monkeypatch.delenv("WATCH_SECRET_KEY", raising=False)
     monkeypatch.setenv("WATCH_SECRET_KEY_FILE", str(path))
     with pytest.raises(SecretKeyError, match=f"key file {path} does not exist"):
-        load_key(create=False)
-    key, source = load_key()
+        load_key(_env_config(), create=False)
+    key, source = load_key(_env_config())
     assert source.kind == "file" and source.path == path
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert load_key()[0] == key
+    assert load_key(_env_config())[0] == key
     assert not os.path.exists(os.path.join(dagster_home, "watch_pipeline.key"))
     path.write_text("not a key\n")
     with pytest.raises(SecretKeyError, match=f"key file {path}"):
-        load_key()
+        load_key(_env_config())
 
 
 def test_rotation_reencrypts_everything_in_one_transaction(any_catalog, box, tmp_path):
@@ -148,4 +154,4 @@ def test_racing_processes_agree_on_one_key_file(tmp_path):
 
 
 def _load_in_child(env):
-    return load_key(env)[0]
+    return load_key(KeyConfig.from_environ(env))[0]

@@ -224,7 +224,7 @@ def test_wrong_key_is_a_clear_runtime_error(run, dagster_home, monkeypatch, tmp_
 
     monkeypatch.setenv("WATCH_SECRET_KEY", generate_key())
     result = run("secrets", "rotate", "--new-key-file", str(tmp_path / "k"), code=1)
-    assert "watch_source row" in result.stderr and "active key" in result.stderr
+    assert "encrypted with key" in result.stderr and "active key" in result.stderr
     assert SMB_PASSWORD not in result.stderr and S3_SECRET not in result.stderr
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 
@@ -129,17 +130,64 @@ def test_no_tls_against_a_server_requiring_it(smtp_starttls_server):
 def test_username_against_a_server_without_auth(smtp_server):
     with pytest.raises(MailError) as info:
         SmtpMailer(smtp_server.host, smtp_server.port, use_tls=False, username="u",
-                   password="p").send(_message())
+                   password="p", allow_insecure_auth=True).send(_message())
     assert "offers no AUTH" in str(info.value)
 
 
+def _password_on_the_wire(tap) -> bool:
+    """Whether the password crossed the tap readable (AUTH PLAIN/LOGIN carry it in base64)."""
+    wire = tap.client_bytes
+    plain = base64.b64encode(f"\0{SMTP_USER}\0{SMTP_PASSWORD}".encode())
+    return (SMTP_PASSWORD.encode() in wire or plain in wire
+            or base64.b64encode(SMTP_PASSWORD.encode()) in wire)
+
+
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
-def test_plain_auth_without_tls(start_smtp_server):
+def test_clear_auth_is_refused_without_the_operators_consent(start_smtp_server, wiretap):
+    server = start_smtp_server(auth=True)  # offers AUTH without TLS, like a careless relay
+    tap = wiretap(server.host, server.port)
+    mailer = SmtpMailer(tap.host, tap.port, use_tls=False, username=SMTP_USER,
+                        password=SMTP_PASSWORD)
+    for attempt in (mailer.test, lambda: mailer.send(_message())):
+        with pytest.raises(MailError) as info:
+            attempt()
+        message = str(info.value)
+        assert "without TLS" in message and "--allow-insecure-auth" in message
+        assert SMTP_USER in message and SMTP_PASSWORD not in message
+    assert tap.connections == 0 and tap.client_bytes == b""  # refused before connecting
+    assert server.messages == []
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_clear_auth_goes_through_when_the_operator_allowed_it(start_smtp_server, wiretap):
     server = start_smtp_server(auth=True)
-    SmtpMailer(server.host, server.port, use_tls=False, username=SMTP_USER,
-               password=SMTP_PASSWORD).send(_message())
+    tap = wiretap(server.host, server.port)
+    SmtpMailer(tap.host, tap.port, use_tls=False, username=SMTP_USER, password=SMTP_PASSWORD,
+               allow_insecure_auth=True).send(_message())
     [mail] = server.messages
     assert mail.login == SMTP_USER and not mail.tls
+    assert b"AUTH " in tap.client_bytes and _password_on_the_wire(tap)  # what was accepted
+
+
+def test_starttls_hides_the_login_from_the_wire(smtp_starttls_server, tls_files, wiretap):
+    tap = wiretap(smtp_starttls_server.host, smtp_starttls_server.port)
+    SmtpMailer(tap.host, tap.port, username=SMTP_USER, password=SMTP_PASSWORD,
+               ca_file=tls_files.ca_file).send(_message())
+    assert smtp_starttls_server.messages[0].login == SMTP_USER
+    assert b"STARTTLS" in tap.client_bytes and b"AUTH " not in tap.client_bytes
+    assert not _password_on_the_wire(tap)
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_tls_requested_but_not_offered_never_falls_back_to_clear(start_smtp_server, wiretap):
+    server = start_smtp_server(auth=True)  # no STARTTLS at all, AUTH in clear offered
+    tap = wiretap(server.host, server.port)
+    with pytest.raises(MailError) as info:
+        SmtpMailer(tap.host, tap.port, username=SMTP_USER, password=SMTP_PASSWORD,
+                   allow_insecure_auth=True).send(_message())
+    assert str(info.value).startswith("TLS:") and "does not offer STARTTLS" in str(info.value)
+    assert b"AUTH " not in tap.client_bytes and not _password_on_the_wire(tap)
+    assert server.messages == []
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
