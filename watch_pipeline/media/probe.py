@@ -1,22 +1,46 @@
 """ffprobe wrapper: container and stream facts for a local media file.
 
-``probe`` runs ``ffprobe -v error -print_format json -show_format -show_streams`` in a subprocess
-with a timeout and turns its JSON into a frozen ``MediaInfo``. Anything ffprobe cannot read as
-audio or video raises ``ProbeError`` carrying the tail of ffprobe's stderr.
+``probe`` runs ``ffprobe -v error -print_format json -show_format -show_streams`` (deadline
+``limits.PROBE_TIMEOUT_SECONDS``, output and stderr capped, see ``process.py``) and turns its JSON
+into a frozen ``MediaInfo``. Anything ffprobe cannot read as audio or video raises ``ProbeError``
+carrying the tail of ffprobe's stderr.
+
+The duration is the container's, else the longest stream's. When neither states one, or the one
+stated is implausible for the file's size (fewer than ``MIN_PLAUSIBLE_BIT_RATE`` or more than
+``MAX_PLAUSIBLE_BIT_RATE`` bits per second), it is counted instead: ffmpeg decodes the first audio
+stream (or copies the first video stream) to nowhere, stopping at ``count_limit`` seconds of media
+and at ``limits.COUNT_TIMEOUT_SECONDS``, and its last ``-progress`` time is the duration. A silence
+bomb therefore reports its real length, and ``limits.check_duration`` can refuse it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
 import os
-import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import Any
 
-DEFAULT_TIMEOUT_SECONDS = 60.0
+from watch_pipeline.media import limits
+from watch_pipeline.media.errors import MediaTooLong, ProbeError, ProbeTimeout, ToolTimeout
+from watch_pipeline.media.process import one_line, run_tool
+
+__all__ = [
+    "DEFAULT_TIMEOUT_SECONDS",
+    "MediaInfo",
+    "MediaTooLong",
+    "ProbeError",
+    "ProbeTimeout",
+    "StreamInfo",
+    "content_type_for",
+    "probe",
+]
+
+DEFAULT_TIMEOUT_SECONDS = limits.PROBE_TIMEOUT_SECONDS
 _STDERR_TAIL_CHARS = 500
+_PROGRESS_LIMIT_BYTES = 64 * 1024
 # Containers whose name alone fixes the MIME type.
 _SINGLE_FORMATS: dict[str, str] = {
     "wav": "audio/wav",
@@ -30,10 +54,6 @@ _SINGLE_FORMATS: dict[str, str] = {
     "mpegts": "video/mp2t",
     "mpeg": "video/mpeg",
 }
-
-
-class ProbeError(Exception):
-    """ffprobe could not read the file as audio or video (or could not run at all)."""
 
 
 @dataclass(frozen=True)
@@ -61,12 +81,15 @@ class MediaInfo:
     """What ffprobe reports about a media file.
 
     Attributes:
-        duration: Length in seconds, or None when neither the container nor a stream states it.
+        duration: Length in seconds: stated by the container or a stream, or counted (see the
+            module docstring); None when it could not be established.
         format_name: ffprobe's ``format_name``, e.g. ``"mov,mp4,m4a,3gp,3g2,mj2"`` or ``"wav"``.
         size: File size in bytes as ffprobe saw it, or None.
         video: The first real video stream (cover art excluded), or None.
         audio: The first audio stream, or None.
         bit_rate: Overall bit rate in bits per second, or None.
+        duration_counted: True when ``duration`` was counted by decoding rather than stated; a
+            count that reached its limit reports the limit (the media lasts at least that).
 
     """
 
@@ -76,6 +99,7 @@ class MediaInfo:
     video: StreamInfo | None
     audio: StreamInfo | None
     bit_rate: int | None
+    duration_counted: bool = False
 
 
 def probe(
@@ -83,51 +107,95 @@ def probe(
     *,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ffprobe: str = "ffprobe",
+    count_limit: float = limits.COUNT_LIMIT_SECONDS,
 ) -> MediaInfo:
     """Read container and stream facts from a local file with ffprobe.
 
     Args:
         path: The file to probe.
-        timeout: Seconds to wait for ffprobe before giving up.
+        timeout: Seconds to wait for ffprobe before killing it.
         ffprobe: The ffprobe executable, looked up on PATH unless a path is given.
+        count_limit: Seconds of media the duration count decodes at most, when the stated
+            duration is missing or implausible (see the module docstring).
 
     Returns:
         The parsed ``MediaInfo``.
 
     Raises:
-        ProbeError: If ffprobe is missing, times out, fails, or finds no audio or video stream.
+        ProbeTimeout: ffprobe, or the duration count, outlived its deadline (a ``ProbeError``).
+        ProbeError: If ffprobe is missing, fails, or finds no audio or video stream.
 
     """
-    cmd = [
-        ffprobe,
-        "-v",
-        "error",
-        "-print_format",
-        "json",
-        "-show_format",
-        "-show_streams",
-        os.fspath(path),
-    ]
+    name = os.fspath(path)
+    cmd = [ffprobe, "-v", "error", "-print_format", "json", "-show_format", "-show_streams", name]
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+        proc = run_tool(cmd, timeout=timeout, capture_stdout=True)
     except FileNotFoundError as exc:
         raise ProbeError(f"ffprobe executable not found: {ffprobe!r}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ProbeError(f"ffprobe timed out after {timeout:g}s on {os.fspath(path)!r}") from exc
-    stderr = _tail(proc.stderr)
+    except ToolTimeout as exc:
+        raise ProbeTimeout(f"ffprobe timed out after {timeout:g} s on {name!r}") from exc
+    stderr = one_line(proc.stderr, _STDERR_TAIL_CHARS)
     if proc.returncode != 0:
-        raise ProbeError(
-            f"ffprobe failed on {os.fspath(path)!r} (exit {proc.returncode}): {stderr or '-'}"
-        )
+        raise ProbeError(f"ffprobe failed on {name!r} (exit {proc.returncode}): {stderr or '-'}")
+    if proc.stdout_truncated:
+        raise ProbeError(f"ffprobe printed more than {len(proc.stdout)} bytes for {name!r}")
     try:
         report = json.loads(proc.stdout or b"{}")
     except json.JSONDecodeError as exc:
-        raise ProbeError(f"ffprobe printed invalid JSON for {os.fspath(path)!r}") from exc
+        raise ProbeError(f"ffprobe printed invalid JSON for {name!r}") from exc
     info = _media_info(report)
     if info.video is None and info.audio is None:
         detail = f": {stderr}" if stderr else ""
-        raise ProbeError(f"no audio or video stream in {os.fspath(path)!r}{detail}")
+        raise ProbeError(f"no audio or video stream in {name!r}{detail}")
+    if not _plausible(info.duration, info.size):
+        info = replace(info, duration=_count_duration(name, info, count_limit),
+                       duration_counted=True)  # fmt: skip
     return info
+
+
+def _plausible(duration: float | None, size: int | None) -> bool:
+    """Whether a stated duration can be believed for a file of ``size`` bytes."""
+    if duration is None or not math.isfinite(duration) or duration <= 0:
+        return False
+    if not size:
+        return True
+    bit_rate = size * 8 / duration
+    return limits.MIN_PLAUSIBLE_BIT_RATE <= bit_rate <= limits.MAX_PLAUSIBLE_BIT_RATE
+
+
+def _count_duration(name: str, info: MediaInfo, limit: float) -> float | None:
+    """Decode the first audio stream (or copy the first video stream) to nowhere; its length.
+
+    Stops at ``limit`` seconds of media (``-t``) and at ``limits.COUNT_TIMEOUT_SECONDS``.
+    """
+    streams = (["-map", "0:a:0", "-vn", "-sn", "-dn"] if info.audio is not None
+               else ["-map", "0:V:0", "-c", "copy", "-an", "-sn", "-dn"])  # fmt: skip
+    cmd = [
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-nostats",
+        "-progress", "pipe:1", "-i", name, *streams, "-t", f"{limit:.3f}", "-f", "null", "-",
+    ]  # fmt: skip
+    timeout = limits.COUNT_TIMEOUT_SECONDS
+    try:
+        proc = run_tool(cmd, timeout=timeout, capture_stdout=True,
+                        stdout_limit=_PROGRESS_LIMIT_BYTES)  # fmt: skip
+    except FileNotFoundError as exc:
+        raise ProbeError("ffmpeg is not installed (not found on PATH)") from exc
+    except ToolTimeout as exc:
+        raise ProbeTimeout(
+            f"counting the duration of {name!r} took longer than {timeout:g} s"
+        ) from exc
+    if proc.returncode != 0:
+        raise ProbeError(
+            f"ffmpeg could not decode {name!r} to count its duration (exit {proc.returncode}): "
+            f"{one_line(proc.stderr, _STDERR_TAIL_CHARS) or '-'}"
+        )
+    times = [
+        _float(line.partition("=")[2])
+        for line in proc.stdout.decode("ascii", "replace").splitlines()
+        if line.startswith("out_time_us=")
+    ]
+    counted = next((t for t in reversed(times) if t is not None), None)
+    return None if counted is None or counted <= 0 else counted / 1_000_000
 
 
 def content_type_for(info: MediaInfo, filename: str) -> str:
@@ -220,10 +288,3 @@ def _float(value: Any) -> float | None:
 def _int(value: Any) -> int | None:
     number = _float(value)
     return None if number is None else int(number)
-
-
-def _tail(stderr: bytes | None) -> str:
-    text = (stderr or b"").decode("utf-8", "replace").strip()
-    if len(text) > _STDERR_TAIL_CHARS:
-        text = "…" + text[-_STDERR_TAIL_CHARS:]
-    return " | ".join(line.strip() for line in text.splitlines() if line.strip())

@@ -14,6 +14,11 @@ unreadable or unlike part 1. ffmpeg reads and writes the files itself; Python ne
 memory. The output is written to a hidden temporary file beside ``dest`` and renamed into place
 only after its duration has been checked against the sum of the parts; every temporary file is
 removed whatever happens.
+
+Limits (``limits.py``): unless a ``timeout`` is given, each ffprobe has ``PROBE_TIMEOUT_SECONDS``
+and ffmpeg ``ffmpeg_timeout`` of the parts' summed duration, counted from its start; a re-encode
+stops (``-t``) just past the longest output the duration check would accept. ffmpeg runs through
+``process.ToolProcess``: killed with its children on timeout, only its stderr's end kept.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,7 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from watch_pipeline.media import limits
+from watch_pipeline.media.errors import ToolTimeout
 from watch_pipeline.media.probe import DEFAULT_TIMEOUT_SECONDS, MediaInfo, ProbeError, probe
+from watch_pipeline.media.process import ToolProcess, one_line
 
 _STDERR_TAIL_CHARS = 500
 _PROBE_WORKERS = 4
@@ -57,6 +64,10 @@ _LAYOUTS = {1: "mono", 2: "stereo"}
 
 class StitchError(Exception):
     """The parts could not be stitched; the message names the part or check that failed."""
+
+
+class StitchTimeout(StitchError, ToolTimeout):
+    """ffmpeg outlived its deadline and was killed; ``dest`` was left untouched."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +103,9 @@ def stitch(
         parts: Local media files in play order (part 1 first).
         dest: The output file; its extension picks the container (and the codecs when
             re-encoding). Its directory must exist; an existing file is replaced.
-        timeout: Seconds allowed to each ffprobe and ffmpeg run; ``None`` lets ffmpeg run as
-            long as it needs (ffprobe then uses its default of 60 s).
+        timeout: Seconds allowed to each ffprobe and ffmpeg run; ``None`` gives ffprobe
+            ``limits.PROBE_TIMEOUT_SECONDS`` and ffmpeg ``limits.ffmpeg_timeout`` of the parts'
+            summed duration.
         tolerance_per_part: Allowed difference, in seconds per part, between the output's
             duration and the sum of the parts' durations.
 
@@ -101,64 +113,90 @@ def stitch(
         The mode used, durations and the output's size.
 
     Raises:
+        StitchTimeout: ffmpeg outlived its deadline (a ``StitchError``).
         StitchError: If there are no parts, a part is missing or unreadable (the message names it
             and carries ffprobe's or ffmpeg's stderr tail), a video group has a part without
-            video, ffmpeg fails or times out, or the output's duration is off by more than
+            video, ffmpeg fails, or the output's duration is off by more than
             ``tolerance_per_part`` times the number of parts. ``dest`` is then left untouched.
 
     """
-    parts = [Path(p) for p in parts]
-    dest = Path(dest)
-    if not parts:
-        raise StitchError("nothing to stitch: no parts given")
-    for i, path in enumerate(parts):
-        if not path.is_file():
-            raise StitchError(f"{_label(i, len(parts), path)}: no such file")
+    parts, dest = _check_inputs(parts, dest)
     probe_timeout = DEFAULT_TIMEOUT_SECONDS if timeout is None else timeout
+    allowed = tolerance_per_part * len(parts)
     tmp_out = dest.with_name(f".{dest.stem}.stitching-{secrets.token_hex(4)}{dest.suffix}")
-    procs: list[subprocess.Popen[bytes]] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="stitch_") as tmp:
-            workdir = Path(tmp)
-            log = workdir / "ffmpeg.log"
-            # Stream copy is the usual case and costs no CPU: start it at once, while the parts
-            # are probed (ffprobe's start-up alone is a sizeable share of a copy's time), and
-            # stop it if a part proves unreadable or unlike part 1 and must be re-encoded.
-            started = time.monotonic()
-            procs.append(_start_ffmpeg(_copy_command(parts, workdir, tmp_out), log))
-            infos = _probe_parts(parts, probe_timeout)
-            mismatch = _mismatch(parts, infos)
-            if mismatch is not None:
-                _stop(procs[0])
-                started = time.monotonic()
-                procs.append(_start_ffmpeg(_reencode_command(parts, infos, tmp_out), log))
-            _wait_ffmpeg(procs[-1], log, parts, timeout, started)
+        infos, mismatch = _concatenate(parts, tmp_out, probe_timeout, timeout, allowed)
         parts_duration = sum(info.duration or 0.0 for info in infos)
-        try:
-            out = probe(tmp_out, timeout=probe_timeout)
-        except ProbeError as exc:
-            raise StitchError(f"ffmpeg wrote an unreadable {dest.name}: {exc}") from exc
-        allowed = tolerance_per_part * len(parts)
-        if out.duration is None or abs(out.duration - parts_duration) > allowed:
-            got = "unknown" if out.duration is None else f"{out.duration:.3f} s"
-            raise StitchError(
-                f"stitched {dest.name} lasts {got} but its {len(parts)} parts sum to "
-                f"{parts_duration:.3f} s (allowed difference {allowed:g} s)"
-            )
+        duration = _checked_duration(tmp_out, dest, len(parts), parts_duration, allowed,
+                                     probe_timeout)  # fmt: skip
         size = tmp_out.stat().st_size
         os.replace(tmp_out, dest)
     finally:
-        for proc in procs:
-            _stop(proc)
         with contextlib.suppress(FileNotFoundError):
             tmp_out.unlink()
     return StitchResult(
         mode="copy" if mismatch is None else "reencode",
-        duration=out.duration,
+        duration=duration,
         parts_duration=parts_duration,
         size=size,
         reencode_reason=mismatch,
     )
+
+
+def _check_inputs(parts: Sequence[Path], dest: Path) -> tuple[list[Path], Path]:
+    """The parts and ``dest`` as paths; every part must exist."""
+    paths = [Path(p) for p in parts]
+    if not paths:
+        raise StitchError("nothing to stitch: no parts given")
+    for i, path in enumerate(paths):
+        if not path.is_file():
+            raise StitchError(f"{_label(i, len(paths), path)}: no such file")
+    return paths, Path(dest)
+
+
+def _concatenate(
+    parts: list[Path], out: Path, probe_timeout: float, timeout: float | None, allowed: float
+) -> tuple[list[MediaInfo], str | None]:
+    """Write ``out`` by stream copy, or by re-encoding when the parts differ; wait for ffmpeg.
+
+    Returns:
+        The parts' probe results and why they were re-encoded (``None`` for a stream copy).
+    """
+    with tempfile.TemporaryDirectory(prefix="stitch_") as tmp, contextlib.ExitStack() as running:
+        # Stream copy is the usual case and costs no CPU: start it at once, while the parts are
+        # probed (ffprobe's start-up alone is a sizeable share of a copy's time), and stop it if
+        # a part proves unreadable or unlike part 1 and must be re-encoded. Leaving the block
+        # kills whatever still runs.
+        started = time.monotonic()
+        ffmpeg = running.enter_context(_start_ffmpeg(_copy_command(parts, Path(tmp), out)))
+        infos = _probe_parts(parts, probe_timeout)
+        parts_duration = sum(info.duration or 0.0 for info in infos)
+        mismatch = _mismatch(parts, infos)
+        if mismatch is not None:
+            ffmpeg.kill()
+            started = time.monotonic()
+            command = _reencode_command(parts, infos, out, parts_duration + allowed)
+            ffmpeg = running.enter_context(_start_ffmpeg(command))
+        deadline = limits.ffmpeg_timeout(parts_duration) if timeout is None else timeout
+        _wait_ffmpeg(ffmpeg, parts, deadline, started)
+    return infos, mismatch
+
+
+def _checked_duration(
+    out: Path, dest: Path, count: int, parts_duration: float, allowed: float, timeout: float
+) -> float:
+    """The output's duration, which must be the parts' sum give or take ``allowed`` seconds."""
+    try:
+        info = probe(out, timeout=timeout)
+    except ProbeError as exc:
+        raise StitchError(f"ffmpeg wrote an unreadable {dest.name}: {exc}") from exc
+    if info.duration is None or abs(info.duration - parts_duration) > allowed:
+        got = "unknown" if info.duration is None else f"{info.duration:.3f} s"
+        raise StitchError(
+            f"stitched {dest.name} lasts {got} but its {count} parts sum to "
+            f"{parts_duration:.3f} s (allowed difference {allowed:g} s)"
+        )
+    return info.duration
 
 
 def _label(index: int, count: int, path: Path) -> str:
@@ -240,7 +278,9 @@ def _copy_command(parts: list[Path], workdir: Path, out: Path) -> list[str]:
             "-map", "0:V:0?", "-map", "0:a:0?", "-c", "copy", *_muxer(out), str(out)]  # fmt: skip
 
 
-def _reencode_command(parts: list[Path], infos: list[MediaInfo], out: Path) -> list[str]:
+def _reencode_command(
+    parts: list[Path], infos: list[MediaInfo], out: Path, max_seconds: float
+) -> list[str]:
     count = len(parts)
     has_video = any(info.video is not None for info in infos)
     has_audio = any(info.audio is not None for info in infos)
@@ -310,6 +350,9 @@ def _reencode_command(parts: list[Path], infos: list[MediaInfo], out: Path) -> l
         )
     if has_audio:
         command += ["-map", "[a]", "-c:a", audio_codec]
+    # Past this the duration check fails anyway: a part that decodes longer than it says (a
+    # silence bomb) cannot make an uncompressed output fill the disk.
+    command += ["-t", f"{max_seconds + limits.CAP_MARGIN_SECONDS:.3f}"]
     return [*command, *_muxer(out), str(out)]
 
 
@@ -317,56 +360,27 @@ def _even(n: int) -> int:
     return n + n % 2
 
 
-def _start_ffmpeg(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    # stderr goes to a file: a chatty ffmpeg can never block on a full pipe while we probe.
-    with open(log, "wb") as stderr:
-        try:
-            return subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
-            )
-        except FileNotFoundError as exc:
-            raise StitchError("ffmpeg is not installed (not found on PATH)") from exc
-
-
-def _wait_ffmpeg(
-    proc: subprocess.Popen[bytes],
-    log: Path,
-    parts: list[Path],
-    timeout: float | None,
-    started: float,
-) -> None:
+def _start_ffmpeg(command: list[str]) -> ToolProcess:
+    # Threads drain its stderr (keeping the end): it can never block on a full pipe while we probe.
     try:
-        remaining = None if timeout is None else max(timeout - (time.monotonic() - started), 0)
-        returncode = proc.wait(timeout=remaining)
-    except subprocess.TimeoutExpired as exc:
-        _stop(proc)
-        raise StitchError(f"ffmpeg timed out after {timeout:g} s") from exc
-    if returncode != 0:
-        stderr = _read_tail(log)
+        return ToolProcess(command)
+    except FileNotFoundError as exc:
+        raise StitchError("ffmpeg is not installed (not found on PATH)") from exc
+
+
+def _wait_ffmpeg(ffmpeg: ToolProcess, parts: list[Path], timeout: float, started: float) -> None:
+    try:
+        result = ffmpeg.wait(max(timeout - (time.monotonic() - started), 0))
+    except ToolTimeout as exc:
+        raise StitchTimeout(f"ffmpeg timed out after {timeout:g} s") from exc
+    if result.returncode != 0:
         blamed = [
             _label(i, len(parts), p)
             for i, p in enumerate(parts)
-            if str(p) in stderr or str(p.resolve()) in stderr
+            if str(p) in result.stderr or str(p.resolve()) in result.stderr
         ]
         where = f" on {', '.join(blamed)}" if blamed else ""
-        raise StitchError(f"ffmpeg failed{where} (exit {returncode}): {_tail(stderr)}")
-
-
-def _read_tail(log: Path, limit: int = 16 * 1024) -> str:
-    # A corrupt input can make ffmpeg log an error per packet: read only the end.
-    with open(log, "rb") as fh:
-        fh.seek(max(fh.seek(0, os.SEEK_END) - limit, 0))
-        return fh.read().decode("utf-8", errors="replace")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Kill ``proc`` unless it has ended, and reap it."""
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
-def _tail(stderr: str) -> str:
-    """The last characters of ffmpeg's stderr on one line, enough to say why it failed."""
-    text = " | ".join(line.strip() for line in stderr.splitlines() if line.strip())
-    return text if len(text) <= _STDERR_TAIL_CHARS else "…" + text[-_STDERR_TAIL_CHARS:]
+        raise StitchError(
+            f"ffmpeg failed{where} (exit {result.returncode}): "
+            f"{one_line(result.stderr, _STDERR_TAIL_CHARS)}"
+        )

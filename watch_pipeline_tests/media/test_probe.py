@@ -226,7 +226,7 @@ def test_missing_ffprobe_raises(tmp_path):
 
 def test_unknown_durations_fall_back_to_streams(tmp_path):
     report = (
-        '{"format": {"format_name": "wav", "duration": "N/A", "size": "10"},'
+        '{"format": {"format_name": "wav", "duration": "N/A", "size": "56000"},'
         ' "streams": [{"codec_type": "audio", "codec_name": "pcm_s16le", "duration": "3.5",'
         ' "sample_rate": "8000", "channels": 1}]}'
     )
@@ -237,7 +237,7 @@ def test_unknown_durations_fall_back_to_streams(tmp_path):
     assert info == MediaInfo(
         duration=3.5,
         format_name="wav",
-        size=10,
+        size=56000,
         video=None,
         audio=StreamInfo(codec="pcm_s16le", sample_rate=8000, channels=1),
         bit_rate=None,

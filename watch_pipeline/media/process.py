@@ -1,0 +1,211 @@
+"""Run ffmpeg/ffprobe with a deadline, in their own process group, keeping only stderr's tail.
+
+Every media subprocess of the package goes through :class:`ToolProcess` (or :func:`run_tool`):
+
+* it starts in a new session, so a timeout kills the process *and its children* (``killpg``);
+* stderr is drained by a thread as it comes and only its last ``STDERR_TAIL_BYTES`` are kept,
+  so a corrupt input that makes ffmpeg log an error per packet costs no memory and can never
+  block ffmpeg on a full pipe;
+* stdout is discarded, or drained the same way into a bounded buffer (ffprobe's JSON, ffmpeg's
+  ``-progress`` lines), with a flag when more arrived than was kept.
+
+The deadlines themselves are chosen by the callers from ``limits.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import IO
+
+from watch_pipeline.media.errors import ToolTimeout
+from watch_pipeline.media.limits import STDERR_TAIL_BYTES
+
+STDOUT_LIMIT_BYTES = 8 * 1024 * 1024
+"""The most of stdout kept when it is captured (ffprobe's JSON of any real file is far less)."""
+
+_READ_SIZE = 64 * 1024
+_JOIN_SECONDS = 5.0
+
+
+class _Tail:
+    """The last ``limit`` bytes of a stream, filled by a thread; counts every byte seen."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen = 0
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+
+    def add(self, chunk: bytes) -> None:
+        with self._lock:
+            self.seen += len(chunk)
+            self._buffer += chunk
+            if len(self._buffer) > self.limit:
+                del self._buffer[: len(self._buffer) - self.limit]
+
+    def value(self) -> bytes:
+        with self._lock:
+            return bytes(self._buffer)
+
+
+def _drain(pipe: IO[bytes], tail: _Tail) -> None:
+    with pipe:
+        while chunk := pipe.read1(_READ_SIZE):  # type: ignore[attr-defined]
+            tail.add(chunk)
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a finished run left behind.
+
+    Attributes:
+        returncode: The exit status.
+        stdout: The end of stdout (empty unless captured).
+        stdout_truncated: More stdout arrived than ``stdout_limit`` kept.
+        stderr: The end of stderr (at most ``STDERR_TAIL_BYTES``), decoded leniently.
+        stderr_bytes: How many bytes of stderr the run wrote in all.
+    """
+
+    returncode: int
+    stdout: bytes
+    stdout_truncated: bool
+    stderr: str
+    stderr_bytes: int
+
+
+class ToolProcess:
+    """One running ffmpeg/ffprobe; :meth:`wait` enforces the deadline, :meth:`kill` ends it.
+
+    Usable as a context manager: leaving the block kills the process if it still runs.
+
+    Args:
+        command: The argument vector; ``command[0]`` is looked up on PATH.
+        capture_stdout: Keep the end of stdout (up to ``stdout_limit``); else it is discarded.
+        stdout_limit: Bytes of stdout kept when captured.
+        stderr_limit: Bytes of stderr kept.
+
+    Raises:
+        FileNotFoundError: The executable does not exist.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        capture_stdout: bool = False,
+        stdout_limit: int = STDOUT_LIMIT_BYTES,
+        stderr_limit: int = STDERR_TAIL_BYTES,
+    ) -> None:
+        self.name = PurePath(command[0]).name
+        self._stdout = _Tail(stdout_limit)
+        self._stderr = _Tail(stderr_limit)
+        self._proc = subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: killpg reaches its children
+        )
+        self._readers = [
+            threading.Thread(target=_drain, args=(pipe, tail), daemon=True)
+            for pipe, tail in ((self._proc.stdout, self._stdout), (self._proc.stderr, self._stderr))
+            if pipe is not None
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def pid(self) -> int:
+        """The process id (also its process group id)."""
+        return self._proc.pid
+
+    def wait(self, timeout: float | None) -> ToolResult:
+        """Wait for the run to end; kill it and its children when ``timeout`` passes first.
+
+        Args:
+            timeout: Seconds to wait; ``None`` waits as long as it takes.
+
+        Returns:
+            The exit status and the kept ends of its output.
+
+        Raises:
+            ToolTimeout: The deadline passed; the process group has been killed and reaped.
+        """
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ToolTimeout(
+                f"{self.name} did not finish within {timeout:g} s and was killed"
+            ) from None
+        self._join()
+        return self.result()
+
+    def kill(self) -> None:
+        """Kill the process group unless the process has ended, and reap it."""
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc.wait()
+        self._join()
+
+    def result(self) -> ToolResult:
+        """The exit status (``-1`` while running) and the ends of stdout and stderr so far."""
+        return ToolResult(
+            returncode=-1 if self._proc.returncode is None else self._proc.returncode,
+            stdout=self._stdout.value(),
+            stdout_truncated=self._stdout.seen > self._stdout.limit,
+            stderr=self._stderr.value().decode("utf-8", errors="replace"),
+            stderr_bytes=self._stderr.seen,
+        )
+
+    def _join(self) -> None:
+        # The pipes close when the last process holding them exits; a grandchild that left the
+        # group could hold one open, so the wait is bounded.
+        for reader in self._readers:
+            reader.join(_JOIN_SECONDS)
+
+    def __enter__(self) -> ToolProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()
+
+
+def run_tool(
+    command: Sequence[str],
+    *,
+    timeout: float | None,
+    capture_stdout: bool = False,
+    stdout_limit: int = STDOUT_LIMIT_BYTES,
+) -> ToolResult:
+    """Run ``command`` to its end or its deadline; see :class:`ToolProcess`.
+
+    Args:
+        command: The argument vector.
+        timeout: Seconds before the process group is killed; ``None`` waits as long as it takes.
+        capture_stdout: Keep the end of stdout.
+        stdout_limit: Bytes of stdout kept when captured.
+
+    Returns:
+        The exit status and the kept ends of its output.
+
+    Raises:
+        FileNotFoundError: The executable does not exist.
+        ToolTimeout: The deadline passed (the process group was killed).
+    """
+    with ToolProcess(command, capture_stdout=capture_stdout, stdout_limit=stdout_limit) as proc:
+        return proc.wait(timeout)
+
+
+def one_line(stderr: str, limit: int) -> str:
+    """The last ``limit`` characters of ``stderr`` on one line: enough to say why a run failed."""
+    text = " | ".join(line.strip() for line in stderr.splitlines() if line.strip())
+    return text if len(text) <= limit else "…" + text[-limit:]
