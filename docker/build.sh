@@ -7,9 +7,10 @@
 #    the image build itself installs with `pip --no-index` and never reaches a registry.
 # 2. Builds the image (default tag watch-pipeline:latest) on the base image (default
 #    debian:bookworm-slim; docker/build-base.sh makes a local one with debootstrap).
-# 3. On the first run, writes docker/.env (random database and MinIO passwords, the watch folder,
-#    the docker socket's group) for `docker compose -f docker/compose.yaml up -d`. --no-env skips
-#    this step.
+# 3. Writes docker/.env with write-env.sh (the first time: random passwords for the superusers and
+#    for the app's own database role and S3 key, the watch folder; later: adds what an older file
+#    lacks) and the Docker socket's group, for `docker compose -f docker/compose.yaml up -d`.
+#    --no-env skips this step.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -56,33 +57,16 @@ fi
 rm -f "$ctx"/project/*.whl
 "$python" -m pip wheel -q --disable-pip-version-check --no-deps --wheel-dir "$ctx/project" "$root"
 cp "$root/requirements.lock" "$here/dagster.yaml" "$here/workspace.yaml" "$here/healthcheck.py" \
-  "$here/stack-setup.sh" "$ctx/"
+  "$here/stack-setup.sh" "$here/postgres_setup.py" "$ctx/"
 rm -rf "$root/build"  # setuptools' scratch directory from the wheel build
 
 echo "[build] image $tag on $base"
 docker build --build-arg "BASE_IMAGE=$base" -t "$tag" -f "$here/Dockerfile" "$ctx"
 
 env_file="$here/.env"
-if [ "$write_env" = 1 ] && [ ! -f "$env_file" ]; then
-  echo "[build] first build: writing $env_file (passwords are random; keep the file private)"
-  secret() { "$python" -c 'import secrets; print(secrets.token_urlsafe(24))'; }
-  sock=/var/run/docker.sock
-  umask 077
-  cat > "$env_file" <<ENV
-# Written by docker/build.sh on $(date -u +%F). Read by docker compose (docker/compose.yaml).
-WATCH_IMAGE=$tag
-# Drop media here; the containers read it as /watch (user id 10001 needs read access, and write
-# access for sources with delete-after-import).
-WATCH_FOLDER=$here/watch
-POSTGRES_PASSWORD=$(secret)
-MINIO_ROOT_USER=watch
-MINIO_ROOT_PASSWORD=$(secret)
-# The group owning $sock: the daemon and webserver launch and stop run containers through it.
-DOCKER_GID=$( [ -S $sock ] && stat -c %g $sock || echo 0)
-# Riva on a GPU host: uncomment both lines (see README "Production").
-# COMPOSE_PROFILES=gpu
-# WATCH_TRANSCRIBER_BACKEND=riva
-ENV
+if [ "$write_env" = 1 ]; then
+  # New: random passwords and the socket's group; existing: what it lacks, DOCKER_GID refreshed.
+  bash "$here/write-env.sh" --env-file "$env_file" --image "$tag"
 fi
 watch_dir=$( [ "$write_env" = 1 ] && sed -n 's/^WATCH_FOLDER=//p' "$env_file" || true)
 if [ -n "$watch_dir" ] && [ ! -d "$watch_dir" ]; then

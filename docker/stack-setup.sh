@@ -1,8 +1,14 @@
 #!/bin/sh
-# The compose stack's one-shot `setup` service: bring both databases to the newest schema, make
-# sure the object store's bucket exists, and watch /watch when no source is configured yet.
-# Safe to run again (every upgrade runs it before the long-lived services start).
+# The compose stack's one-shot `setup` service: as the PostgreSQL superuser, make sure the app's
+# own role exists and owns both databases (postgres_setup.py); then, as that role, bring both
+# databases to the newest schema, check the object store's bucket with the app's access key, and
+# watch /watch when no source is configured yet. Safe to run again (every upgrade runs it before
+# the long-lived services start).
 set -eu
+echo "[setup] PostgreSQL: the app's role and databases (postgres_setup.py)"
+python /opt/dagster/app/postgres_setup.py
+# The superuser's password is needed no further.
+unset POSTGRES_PASSWORD
 echo "[setup] catalog schema (watch-pipeline db upgrade)"
 watch-pipeline db upgrade
 echo "[setup] Dagster storage schema (dagster instance migrate)"

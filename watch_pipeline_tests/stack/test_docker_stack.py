@@ -32,9 +32,14 @@ from watch_pipeline_tests.fixtures.docker_stack import IMAGE
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 OVERRIDE = Path(__file__).with_name("compose.test.yaml")
-# Passwords the stack receives; none may show up in any container's log.
-PG_SECRET = "pg-Secret-4d1e9c"
-S3_SECRET = "s3-Secret-77b0aa"
+# Passwords the stack receives; none may show up in any container's log. The superuser's and
+# MinIO root's (PG_ROOT_SECRET, S3_ROOT_SECRET) may not even reach the app's containers.
+PG_ROOT_SECRET = "pg-Secret-4d1e9c"
+S3_ROOT_SECRET = "s3-Secret-77b0aa"
+PG_APP_SECRET = "pg-App-Secret-90c2f1"
+S3_APP_SECRET = "s3-App-Secret-5be7d3"
+APP_ROLE = "watch"
+APP_KEY = "watch-app"
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +51,15 @@ def _run(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None,
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+def _inspect(container_id: str) -> dict:
+    (info,) = json.loads(_run(["docker", "inspect", container_id], timeout=60).stdout)
+    return info
+
+
+def _env(info: dict) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in info["Config"]["Env"])
 
 
 def _free_port() -> int:
@@ -68,13 +82,13 @@ class Stack:
         self.env_file.write_text("")
         self.rendered = DOCKER / "compose.yaml"
         self.ports = {k: _free_port() for k in ("pg", "s3", "code", "web")}
-        sock = Path("/var/run/docker.sock")
         self.env = {
             **{k: v for k, v in os.environ.items()
                if not k.startswith(("WATCH_", "DAGSTER_", "COMPOSE_", "RIVA_"))},
             "WATCH_IMAGE": IMAGE, "WATCH_STACK": self.name, "WATCH_FOLDER": str(self.watch),
-            "POSTGRES_PASSWORD": PG_SECRET, "MINIO_ROOT_USER": "testing",
-            "MINIO_ROOT_PASSWORD": S3_SECRET,
+            "POSTGRES_PASSWORD": PG_ROOT_SECRET, "MINIO_ROOT_USER": "testing",
+            "MINIO_ROOT_PASSWORD": S3_ROOT_SECRET,
+            "WATCH_DB_PASSWORD": PG_APP_SECRET, "WATCH_S3_SECRET_ACCESS_KEY": S3_APP_SECRET,
             "PG_PORT": str(self.ports["pg"]), "S3_PORT": str(self.ports["s3"]),
             "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(self.ports["pg"]),
             "WATCH_S3_ENDPOINT_URL": f"http://127.0.0.1:{self.ports['s3']}",
@@ -82,7 +96,8 @@ class Stack:
             "WATCH_CODE_SERVER_PORT": str(self.ports["code"]),
             "WATCH_WEBSERVER_PORT": str(self.ports["web"]),
             "WATCH_SENSOR_INTERVAL_SECONDS": "3",
-            "DOCKER_GID": str(sock.stat().st_gid) if sock.exists() else "0",
+            # What build.sh writes: the socket's group (the fixture's dockerd made the socket).
+            "DOCKER_GID": str(Path("/var/run/docker.sock").stat().st_gid),
         }
 
     def _compose(self, files: list[Path], *args: str, timeout: float,
@@ -114,10 +129,11 @@ class Stack:
         return self.compose("logs", "--no-color", "--tail", "300", check=False).stdout
 
     def _engine(self, db: str) -> sa.Engine:
+        """Connect as the app's role, with its password: the way the containers connect."""
         if db not in self._engines:
             self._engines[db] = sa.create_engine(
-                f"postgresql+psycopg2://dagster@127.0.0.1:{self.ports['pg']}/{db}",
-                pool_pre_ping=True)
+                f"postgresql+psycopg2://{APP_ROLE}:{PG_APP_SECRET}@127.0.0.1:{self.ports['pg']}"
+                f"/{db}", pool_pre_ping=True)
         return self._engines[db]
 
     def catalog(self) -> sa.Engine:
@@ -126,8 +142,11 @@ class Stack:
     def dagster_db(self) -> sa.Engine:
         return self._engine("dagster")
 
+    def container(self, service: str) -> str:
+        return self.compose("ps", "-q", service).stdout.strip()
+
     def health(self, service: str) -> str:
-        cid = self.compose("ps", "-q", service).stdout.strip()
+        cid = self.container(service)
         if not cid:
             return "missing"
         return _run(["docker", "inspect", "-f", "{{.State.Health.Status}}", cid],
@@ -213,17 +232,68 @@ def test_dropped_file_becomes_a_transcript_through_the_containers(
         launched, containers)
     assert all("Exited (0)" in c["Status"] for c in containers.values()), containers
 
+    # Least privilege. A run container holds the app's credentials only: no superuser password,
+    # no MinIO root key, under any name.
+    for cid in containers:
+        env = _env(_inspect(cid))
+        leaked = [k for k, v in env.items() if PG_ROOT_SECRET in v or S3_ROOT_SECRET in v
+                  or k in ("POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")]
+        assert not leaked, f"run container {cid} holds root credentials in {leaked}"
+        assert (env["DAGSTER_PG_USERNAME"], env["DAGSTER_PG_PASSWORD"], env["PGPASSWORD"]) == (
+            APP_ROLE, PG_APP_SECRET, PG_APP_SECRET)
+        assert (env["WATCH_S3_ACCESS_KEY_ID"], env["WATCH_S3_SECRET_ACCESS_KEY"]) == (
+            APP_KEY, S3_APP_SECRET)
+    # So do the long-lived services; only the daemon has the Docker socket (and the group that
+    # opens it); the webserver has no key volume and no object store or catalog secret.
+    mounts, envs = {}, {}
+    for service in ("code-server", "webserver", "daemon"):
+        info = _inspect(stack.container(service))
+        mounts[service] = {m["Destination"] for m in info["Mounts"]}
+        envs[service] = _env(info)
+        assert not [k for k, v in envs[service].items()
+                    if PG_ROOT_SECRET in v or S3_ROOT_SECRET in v], service
+        groups = info["HostConfig"]["GroupAdd"] or []
+        assert (stack.env["DOCKER_GID"] in groups) == (service == "daemon"), (service, groups)
+    assert {s for s, m in mounts.items() if "/var/run/docker.sock" in m} == {"daemon"}, mounts
+    assert "/var/lib/watch/keys" not in mounts["webserver"], mounts["webserver"]
+    assert not {"PGPASSWORD", "WATCH_S3_SECRET_ACCESS_KEY", "RIVA_API_KEY"} & set(
+        envs["webserver"])
+
+    # The app's PostgreSQL role (the tests connect as it, with its password) owns both databases'
+    # tables and can do nothing more: not superuser, no role or database creation.
+    for engine in (stack.catalog(), stack.dagster_db()):
+        with engine.connect() as conn:
+            role = conn.exec_driver_sql(
+                "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls"
+                " FROM pg_roles WHERE rolname = current_user").one()
+            assert tuple(role) == (APP_ROLE, False, False, False, False), role
+            tables, foreign = conn.exec_driver_sql(
+                "SELECT count(*), count(*) FILTER (WHERE tableowner <> current_user)"
+                " FROM pg_tables WHERE schemaname = 'public'").one()
+            assert tables > 0 and foreign == 0, (tables, foreign)
+    with pytest.raises(sa.exc.ProgrammingError, match="permission denied"), \
+            stack.catalog().connect() as conn:
+        conn.exec_driver_sql("CREATE ROLE intruder SUPERUSER")
+
     # The media went to the S3 server (moto here, MinIO in production), in the bucket that the
-    # setup service created.
-    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{stack.ports['s3']}",
-                      region_name="us-east-1", aws_access_key_id="testing",
-                      aws_secret_access_key=S3_SECRET)
+    # setup services created; the app's key is an IAM user whose one policy reaches only that
+    # bucket (moto stands in for `mc admin`, see compose.test.yaml).
+    endpoint = f"http://127.0.0.1:{stack.ports['s3']}"
+    root = {"endpoint_url": endpoint, "region_name": "us-east-1",
+            "aws_access_key_id": "testing", "aws_secret_access_key": S3_ROOT_SECRET}
+    s3 = boto3.client("s3", **root)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="watch-media").get("Contents", [])]
     assert object_key in keys, keys
+    iam = boto3.client("iam", **root)
+    assert iam.list_user_policies(UserName=APP_KEY)["PolicyNames"] == ["watch-app"]
+    policy = iam.get_user_policy(UserName=APP_KEY, PolicyName="watch-app")["PolicyDocument"]
+    resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+    assert resources == {"arn:aws:s3:::watch-media", "arn:aws:s3:::watch-media/*"}, policy
 
     # An upgrade re-runs the setup service: every step is safe to repeat and changes nothing.
     again = stack.compose("run", "--rm", "--no-deps", "setup").stdout
     assert "[setup] done" in again and "first start" not in again, again
+    assert f"role {APP_ROLE}: checked" in again and "handed over" not in again, again
     with stack.catalog().connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM watch_source").scalar() == 1
         assert conn.exec_driver_sql("SELECT count(*) FROM media_file").scalar() == 1
@@ -235,4 +305,5 @@ def test_dropped_file_becomes_a_transcript_through_the_containers(
             f"http://127.0.0.1:{stack.ports['web']}/server_info", timeout=30) as response:
         assert response.status == 200
     logs = stack.logs()
-    assert PG_SECRET not in logs and S3_SECRET not in logs
+    for secret in (PG_ROOT_SECRET, S3_ROOT_SECRET, PG_APP_SECRET, S3_APP_SECRET):
+        assert secret not in logs
