@@ -31,10 +31,11 @@ import sqlalchemy as sa
 
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
+from watch_pipeline.catalog.queries import load_seen
 from watch_pipeline.catalog.settings import WatchSettings, set_setting
 from watch_pipeline.catalog.sources import create_source
 from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj
-from watch_pipeline.pipeline.scan import _load_seen, scan_source
+from watch_pipeline.pipeline.scan import scan_source
 from watch_pipeline.sources.base import SourceEntry
 from watch_pipeline.sources.local import LocalSourceClient
 
@@ -211,7 +212,7 @@ def main() -> None:
 
         def load() -> int:
             with catalog.session() as session:
-                return len(_load_seen(session, source_id))
+                return len(load_seen(session, source_id))
 
         loading, _, _ = timed(load, 1)
 

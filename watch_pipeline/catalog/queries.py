@@ -12,12 +12,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from watch_pipeline.catalog.db import Catalog
-from watch_pipeline.catalog.models import FileStatus, MediaFile, WatchSource, WatchSourceFile
+from watch_pipeline.catalog.models import (
+    FileStatus,
+    MediaFile,
+    MediaStatus,
+    WatchSource,
+    WatchSourceFile,
+)
 from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION
 
 WAITING = ("pending", "error", "importing", "downloading")
@@ -392,3 +400,229 @@ def retry_files(catalog: Catalog, source_id: int, remote_path: str | None = None
             query = query.where(f.remote_path == remote_path)
         result = session.execute(query.values(retry_count=0, next_retry_at=None))
         return result.rowcount or 0
+
+
+# -- scans ---------------------------------------------------------------------------------------
+# What a scan (watch_pipeline.pipeline.scan) reads and writes.
+
+_F = WatchSourceFile.__table__.c
+
+# Every column a scan may set on a new row, so one executemany covers rows of any kind.
+_INSERT_COLUMNS = (
+    "watch_source_id", "remote_path", "filename", "file_size", "file_modified_at", "etag",
+    "imohash", "imohash_version", "media_file_id", "status", "skip_reason", "part_group",
+    "part_number", "error_message", "retry_count", "wait_scans", "processed_at", "created_at",
+    "stable_since", "last_seen_at", "run_key", "next_retry_at", "partition_key",
+)
+_INSERT_DEFAULTS = {"retry_count": 0, "wait_scans": 0}
+
+
+class SeenRow(NamedTuple):
+    """What the catalog remembers of one path (a tuple: a large source has 100 000 of them)."""
+
+    id: int
+    file_size: int | None
+    file_modified_at: datetime | None
+    etag: str | None
+    status: str
+    imohash: str | None
+    stable_since: datetime | None
+
+
+class WaitingPart(NamedTuple):
+    """A ``waiting_for_parts`` row of a source."""
+
+    id: int
+    remote_path: str
+    filename: str
+    file_size: int
+    file_modified_at: datetime | None
+    imohash: str | None
+    wait_scans: int
+
+
+def get_source(session: Session, source_id: int) -> WatchSource:
+    """The source row ``source_id``.
+
+    Raises:
+        LookupError: No such source.
+    """
+    source = session.get(WatchSource, source_id)
+    if source is None:
+        raise LookupError(f"watch source {source_id} does not exist")
+    return source
+
+
+def mark_scan_running(session: Session, source_id: int) -> None:
+    """Record that a scan of the source started."""
+    session.get(WatchSource, source_id).last_scan_status = "running"
+
+
+def record_scan_result(session: Session, source_id: int, *, at: datetime, error: str | None,
+                       finished: bool, summary: str, files_found: int, files_imported: int,
+                       files_skipped: int, duration_seconds: float) -> None:
+    """Record a scan's outcome on the source row.
+
+    A failed scan counts in the failure streak; an unfinished one (time budget) keeps
+    ``last_scan_at`` so the source stays due and the next tick resumes it; it is never left
+    ``running``.
+    """
+    source = session.get(WatchSource, source_id)
+    source.last_scan_message = summary[:4000]
+    if error:
+        source.last_scan_status = "error"
+        source.last_scan_at = at
+        source.consecutive_scan_failures = (source.consecutive_scan_failures or 0) + 1
+    elif finished:
+        source.consecutive_scan_failures = 0
+        source.last_scan_status = "success"
+        source.last_scan_at = at
+        source.last_scan_files_found = files_found
+        source.last_scan_files_imported = files_imported
+        source.last_scan_files_skipped = files_skipped
+        source.last_scan_duration_seconds = duration_seconds
+    elif source.last_scan_status == "running":
+        source.last_scan_status = "success" if source.last_scan_at else None
+
+
+def record_source_error(session: Session, source_id: int, message: str, *, at: datetime) -> None:
+    """A source that could not even be scanned (no client, no key): counts as a failed scan."""
+    source = session.get(WatchSource, source_id)
+    source.last_scan_status = "error"
+    source.last_scan_message = message[:4000]
+    source.last_scan_at = at
+    source.consecutive_scan_failures = (source.consecutive_scan_failures or 0) + 1
+
+
+def recover_interrupted_scans(session: Session, source_ids: list[int]) -> list[str]:
+    """Sources left ``running`` by a scan whose process ended: mark them failed, return names."""
+    rows = session.scalars(sa.select(WatchSource).where(
+        WatchSource.id.in_(source_ids), WatchSource.last_scan_status == "running")).all()
+    for source in rows:
+        source.last_scan_status = "error"
+        source.last_scan_message = "the previous scan was interrupted before it finished"
+        source.consecutive_scan_failures = (source.consecutive_scan_failures or 0) + 1
+    return [s.name for s in rows]
+
+
+def load_seen(session: Session, source_id: int) -> dict[str, SeenRow]:
+    """Every path of the source the catalog knows, with what a scan compares."""
+    rows = session.execute(
+        sa.select(_F.remote_path, _F.id, _F.file_size, _F.file_modified_at, _F.etag, _F.status,
+                  _F.imohash, _F.stable_since).where(_F.watch_source_id == source_id)
+    ).tuples()
+    make = SeenRow._make
+    return {row[0]: make(row[1:]) for row in rows}
+
+
+def imported_copy(session: Session, fingerprint: str) -> tuple[int, int | None] | None:
+    """``(source id, media id)`` of a row already imported with this imohash."""
+    row = session.execute(
+        sa.select(_F.watch_source_id, _F.media_file_id)
+        .where(_F.imohash == fingerprint,
+               _F.status.in_((FileStatus.IMPORTED, FileStatus.STITCHED_PART))).limit(1)
+    ).first()
+    return (row.watch_source_id, row.media_file_id) if row else None
+
+
+def imported_in_partition(session: Session, key: str) -> tuple[int, int | None] | None:
+    """``(source id, media id)`` of a row already imported in partition ``key``."""
+    row = session.execute(
+        sa.select(_F.watch_source_id, _F.media_file_id).where(
+            _F.partition_key == key,
+            _F.status.in_((FileStatus.IMPORTED, FileStatus.STITCHED_PART))).limit(1)).first()
+    return (row.watch_source_id, row.media_file_id) if row else None
+
+
+def existing_media(session: Session, fingerprint: str) -> int | None:
+    """A media row with this imohash that is not in ``error``."""
+    return session.scalar(
+        sa.select(MediaFile.id).where(MediaFile.imohash == fingerprint,
+                                      MediaFile.status != MediaStatus.ERROR).limit(1))
+
+
+def partition_media(session: Session, key: str) -> int | None:
+    """A media row of partition ``key`` that is not in ``error``."""
+    return session.scalar(
+        sa.select(MediaFile.id).where(MediaFile.partition_key == key,
+                                      MediaFile.status != MediaStatus.ERROR).limit(1))
+
+
+def waiting_parts(session: Session, source_id: int) -> list[WaitingPart]:
+    """The source's parts waiting for their multi-part group."""
+    rows = session.execute(
+        sa.select(_F.id, _F.remote_path, _F.filename, _F.file_size, _F.file_modified_at,
+                  _F.imohash, _F.wait_scans)
+        .where(_F.watch_source_id == source_id, _F.status == FileStatus.WAITING_FOR_PARTS)
+    ).all()
+    return [WaitingPart(r.id, r.remote_path, r.filename, r.file_size or 0, r.file_modified_at,
+                        r.imohash, r.wait_scans or 0) for r in rows]
+
+
+def stitched_groups(session: Session, source_id: int) -> dict[str, int | None]:
+    """Part group → media id, for the source's groups already stitched."""
+    return dict(session.execute(
+        sa.select(_F.part_group, _F.media_file_id).where(
+            _F.watch_source_id == source_id, _F.status == FileStatus.STITCHED_PART,
+            _F.part_group.is_not(None))).tuples().all())
+
+
+def insert_file_rows(session: Session, rows: list[dict]) -> None:
+    """Insert file rows, skipping paths a racing scan inserted first (one statement)."""
+    if not rows:
+        return
+    table = WatchSourceFile.__table__
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing(
+            index_elements=["watch_source_id", "remote_path"])
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing(
+            index_elements=["watch_source_id", "remote_path"])
+    else:  # pragma: no cover - other databases are not supported targets
+        stmt = sa.insert(table)
+    session.execute(stmt, [{c: r.get(c, _INSERT_DEFAULTS.get(c)) for c in _INSERT_COLUMNS}
+                           for r in rows])
+
+
+def update_file_row(session: Session, row_id: int, values: dict) -> None:
+    """Set ``values`` on the file row ``row_id``."""
+    session.execute(sa.update(WatchSourceFile).where(WatchSourceFile.id == row_id)
+                    .values(**values))
+
+
+def update_file_by_path(session: Session, source_id: int, remote_path: str,
+                        values: dict) -> None:
+    """Set ``values`` on the source's row for ``remote_path``."""
+    session.execute(sa.update(WatchSourceFile).where(
+        WatchSourceFile.watch_source_id == source_id,
+        WatchSourceFile.remote_path == remote_path).values(**values))
+
+
+@dataclass(frozen=True)
+class EnabledSource:
+    """An enabled source of one kind, with what decides whether it is due."""
+
+    id: int
+    name: str
+    last_scan_at: datetime | None
+    polling_interval_minutes: int
+
+
+def enabled_sources(session: Session, kind: str) -> list[EnabledSource]:
+    """The enabled sources of ``kind``, the longest unscanned first."""
+    rows = session.scalars(
+        sa.select(WatchSource).where(WatchSource.source_type == kind,
+                                     WatchSource.is_enabled.is_(True))
+        .order_by(WatchSource.last_scan_at.is_not(None), WatchSource.last_scan_at)).all()
+    return [EnabledSource(r.id, r.name, r.last_scan_at, r.polling_interval_minutes)
+            for r in rows]
+
+
+def sources_with_ripe_files(session: Session, source_ids: list[int],
+                            cutoff: datetime) -> set[int]:
+    """Sources holding files that wait for stability and were first seen before ``cutoff``."""
+    return set(session.scalars(
+        sa.select(_F.watch_source_id).distinct()
+        .where(_F.watch_source_id.in_(source_ids), _F.status == FileStatus.PENDING,
+               _F.imohash.is_(None), _F.stable_since <= cutoff)))

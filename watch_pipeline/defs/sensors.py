@@ -11,23 +11,18 @@ sensor.
 
 import os
 import time
-from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-import sqlalchemy as sa
 
-from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
+from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.resource import CatalogResource
-from watch_pipeline.catalog.secrets import SecretKeyError
 from watch_pipeline.catalog.settings import WatchSettings, get_setting
 from watch_pipeline.defs.batch import batch_keys, batch_run_config, import_batch_job
 from watch_pipeline.defs.jobs import IMPORT_TAGS, import_job, recompute_fingerprints_job
 from watch_pipeline.defs.partitions import media
 from watch_pipeline.defs.pools import IMPORT_POOL, sync_import_pool
-from watch_pipeline.pipeline import claims, plan
+from watch_pipeline.pipeline import claims, scan
 from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION
-from watch_pipeline.pipeline.scan import scan_source
-from watch_pipeline.sources.base import SourceError
 from watch_pipeline.sources.resource import SourcesResource
 
 SOURCE_KINDS = ("local", "s3", "smb")
@@ -37,25 +32,9 @@ IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
-def _record_source_error(catalog, source_id: int, message: str) -> None:  # type: ignore[no-untyped-def]
-    with catalog.session() as session:
-        source = session.get(WatchSource, source_id)
-        source.last_scan_status = "error"
-        source.last_scan_message = message
-        source.last_scan_at = datetime.now(UTC)
-        source.consecutive_scan_failures = (source.consecutive_scan_failures or 0) + 1
-
-
-def _sources_with_ripe_files(catalog, source_ids: list[int], now: datetime,  # type: ignore[no-untyped-def]
-                             stability_seconds: int) -> set[int]:
-    """Sources with files waiting for stability whose window has now passed."""
-    cutoff = now - timedelta(seconds=stability_seconds)
-    f = WatchSourceFile
-    with catalog.session() as session:
-        return set(session.scalars(
-            sa.select(f.watch_source_id).distinct()
-            .where(f.watch_source_id.in_(source_ids), f.status == "pending",
-                   f.imohash.is_(None), f.stable_since <= cutoff)))
+def _run_exists(instance: dg.DagsterInstance, run_key: str) -> bool:
+    return bool(instance.get_run_records(dg.RunsFilter(tags={"dagster/run_key": run_key}),
+                                         limit=1))
 
 
 def in_flight_imports(instance: dg.DagsterInstance) -> int:
@@ -88,73 +67,33 @@ def build_watch_sensor(kind: str, *, interval_seconds: int = 30) -> dg.SensorDef
     )
     def _sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
                 sources: SourcesResource) -> dg.SensorResult | dg.SkipReason:
-        started = time.monotonic()
         cat = catalog.get()
-        now = datetime.now(UTC)
         with cat.session() as session:
             settings = WatchSettings.load(session)
-            rows = session.scalars(
-                sa.select(WatchSource).where(WatchSource.source_type == kind,
-                                             WatchSource.is_enabled.is_(True))
-                .order_by(WatchSource.last_scan_at.is_not(None), WatchSource.last_scan_at)
-            ).all()
-            enabled = [(r.id, r.name, r.last_scan_at, r.polling_interval_minutes) for r in rows]
+            enabled = queries.enabled_sources(session, kind)
         _sync_pool(context, settings.max_concurrent_imports)
         if not settings.enabled:
             return dg.SkipReason("watch.enabled is false: no source is scanned")
         if not enabled:
             return dg.SkipReason(f"no enabled {kind} watch source")
-
-        ripe = _sources_with_ripe_files(cat, [e[0] for e in enabled], now,
-                                        settings.file_stability_seconds)
-        summaries: list[str] = []
-        seen = new = 0
-        for source_id, name, last_scan_at, interval in enabled:
-            # Due by its polling interval, or holding files whose stability window has passed:
-            # those are looked at again on the next tick rather than a whole interval later.
-            if not (plan.is_due(last_scan_at, interval, now) or source_id in ripe):
-                continue
-            remaining = TICK_BUDGET_SECONDS - (time.monotonic() - started)
-            if remaining <= 1:
-                summaries.append(f"{name}: postponed to the next tick (time budget)")
-                continue
-            try:
-                with cat.session() as session:
-                    client = sources.client_for(session.get(WatchSource, source_id))
-            except (SourceError, SecretKeyError) as exc:
-                _record_source_error(cat, source_id, f"scan failed: {exc}")
-                context.log.warning(f"source {name!r}: {exc}")
-                summaries.append(f"{name}: error")
-                continue
-            with client:
-                report = scan_source(cat, source_id, client, settings=settings,
-                                     budget_seconds=remaining)
-            seen += report.files_seen
-            new += len(report.new_pending)
-            log = context.log.warning if report.error else context.log.info
-            log(f"source {name!r}: {report.summary}")
-            summaries.append(f"{name}: {report.summary}")
-
+        tick = scan.scan_due_sources(cat, enabled, settings=settings,
+                                     client_for=sources.client_for,
+                                     budget_seconds=TICK_BUDGET_SECONDS, log=context.log)
         slots = settings.max_concurrent_imports - in_flight_imports(context.instance)
         # Each run may carry a batch of partitions, so claim up to a full batch per free slot.
         requests = claims.claim_imports(
-            cat, [e[0] for e in enabled], slots=max(slots, 0) * claims.BATCH_MAX,
-            run_exists=lambda key: bool(context.instance.get_run_records(
-                dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)))
-        scanned = sum(1 for s in summaries if "postponed" not in s)
+            cat, [e.id for e in enabled], slots=max(slots, 0) * claims.BATCH_MAX,
+            run_exists=lambda key: _run_exists(context.instance, key))
         if not requests:
             held = " (import slots full)" if slots <= 0 else ""
-            return dg.SkipReason(
-                f"{scanned} sources scanned, {seen} files seen, {new} new{held}"
-                + (f"; {'; '.join(summaries)}" if summaries else ""))
-        existing = set(context.instance.get_dynamic_partitions(media.name))
-        new_keys = sorted({r.fingerprint for r in requests} - existing)
-        runs = [_run_request(p) for p in claims.plan_runs(
-            cat, requests, slots=slots, cpus=os.cpu_count() or 2)]
+            return dg.SkipReason(tick.describe(held))
+        runs = claims.plan_runs(cat, requests, slots=slots, cpus=os.cpu_count() or 2)
         context.log.info(f"requesting {len(runs)} import run(s) for {len(requests)} "
                          f"partition(s); {slots} slot(s) were free")
+        existing = set(context.instance.get_dynamic_partitions(media.name))
+        new_keys = sorted({r.fingerprint for r in requests} - existing)
         return dg.SensorResult(
-            run_requests=runs,
+            run_requests=[_run_request(run) for run in runs],
             dynamic_partitions_requests=[media.build_add_request(new_keys)] if new_keys else [],
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from watch_pipeline.pipeline import claims, plan
+from watch_pipeline.pipeline import claims, dedup, plan
 from watch_pipeline.pipeline.plan import Action, Seen
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -61,17 +61,16 @@ def test_known_files():
 
 def test_dedup_verdicts():
     fp = "a" * 32
-    v = plan.dedup(fingerprint=fp, source_id=1, imported_elsewhere=(1, 7),
-                       existing_media_id=7)
-    assert (v.status, v.skip_reason, v.media_file_id) == ("skipped_duplicate",
-                                                          "duplicate_same_source", 7)
-    v = plan.dedup(fingerprint=fp, source_id=1, imported_elsewhere=(2, 7),
-                       existing_media_id=7)
-    assert v.skip_reason == "duplicate_other_source"
-    v = plan.dedup(fingerprint=fp, source_id=1, imported_elsewhere=None, existing_media_id=3)
-    assert (v.skip_reason, v.media_file_id) == ("duplicate_existing", 3)
-    assert plan.dedup(fingerprint=fp, source_id=1, imported_elsewhere=None,
-                          existing_media_id=None).status == "pending"
+    v = dedup.find_duplicate(content=fp, source_id=1, imported=dedup.ImportedCopy(1, 7),
+                             existing_media_id=7)
+    assert (v.reason, v.media_file_id) == ("duplicate_same_source", 7)
+    v = dedup.find_duplicate(content=fp, source_id=1, imported=dedup.ImportedCopy(2, 7),
+                             existing_media_id=7)
+    assert v.reason == "duplicate_other_source" and "source 2" in v.message
+    v = dedup.find_duplicate(content=fp, source_id=1, imported=None, existing_media_id=3)
+    assert (v.reason, v.media_file_id) == ("duplicate_existing", 3)
+    assert dedup.find_duplicate(content=fp, source_id=1, imported=None,
+                                existing_media_id=None) is None
 
 
 def test_retry_backoff_is_capped_and_then_held():
