@@ -242,7 +242,8 @@ class MediaFile(Base):
     filename: Mapped[str] = mapped_column(sa.String(500))
     imohash: Mapped[str | None] = mapped_column(sa.String(32), index=True)
     imohash_version: Mapped[str | None] = mapped_column(sa.String(64))
-    partition_key: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    # One media row per ``media`` partition (migration 0007): two runs of a partition share it.
+    partition_key: Mapped[str | None] = mapped_column(sa.String(64), index=True, unique=True)
     object_key: Mapped[str | None] = mapped_column(sa.String(1024))
     checksum_sha256: Mapped[str | None] = mapped_column(sa.String(64))
     file_size: Mapped[int | None] = mapped_column(sa.BigInteger)
@@ -309,6 +310,9 @@ class WatchSourceFile(Base):
     # The ``media`` partition this file is imported in: its own fingerprint, or the group
     # fingerprint of a multi-part recording (NULL until decided).
     partition_key: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    # The Dagster run that took this row for import (migration 0007): another run of the same
+    # partition refuses to import while that run is still running.
+    import_run_id: Mapped[str | None] = mapped_column(sa.String(64))
 
     source: Mapped[WatchSource] = relationship(back_populates="files")
     media_file: Mapped[MediaFile | None] = relationship()

@@ -13,6 +13,8 @@ from watch_pipeline.catalog.models import (
     FileStatus,
     MediaFile,
     Setting,
+    SkipReason,
+    UTCDateTime,
     WatchSource,
     WatchSourceEmail,
     WatchSourceFile,
@@ -154,3 +156,107 @@ def test_indexes_exist(any_catalog):
     assert ("status",) in file_indexes
     media_indexes = {tuple(ix["column_names"]) for ix in inspector.get_indexes("media_file")}
     assert ("imohash",) in media_indexes
+
+
+def test_migrations_match_the_models(any_catalog):
+    """Alembic's autogenerate finds nothing to add: the migrations build exactly the models."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from watch_pipeline.catalog.models import Base
+
+    with any_catalog.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+@pytest.mark.parametrize("reason", [r.value for r in SkipReason])
+def test_every_skip_reason_is_admitted(any_catalog, reason):
+    with any_catalog.session() as s:
+        src = _source()
+        s.add(src)
+        s.flush()
+        s.add(WatchSourceFile(watch_source_id=src.id, remote_path="x", filename="x",
+                              status=FileStatus.SKIPPED_INVALID, skip_reason=reason))
+    with any_catalog.session() as s:
+        assert s.scalar(sa.select(WatchSourceFile.skip_reason)) == reason
+
+
+def test_one_media_row_per_partition(any_catalog):
+    with any_catalog.session() as s:
+        s.add(MediaFile(title="a", filename="a.mp4", partition_key="p" * 32))
+        s.add(MediaFile(title="n", filename="n.mp4"))  # no partition: not limited
+        s.add(MediaFile(title="m", filename="m.mp4"))
+    with pytest.raises(sa.exc.IntegrityError), any_catalog.session() as s:
+        s.add(MediaFile(title="b", filename="b.mp4", partition_key="p" * 32))
+
+
+def test_insecure_smtp_auth_is_off_unless_set(any_catalog):
+    with any_catalog.engine.begin() as conn:  # a row written without the column (old code)
+        conn.execute(sa.text("INSERT INTO email_notification_config (name, provider, "
+                             "is_enabled, from_address, default_recipients, smtp_use_tls, "
+                             "created_at) VALUES ('old', 'smtp', true, 'a@b.example', '[]', "
+                             "true, CURRENT_TIMESTAMP)"))
+    with any_catalog.session() as s:
+        assert s.scalar(sa.select(EmailNotificationConfig)).smtp_allow_insecure_auth is False
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_engine(request, tmp_path):
+    """An engine on an empty database, once SQLite and once PostgreSQL (no migration run)."""
+    from watch_pipeline.catalog.db import create_catalog_engine
+
+    url = (f"sqlite:///{tmp_path / 'old.sqlite'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    engine = create_catalog_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def test_upgrade_to_0007_keeps_one_media_row_per_partition(empty_engine):
+    """Duplicates made before 0007: the newest stored, non-error row keeps the partition; the
+    others keep their rows and file links but no longer claim it."""
+    from watch_pipeline.catalog.db import upgrade
+
+    upgrade(empty_engine, "0006")
+    media = sa.table("media_file", sa.column("id"), sa.column("title"), sa.column("filename"),
+                     sa.column("partition_key"), sa.column("status"), sa.column("object_key"),
+                     sa.column("origin"), sa.column("owner_id"),
+                     sa.column("collections", sa.JSON), sa.column("tags", sa.JSON),
+                     sa.column("created_at", UTCDateTime), sa.column("updated_at", UTCDateTime))
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    rows = [  # id: (status, object_key)
+        (1, "completed", "user_1/file_1/a.wav"),  # stored, older
+        (2, "completed", "user_1/file_2/a.wav"),  # stored, newest non-error: kept
+        (3, "error", None),                       # newest, but a failed attempt
+        (4, "processing", None),                  # another partition, alone
+    ]
+    with empty_engine.begin() as conn:
+        conn.execute(media.insert(), [
+            {"id": i, "title": "a", "filename": "a.wav", "status": status, "object_key": key,
+             "partition_key": "q" * 32 if i == 4 else "p" * 32, "origin": "watch",
+             "owner_id": 1, "collections": [], "tags": [], "created_at": now,
+             "updated_at": now} for i, status, key in rows])
+        conn.execute(sa.text("INSERT INTO watch_source (id, name, source_type, is_enabled, "
+                             "owner_id, delete_after_import, s3_use_ssl, smb_port, "
+                             "polling_interval_minutes, use_fs_events, file_extensions, "
+                             "recursive, auto_transcribe, min_speakers, max_speakers, "
+                             "collections, tags, multipart_enabled, multipart_regex, "
+                             "multipart_time_window_hours, multipart_wait_scans, "
+                             "upload_stitched_to_source, total_files_imported, created_at, "
+                             "updated_at) VALUES (1, 's', 'local', true, 1, false, true, 445, "
+                             "15, false, '[]', true, true, 1, 20, '[]', '[]', false, 'x', 24, "
+                             "3, false, 0, :now, :now)"), {"now": now})
+        for media_id in (1, 2, 3):
+            conn.execute(sa.text(
+                "INSERT INTO watch_source_file (watch_source_id, remote_path, filename, status, "
+                "media_file_id, retry_count, wait_scans, created_at) VALUES (1, :p, :p, "
+                "'imported', :m, 0, 0, :now)"), {"p": f"f{media_id}.wav", "m": media_id,
+                                                 "now": now})
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        keys = dict(conn.execute(sa.text("SELECT id, partition_key FROM media_file")).all())
+        links = dict(conn.execute(sa.text(
+            "SELECT remote_path, media_file_id FROM watch_source_file")).all())
+    assert keys == {1: None, 2: "p" * 32, 3: None, 4: "q" * 32}
+    assert links == {"f1.wav": 1, "f2.wav": 2, "f3.wav": 3}
