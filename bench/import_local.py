@@ -110,7 +110,7 @@ def child(run_dir: Path, src: Path) -> None:
     import dagster as dg
     import sqlalchemy as sa
 
-    from watch_pipeline.catalog.db import Catalog
+    from watch_pipeline.catalog.db import Catalog, resolve_catalog_url
     from watch_pipeline.catalog.models import MediaFile
     from watch_pipeline.catalog.resource import CatalogResource
     from watch_pipeline.catalog.sources import create_source
@@ -121,7 +121,7 @@ def child(run_dir: Path, src: Path) -> None:
     from watch_pipeline.store.local import LocalObjectStore
     from watch_pipeline.store.resource import ObjectStoreResource
 
-    catalog = Catalog()
+    catalog = Catalog(resolve_catalog_url(os.environ))
     with catalog.session() as session:
         create_source(session, None, fields={"name": "watch", "source_type": "local",
                                              "local_path": ".", "auto_transcribe": False})
@@ -136,7 +136,7 @@ def child(run_dir: Path, src: Path) -> None:
     store_root = home / "object_store"
     resources = {
         "catalog": CatalogResource(url=catalog.url),
-        "sources": SourcesResource(),
+        "sources": SourcesResource(watch_folder=str(watch), temp_dir=str(scratch)),
         "object_store": ObjectStoreResource(backend="local", local_root=str(store_root)),
     }
     assets = [raw_file, stitched_media, media_object]

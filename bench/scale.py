@@ -109,11 +109,11 @@ from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.settings import WatchSettings
 from watch_pipeline.catalog.sources import create_source
 from watch_pipeline.defs.partitions import media
+from watch_pipeline.defs.resources import launch
 from watch_pipeline.defs.sensors import TICK_BUDGET_SECONDS, build_watch_sensors
 from watch_pipeline.pipeline.claims import BATCH_MAX
 from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION
 from watch_pipeline.sources.local import LocalSourceClient
-from watch_pipeline.sources.resource import SourcesResource
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -259,7 +259,8 @@ def catalog_size(catalog: Catalog) -> list[str]:
 
 
 def resources_for(url: str) -> dict[str, Any]:
-    return {"catalog": CatalogResource(url=url), "sources": SourcesResource()}
+    # The sources as the code location configures them at launch (WATCH_FOLDER_PATH, ...).
+    return {"catalog": CatalogResource(url=url), "sources": launch().sources}
 
 
 def run_tick(instance: dg.DagsterInstance, resources: dict[str, Any]) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from watch_pipeline.defs.alerts import notification_sensor, source_health_sensor
+from watch_pipeline.defs.alerts import build_alert_sensors
 from watch_pipeline.defs.assets import (
     build_transcript_asset,
     media_object,
@@ -13,7 +13,7 @@ from watch_pipeline.defs.assets import (
 )
 from watch_pipeline.defs.batch import import_batch_job
 from watch_pipeline.defs.jobs import import_job, recompute_fingerprints_job, transcribe_job
-from watch_pipeline.defs.resources import build_resources, sensor_interval_seconds
+from watch_pipeline.defs.resources import launch
 from watch_pipeline.defs.schedules import cleanup_temp_job, cleanup_temp_schedule
 from watch_pipeline.defs.sensors import (
     build_watch_sensors,
@@ -24,16 +24,20 @@ from watch_pipeline.defs.sensors import (
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Assemble assets, sensors, jobs, schedules and resources from ``defs/``."""
-    resources = build_resources()
-    transcript = build_transcript_asset(resources["transcriber"].model_id)
+    """Assemble assets, sensors, jobs, schedules and resources from ``defs/``.
+
+    The environment is read here, once, when the code location loads (``defs/resources.py``).
+    """
+    config = launch()
+    transcript = build_transcript_asset(config.transcriber.model_id)
     return dg.Definitions(
         assets=[raw_file, stitched_media, media_object, transcript],
         jobs=[import_job, import_batch_job, transcribe_job, cleanup_temp_job,
               recompute_fingerprints_job],
         schedules=[cleanup_temp_schedule],
-        sensors=[*build_watch_sensors(sensor_interval_seconds()), import_failure_sensor,
-                 notification_sensor,
-                 source_health_sensor, recompute_fingerprints_sensor],
-        resources=resources,
+        sensors=[*build_watch_sensors(config.sensor_interval_seconds),
+                 *build_alert_sensors(interval_seconds=config.notify_interval_seconds,
+                                      dagster_url=config.dagster_url),
+                 import_failure_sensor, recompute_fingerprints_sensor],
+        resources=config.resources(),
     )

@@ -1,16 +1,16 @@
 """Opening the catalog database: URL resolution, engine set-up, automatic migration.
 
 The default catalog is a SQLite file under ``$DAGSTER_HOME`` (WAL mode, foreign keys on);
-``WATCH_CATALOG_URL`` selects another database, e.g. ``postgresql+psycopg2://...``. The schema is
-brought to the newest Alembic revision the first time a process opens a URL, under a lock, so a
-webserver, a daemon and the CLI starting together never race on a migration.
+``WATCH_CATALOG_URL`` selects another database, e.g. ``postgresql+psycopg2://...``. Callers hand
+in the URL (or the environment mapping to resolve it from); nothing here reads ``os.environ``.
+The schema is brought to the newest Alembic revision the first time a process opens a URL, under
+a lock, so a webserver, a daemon and the CLI starting together never race on a migration.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -35,23 +35,32 @@ class CatalogConfigError(Exception):
     """The catalog location is not configured or not usable."""
 
 
-def resolve_catalog_url(environ: Mapping[str, str] | None = None) -> str:
+NO_CATALOG = (f"no catalog configured: set DAGSTER_HOME (the embedded default keeps the catalog "
+              f"in $DAGSTER_HOME/{CATALOG_FILENAME}) or WATCH_CATALOG_URL")
+
+
+def default_catalog_url(dagster_home: str) -> str:
+    """The embedded default: the SQLite file under ``dagster_home``."""
+    return f"sqlite:///{Path(dagster_home).expanduser().resolve() / CATALOG_FILENAME}"
+
+
+def resolve_catalog_url(environ: Mapping[str, str]) -> str:
     """Return the catalog URL from ``WATCH_CATALOG_URL`` or the SQLite file under DAGSTER_HOME.
+
+    Args:
+        environ: The environment the caller was launched with (it reads ``os.environ`` at its
+            entry; this function never does).
 
     Raises:
         CatalogConfigError: Neither variable is set.
     """
-    env = os.environ if environ is None else environ
-    url = env.get("WATCH_CATALOG_URL", "").strip()
+    url = environ.get("WATCH_CATALOG_URL", "").strip()
     if url:
         return normalise_url(url)
-    home = env.get("DAGSTER_HOME", "").strip()
+    home = environ.get("DAGSTER_HOME", "").strip()
     if not home:
-        raise CatalogConfigError(
-            "no catalog configured: set DAGSTER_HOME (the embedded default keeps the catalog "
-            f"in $DAGSTER_HOME/{CATALOG_FILENAME}) or WATCH_CATALOG_URL"
-        )
-    return f"sqlite:///{Path(home).expanduser().resolve() / CATALOG_FILENAME}"
+        raise CatalogConfigError(NO_CATALOG)
+    return default_catalog_url(home)
 
 
 def normalise_url(url: str) -> str:
@@ -153,12 +162,17 @@ class Catalog:
     """An open catalog: an engine plus a session factory.
 
     Args:
-        url: Database URL; ``None`` resolves it from the environment.
+        url: Database URL (see :func:`resolve_catalog_url`).
         migrate: Bring the schema to head on first use (the default).
+
+    Raises:
+        CatalogConfigError: ``url`` is empty, or the database cannot be opened.
     """
 
-    def __init__(self, url: str | None = None, *, migrate: bool = True) -> None:
-        self.url = normalise_url(url) if url else resolve_catalog_url()
+    def __init__(self, url: str | None, *, migrate: bool = True) -> None:
+        if not url:
+            raise CatalogConfigError(NO_CATALOG)
+        self.url = normalise_url(url)
         self.engine = create_catalog_engine(self.url)
         if migrate:
             try:

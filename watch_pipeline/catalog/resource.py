@@ -7,7 +7,7 @@ import threading
 import dagster as dg
 from pydantic import Field
 
-from watch_pipeline.catalog.db import Catalog, resolve_catalog_url
+from watch_pipeline.catalog.db import NO_CATALOG, Catalog, CatalogConfigError
 
 _catalogs: dict[str, Catalog] = {}
 _lock = threading.Lock()
@@ -18,12 +18,19 @@ class CatalogResource(dg.ConfigurableResource):
 
     url: str | None = Field(
         default=None,
-        description="Database URL; empty = WATCH_CATALOG_URL, else SQLite under DAGSTER_HOME.",
+        description="Database URL, set at launch: dg.EnvVar('WATCH_CATALOG_URL') (it may hold a "
+        "password), else the SQLite file under DAGSTER_HOME.",
     )
 
     def get(self) -> Catalog:
-        """The open catalog, shared by everything in this process that uses the same URL."""
-        url = self.url or resolve_catalog_url()
+        """The open catalog, shared by everything in this process that uses the same URL.
+
+        Raises:
+            CatalogConfigError: No URL was configured at launch.
+        """
+        url = self.url
+        if not url:
+            raise CatalogConfigError(NO_CATALOG)
         with _lock:
             catalog = _catalogs.get(url)
             if catalog is None:

@@ -1,7 +1,10 @@
-"""Notifications: mails about what sources did, and alerts about sources in trouble."""
+"""Notifications: mails about what sources did, and alerts about sources in trouble.
+
+Both sensors are built at launch by :func:`build_alert_sensors` with the interval and the UI's
+address that ``defs/resources.py`` read from the environment.
+"""
 
 import json
-import os
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -11,20 +14,35 @@ from watch_pipeline.mail.resource import MailerResource
 from watch_pipeline.ops import health, notify
 
 
-def _interval_seconds() -> int:
-    return int(os.environ.get("WATCH_NOTIFY_INTERVAL_SECONDS", "60"))
+def build_alert_sensors(*, interval_seconds: int = 60,
+                        dagster_url: str | None = None) -> list[dg.SensorDefinition]:
+    """The notification and source health sensors, ticking every ``interval_seconds``."""
+    return [build_notification_sensor(interval_seconds=interval_seconds, dagster_url=dagster_url),
+            build_source_health_sensor(interval_seconds=interval_seconds)]
 
 
-@dg.sensor(
-    name="notification_sensor",
-    minimum_interval_seconds=_interval_seconds(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Mails each source's linked email configurations once its scan and the imports "
-                "it started are done, when something was imported, stitched or failed.",
-)
-def notification_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
-                        mailer: MailerResource) -> dg.SkipReason:
-    """Send one summary per source and configuration; never fails an import."""
+def build_notification_sensor(*, interval_seconds: int = 60,
+                              dagster_url: str | None = None) -> dg.SensorDefinition:
+    """The sensor that mails what sources did; ``dagster_url`` adds links to the UI."""
+
+    @dg.sensor(
+        name="notification_sensor",
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Mails each source's linked email configurations once its scan and the "
+                    "imports it started are done, when something was imported, stitched or "
+                    "failed.",
+    )
+    def notification_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                            mailer: MailerResource) -> dg.SkipReason:
+        """Send one summary per source and configuration; never fails an import."""
+        return _notify(context, catalog, mailer, base_url=dagster_url)
+
+    return notification_sensor
+
+
+def _notify(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+            mailer: MailerResource, *, base_url: str | None) -> dg.SkipReason:
     # Everything up to now: a source is only reported once none of its files is on its way, and
     # a file being imported is still "importing" until the transaction that records its outcome
     # commits, so nothing reported can change after this tick (no settle window is needed, and
@@ -36,7 +54,6 @@ def notification_sensor(context: dg.SensorEvaluationContext, catalog: CatalogRes
         return dg.SkipReason("notifications start now")
     start = datetime.fromisoformat(state["start"])
     cursors = {int(k): datetime.fromisoformat(v) for k, v in state.get("sources", {}).items()}
-    base_url = os.environ.get("WATCH_DAGSTER_URL", "").rstrip("/") or None
 
     def run_url(fingerprint: str) -> str | None:
         if not base_url or not fingerprint:
@@ -65,17 +82,27 @@ def notification_sensor(context: dg.SensorEvaluationContext, catalog: CatalogRes
                          f"{len(activities)} source(s)")
 
 
-@dg.sensor(
-    name="source_health_sensor",
-    minimum_interval_seconds=_interval_seconds(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Raises an alert for a source whose last 3 scans failed or that has not been "
-                "scanned for 3 x its interval; mails its linked configurations once per "
-                "incident, not once per tick.",
-)
-def source_health_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
-                         mailer: MailerResource) -> dg.SkipReason:
-    """Check every enabled source; the tick's message lists what needs attention."""
+def build_source_health_sensor(*, interval_seconds: int = 60) -> dg.SensorDefinition:
+    """The sensor that alerts about sources in trouble."""
+
+    @dg.sensor(
+        name="source_health_sensor",
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Raises an alert for a source whose last 3 scans failed or that has not "
+                    "been scanned for 3 x its interval; mails its linked configurations once "
+                    "per incident, not once per tick.",
+    )
+    def source_health_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                             mailer: MailerResource) -> dg.SkipReason:
+        """Check every enabled source; the tick's message lists what needs attention."""
+        return _check_health(context, catalog, mailer)
+
+    return source_health_sensor
+
+
+def _check_health(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                  mailer: MailerResource) -> dg.SkipReason:
     now = datetime.now(UTC)
     state = json.loads(context.cursor) if context.cursor else {}
     started = datetime.fromisoformat(state["started"]) if "started" in state else now

@@ -1,38 +1,31 @@
 """Build a client for a catalog ``watch_source`` row: decrypt its secret, find its root.
 
-The watch sensors (through ``SourcesResource``) and the CLI build clients the same way here.
+The watch sensors (through ``SourcesResource``) and the CLI build clients the same way here;
+both hand in the local sources' root they were launched with (``WATCH_FOLDER_PATH``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from watch_pipeline.catalog.models import WatchSource
 from watch_pipeline.catalog.secrets import SecretBox
 from watch_pipeline.catalog.sources import SECRET_COLUMN, source_secret
-from watch_pipeline.sources.base import SourceClient, SourceError
+from watch_pipeline.sources.base import SourceClient
 from watch_pipeline.sources.factory import create_client
 
 
-def watch_folder_from_env() -> Path:
-    """``WATCH_FOLDER_PATH``, the root every local source is relative to."""
-    value = os.environ.get("WATCH_FOLDER_PATH", "")
-    if not value:
-        raise SourceError("WATCH_FOLDER_PATH is not set: local sources have no root folder")
-    return Path(value).expanduser()
-
-
 def client_for_source(source: WatchSource, *, box: Callable[[], SecretBox],
-                      watch_folder: Callable[[], Path] = watch_folder_from_env) -> SourceClient:
+                      watch_folder: Callable[[], Path]) -> SourceClient:
     """An unconnected client for ``source``.
 
     Args:
         source: The catalog row.
         box: Returns the secret box; called only when the row holds a secret (a first use of
             the embedded default would otherwise create a key file for nothing).
-        watch_folder: Returns the local sources' root; called only for local sources.
+        watch_folder: Returns the local sources' root; called only for local sources (it
+            raises :class:`SourceError` when the caller was launched without one).
     """
     secrets: dict[str, str] = {}
     column = SECRET_COLUMN.get(source.source_type)

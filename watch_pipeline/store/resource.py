@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -17,10 +16,10 @@ from watch_pipeline.store.s3 import S3ObjectStore
 class ObjectStoreResource(dg.ConfigurableResource):
     """Where imported media and transcripts are stored.
 
-    ``backend="local"`` keeps objects in a directory (the embedded default, under
-    ``$DAGSTER_HOME/object_store`` unless ``local_root`` is set); ``backend="s3"`` uses a bucket
-    on AWS, MinIO or any S3-compatible server. Assets call :meth:`get_store` and use only the
-    :class:`ObjectStore` contract.
+    ``backend="local"`` keeps objects in the directory ``local_root`` (``defs/resources.py``
+    sets it at launch: ``WATCH_OBJECT_STORE_ROOT``, else ``$DAGSTER_HOME/object_store``);
+    ``backend="s3"`` uses a bucket on AWS, MinIO or any S3-compatible server. Assets call
+    :meth:`get_store` and use only the :class:`ObjectStore` contract.
     """
 
     backend: Literal["local", "s3"] = Field(
@@ -28,7 +27,8 @@ class ObjectStoreResource(dg.ConfigurableResource):
     )
     local_root: str | None = Field(
         default=None,
-        description="Directory for the local backend; default $DAGSTER_HOME/object_store.",
+        description="Directory for the local backend (set at launch from WATCH_OBJECT_STORE_ROOT, "
+        "else $DAGSTER_HOME/object_store).",
     )
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 endpoint such as http://minio:9000; empty for AWS."
@@ -52,8 +52,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
         """Return the configured store, built on the first call and reused afterwards.
 
         Raises:
-            ObjectStoreError: The configuration is incomplete (no local root and no
-                ``DAGSTER_HOME``; no S3 bucket).
+            ObjectStoreError: The configuration is incomplete (no local root; no S3 bucket).
         """
         if self._store is None:
             self._store = self._build_store()
@@ -72,12 +71,9 @@ class ObjectStoreResource(dg.ConfigurableResource):
                 use_ssl=self.s3_use_ssl,
                 prefix=self.s3_prefix,
             )
-        root = self.local_root
-        if not root:
-            dagster_home = os.environ.get("DAGSTER_HOME")
-            if not dagster_home:
-                raise ObjectStoreError(
-                    "object_store: backend 'local' needs local_root or DAGSTER_HOME to be set"
-                )
-            root = str(Path(dagster_home) / "object_store")
-        return LocalObjectStore(Path(root))
+        if not self.local_root:
+            raise ObjectStoreError(
+                "object_store: backend 'local' needs local_root (set WATCH_OBJECT_STORE_ROOT or "
+                "DAGSTER_HOME before launch)"
+            )
+        return LocalObjectStore(Path(self.local_root))

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from watch_pipeline.catalog.db import Catalog
+from watch_pipeline.catalog.db import Catalog, default_catalog_url
 from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFile
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.settings import set_setting
@@ -35,7 +35,7 @@ def env(dagster_home, tmp_path, monkeypatch):
     watch.mkdir()
     monkeypatch.setenv("WATCH_FOLDER_PATH", str(watch))
     monkeypatch.setenv("WATCH_TEMP_DIR", str(tmp_path / "scratch"))
-    catalog = Catalog()
+    catalog = Catalog(default_catalog_url(dagster_home))
     with catalog.session() as s:
         set_setting(s, "watch.file_stability_seconds", 2)
     # instance_for_test points DAGSTER_HOME at its own temp dir: pin our locations explicitly.

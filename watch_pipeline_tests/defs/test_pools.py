@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
 
-from watch_pipeline.catalog.db import Catalog
+from watch_pipeline.catalog.db import Catalog, resolve_catalog_url
 from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFile
 from watch_pipeline.catalog.settings import SETTINGS, WatchSettings, set_setting
 from watch_pipeline.catalog.sources import create_source
@@ -146,13 +146,13 @@ def _drop_and_scan(watch: Path, speech_factory) -> Catalog:  # type: ignore[no-u
     """Six stable recordings in a local source, scanned: six fingerprints wait for import."""
     for i, phrase in enumerate(PHRASES):
         age(speech_factory(phrase, watch / f"clip{i}.wav"))
-    catalog = Catalog()
+    catalog = Catalog(resolve_catalog_url(os.environ))
     with catalog.session() as s:
         source_id = create_source(s, None, fields={"name": "watch", "source_type": "local",
                                                    "local_path": "."}).id
     with catalog.session() as s:
         settings = WatchSettings.load(s)
-        client = SourcesResource().client_for(s.get(WatchSource, source_id))
+        client = SourcesResource(watch_folder=str(watch)).client_for(s.get(WatchSource, source_id))
     with client:
         report = scan_source(catalog, source_id, client, settings=settings)
     assert len(report.new_pending) == len(PHRASES), report.summary

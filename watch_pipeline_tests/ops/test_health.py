@@ -11,9 +11,11 @@ from watch_pipeline.catalog import email as email_svc
 from watch_pipeline.catalog.models import WatchSource
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.sources import create_source
-from watch_pipeline.defs.alerts import source_health_sensor
+from watch_pipeline.defs.alerts import build_source_health_sensor
 from watch_pipeline.mail.resource import MailerResource
 from watch_pipeline.ops.health import find_problems
+
+source_health_sensor = build_source_health_sensor()
 
 
 def _source(catalog, name, **values):

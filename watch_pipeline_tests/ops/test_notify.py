@@ -12,10 +12,12 @@ from watch_pipeline.catalog import email as email_svc
 from watch_pipeline.catalog.models import EmailNotificationConfig, WatchSource, WatchSourceFile
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.sources import create_source
-from watch_pipeline.defs.alerts import notification_sensor
+from watch_pipeline.defs.alerts import build_notification_sensor
 from watch_pipeline.mail.resource import MailerResource
 from watch_pipeline.mail.smtp import SmtpMailer
 from watch_pipeline.ops import notify
+
+notification_sensor = build_notification_sensor()
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

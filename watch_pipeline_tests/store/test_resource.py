@@ -22,25 +22,20 @@ def test_local_backend_uses_local_root(tmp_path: Path) -> None:
     assert resource.get_store() is store
 
 
-def test_local_backend_defaults_below_dagster_home(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    resource = ObjectStoreResource()
-    # Read when the store is built, not when the module or the resource was created.
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+def test_local_backend_defaults_below_dagster_home_at_launch(tmp_path: Path) -> None:
+    from watch_pipeline.defs.resources import build_object_store
 
-    store = resource.get_store()
+    store = build_object_store({"DAGSTER_HOME": str(tmp_path)}).get_store()
 
     assert isinstance(store, LocalObjectStore)
     assert store.root == tmp_path / "object_store"
 
 
-def test_local_backend_without_root_or_dagster_home_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+def test_local_backend_without_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The resource never looks at the environment: only launch (defs/resources.py) does.
+    monkeypatch.setenv("DAGSTER_HOME", "/nonexistent")
 
-    with pytest.raises(ObjectStoreError, match="local_root or DAGSTER_HOME"):
+    with pytest.raises(ObjectStoreError, match="needs local_root"):
         ObjectStoreResource().get_store()
 
 

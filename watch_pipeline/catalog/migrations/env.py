@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from watch_pipeline.catalog.db import create_catalog_engine, resolve_catalog_url
+from watch_pipeline.catalog.db import create_catalog_engine, normalise_url
 from watch_pipeline.catalog.models import Base
 
 target_metadata = Base.metadata
@@ -24,7 +24,10 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
 connection = context.config.attributes.get("connection")
 if connection is not None:
     _run(connection)
-else:  # the `alembic` command line, for developers writing a new revision
-    engine = create_catalog_engine(resolve_catalog_url())
+else:  # the `alembic` command line, for developers writing a revision: `-x url=<catalog URL>`
+    url = context.get_x_argument(as_dictionary=True).get("url")
+    if not url:
+        raise SystemExit("name the catalog: alembic -x url=sqlite:///path/watch_catalog.sqlite ...")
+    engine = create_catalog_engine(normalise_url(url))
     with engine.begin() as conn:
         _run(conn)
