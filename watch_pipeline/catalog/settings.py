@@ -5,6 +5,7 @@ A change applies on the next sensor tick: readers call these getters each time t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,9 @@ class SettingSpec:
     type: type
     default: Any
     help: str
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None  # an exclusive lower bound (a float that must be "> 0")
 
 
 SETTINGS: dict[str, SettingSpec] = {
@@ -42,6 +44,12 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec("watch.fs_events_enabled", bool, False,
                     "Allow sources with use_fs_events to react to file-system events.",
                     minimum=None, maximum=None),
+        # At most 36 h: a normalised 16 kHz mono WAV of it stays under RIFF's 4 GiB; the
+        # default equals media.limits.DEFAULT_MAX_DURATION_HOURS (a test keeps them equal).
+        SettingSpec("watch.max_media_duration_hours", float, 12.0,
+                    "Media lasting longer (hours, after probing; parts summed) is skipped with "
+                    "reason too_long, and transcription normalises no more than this.",
+                    above=0, maximum=36),
         SettingSpec("fingerprints.recompute_complete", bool, False,
                     "Set by recompute_fingerprints_job; false makes the sensor launch it once."),
     )
@@ -87,7 +95,28 @@ def coerce(key: str, value: Any) -> Any:
         if spec.maximum is not None and number > spec.maximum:
             raise ValidationError(key, f"must be at most {spec.maximum}")
         return number
+    if spec.type is float:
+        return _coerce_float(spec, value)
     raise AssertionError(f"unsupported setting type {spec.type}")  # pragma: no cover
+
+
+def _coerce_float(spec: SettingSpec, value: Any) -> float:
+    key = spec.key
+    if isinstance(value, bool):
+        raise ValidationError(key, "must be a number")
+    try:
+        number = float(str(value).strip()) if not isinstance(value, int | float) else float(value)
+    except ValueError:
+        raise ValidationError(key, "must be a number") from None
+    if not math.isfinite(number):
+        raise ValidationError(key, "must be a finite number")
+    if spec.above is not None and number <= spec.above:
+        raise ValidationError(key, f"must be greater than {spec.above:g}")
+    if spec.minimum is not None and number < spec.minimum:
+        raise ValidationError(key, f"must be at least {spec.minimum:g}")
+    if spec.maximum is not None and number > spec.maximum:
+        raise ValidationError(key, f"must be at most {spec.maximum:g}")
+    return number
 
 
 def get_setting(session: Session, key: str) -> Any:
@@ -132,6 +161,7 @@ class WatchSettings:
     file_stability_seconds: int
     max_concurrent_imports: int
     fs_events_enabled: bool
+    max_media_duration_hours: float = 12.0
 
     @classmethod
     def load(cls, session: Session) -> WatchSettings:
@@ -142,5 +172,6 @@ class WatchSettings:
             file_stability_seconds=values["watch.file_stability_seconds"],
             max_concurrent_imports=values["watch.max_concurrent_imports"],
             fs_events_enabled=values["watch.fs_events_enabled"],
+            max_media_duration_hours=values["watch.max_media_duration_hours"],
         )
 

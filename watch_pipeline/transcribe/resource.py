@@ -7,6 +7,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from watch_pipeline.media.limits import DEFAULT_MAX_DURATION_HOURS
 from watch_pipeline.transcribe.base import Transcriber
 from watch_pipeline.transcribe.riva import RivaTranscriber
 from watch_pipeline.transcribe.whisper import WhisperTranscriber
@@ -27,6 +28,13 @@ class TranscriberResource(dg.ConfigurableResource):
         default="whisper",
         description="Transcription backend: 'whisper' (embedded faster-whisper) or 'riva' "
         "(an NVIDIA Riva server).",
+    )
+    max_audio_hours: float = Field(
+        default=DEFAULT_MAX_DURATION_HOURS,
+        gt=0,
+        description="Longest audio normalised for either backend; longer is refused having "
+        "written no more than this much WAV. get_transcriber(max_audio_hours=...) overrides it "
+        "with the catalog's watch.max_media_duration_hours.",
     )
     whisper_model: str | None = Field(
         default=None,
@@ -64,6 +72,11 @@ class TranscriberResource(dg.ConfigurableResource):
         description="Riva API key, sent as 'authorization: Bearer ...'; set it with "
         "dg.EnvVar('RIVA_API_KEY'), never as a literal.",
     )
+    riva_allow_insecure_api_key: bool = Field(
+        default=False,
+        description="Send the API key over a channel without TLS (RIVA_ALLOW_INSECURE_API_KEY=1); "
+        "off by default, so a key never crosses the network in clear by accident.",
+    )
     riva_metadata: dict[str, str] = Field(
         default_factory=dict,
         description="Extra non-secret gRPC metadata, e.g. {'function-id': ...} for hosted Riva.",
@@ -95,12 +108,21 @@ class TranscriberResource(dg.ConfigurableResource):
         default=3, ge=0, description="Retries (exponential backoff) on UNAVAILABLE/DEADLINE."
     )
 
-    def get_transcriber(self) -> Transcriber:
+    def get_transcriber(self, *, max_audio_hours: float | None = None) -> Transcriber:
         """Build the configured backend's transcriber (cheap: models load on first use).
+
+        Args:
+            max_audio_hours: Overrides the ``max_audio_hours`` field for this transcriber, e.g.
+                with the setting ``watch.max_media_duration_hours`` read at run time.
 
         Returns:
             A :class:`~watch_pipeline.transcribe.base.Transcriber`.
+
+        Raises:
+            ValueError: The configuration is refused, e.g. a Riva API key without TLS and
+                without ``riva_allow_insecure_api_key``.
         """
+        max_hours = self.max_audio_hours if max_audio_hours is None else max_audio_hours
         if self.backend == "whisper":
             return WhisperTranscriber(
                 model=self.whisper_model,
@@ -110,6 +132,7 @@ class TranscriberResource(dg.ConfigurableResource):
                 language=self.whisper_language,
                 vad_filter=self.whisper_vad_filter,
                 cpu_threads=self.whisper_cpu_threads,
+                max_audio_hours=max_hours,
             )
         if self.backend == "riva":
             return RivaTranscriber(
@@ -117,6 +140,7 @@ class TranscriberResource(dg.ConfigurableResource):
                 use_ssl=self.riva_use_ssl,
                 ssl_cert=self.riva_ssl_cert,
                 api_key=self.riva_api_key,
+                allow_insecure_api_key=self.riva_allow_insecure_api_key,
                 metadata=self.riva_metadata,
                 language_code=self.riva_language_code,
                 model=self.riva_model,
@@ -126,6 +150,7 @@ class TranscriberResource(dg.ConfigurableResource):
                 chunk_seconds=self.riva_chunk_seconds,
                 timeout=self.riva_timeout,
                 max_retries=self.riva_max_retries,
+                max_audio_hours=max_hours,
             )
         raise ValueError(f"unknown transcription backend {self.backend!r}")
 

