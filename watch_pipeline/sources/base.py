@@ -17,7 +17,9 @@ in the catalog and show in Dagster: it never contains a secret.
 from __future__ import annotations
 
 import abc
+import hashlib
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,15 +50,118 @@ class SourceEntry:
         return self.remote_path.rsplit("/", 1)[-1]
 
 
+class SkipCode:
+    """Why a listing entry was rejected: the values of the catalog's ``SkipReason`` members.
+
+    Plain strings, so that ``sources`` (a lower room) need not import the catalog.
+    """
+
+    VALIDATION_FAILED = "validation_failed"
+    UNREADABLE_NAME = "unreadable_name"  # not valid in the file system's encoding (UTF-8)
+    SYMLINK_LOOP = "symlink_loop"
+    PATH_TOO_LONG = "path_too_long"
+    OUTSIDE_ROOT = "outside_root"  # a link or key that leads out of the source's root
+
+
+MAX_REMOTE_PATH = 2048
+"""The longest ``remote_path`` the catalog stores (``watch_source_file.remote_path``)."""
+
+
 @dataclass(frozen=True)
 class RejectedEntry:
     """A listing entry the client refused to expose (unsafe path, symlink out of the root).
 
-    The scan records it as ``skipped_invalid`` with ``validation_failed`` and ``reason``.
+    The scan records it as ``skipped_invalid`` with ``skip_reason`` and ``reason``.
+
+    Attributes:
+        remote_path: As for :class:`SourceEntry`, but made storable: a name that is not valid
+            UTF-8 is escaped (see :func:`escape_path`) and a path longer than
+            :data:`MAX_REMOTE_PATH` is shortened to a stable form (see :func:`storable_path`).
+        reason: A sentence for the operator.
+        skip_reason: One of the :class:`SkipCode` values.
     """
 
     remote_path: str
     reason: str
+    skip_reason: str = SkipCode.VALIDATION_FAILED
+
+
+def escape_path(path: str) -> str:
+    r"""Make a path decoded with ``surrogateescape`` storable and printable.
+
+    Each byte that is not valid UTF-8 becomes ``\xNN``, each ASCII control character
+    ``\xNN`` and each backslash ``\\``; everything else is kept. The result is valid UTF-8
+    (it fits a VARCHAR) and :func:`path_bytes` turns it back into the original bytes. A path
+    that is valid UTF-8 is returned unchanged: only names the scan rejects as
+    ``unreadable_name`` are escaped, so :func:`path_bytes` applies to those.
+    """
+    if is_decodable(path):
+        return path
+    out: list[str] = []
+    for ch in path:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for the byte code - 0xDC00
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif ch == "\\":
+            out.append("\\\\")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def path_bytes(escaped: str) -> bytes:
+    r"""The original bytes of a path produced by :func:`escape_path` (``\xNN``, ``\\``)."""
+    return _ESCAPE.sub(_unescape, escaped).encode("utf-8", "surrogateescape")
+
+
+def is_decodable(name: str) -> bool:
+    """Whether ``name`` (as ``os.scandir`` returns it) is valid UTF-8, with no escaped bytes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable_path(path: str) -> str:
+    """``path`` itself, or a stable shortened form when it is longer than :data:`MAX_REMOTE_PATH`.
+
+    The short form keeps the start of the path and ends with a digest of the whole, so two
+    long paths never share one catalog row.
+    """
+    if len(path) <= MAX_REMOTE_PATH:
+        return path
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return f"{path[: MAX_REMOTE_PATH - 48]}...[{len(path)} chars, sha256 {digest}]"
+
+
+def extension_suffixes(extensions: tuple[str, ...]) -> tuple[str, ...]:
+    """Lower-case, dot-prefixed ``extensions`` (``"MP4"`` -> ``".mp4"``); empty ones dropped."""
+    return tuple(
+        ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in extensions if ext
+    )
+
+
+def matches(name: str, suffixes: tuple[str, ...]) -> bool:
+    """Whether ``name`` ends with one of ``suffixes`` (from :func:`extension_suffixes`).
+
+    ``endswith``, not ``splitext``, so multi-dot extensions such as ``.tar.gz`` work too; no
+    suffixes keeps every name.
+    """
+    return not suffixes or name.lower().endswith(suffixes)
+
+
+_ESCAPE = re.compile(r"\\(x[0-9a-f]{2}|\\)")
+
+
+def _unescape(match: re.Match[str]) -> str:
+    token = match.group(1)
+    if token == "\\":
+        return "\\"
+    code = int(token[1:], 16)
+    return chr(code) if code < 0x80 else chr(0xDC00 + code)
 
 
 class BrowseEntry(NamedTuple):

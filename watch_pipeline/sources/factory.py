@@ -7,11 +7,11 @@ Adding a source type is one module implementing :class:`SourceClient` plus one l
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Protocol
 
-from watch_pipeline.sources.base import SourceClient, SourceError, UnsafePathError
-from watch_pipeline.sources.local import LocalSourceClient
+from watch_pipeline.sources.base import SourceClient, SourceError
+from watch_pipeline.sources.local import LocalSourceClient, resolve_root
 from watch_pipeline.sources.s3 import S3SourceClient
 from watch_pipeline.sources.smb import SMBSourceClient
 
@@ -30,13 +30,11 @@ def _build_local(
     source: SourceConfig, watch_folder: Path, secrets: Mapping[str, str] | None
 ) -> SourceClient:
     rel = source.local_path or ""
-    pure = PurePosixPath(rel)
-    # The catalog validates this too; checked again because the result becomes a trusted root.
-    if "\x00" in rel or pure.is_absolute() or ".." in pure.parts:
-        raise UnsafePathError(
-            f"local_path {rel!r} must be relative to the watch folder, without '..'"
-        )
-    return LocalSourceClient(Path(watch_folder) / pure)
+    # The catalog validates the text too; checked again (and resolved, so that a symlink cannot
+    # lead out of the watch folder) because the result becomes a trusted root. A folder that
+    # does not exist yet is refused only when it is listed.
+    resolve_root(watch_folder, rel, must_exist=False)
+    return LocalSourceClient(Path(watch_folder) / rel, watch_root=Path(watch_folder))
 
 
 def _build_s3(
@@ -93,7 +91,8 @@ def create_client(
 
     Raises:
         SourceError: ``source_type`` is not supported.
-        UnsafePathError: A local source's ``local_path`` is absolute or contains ``..``.
+        UnsafePathError: A local source's ``local_path`` is absolute, contains ``..`` or
+            resolves outside ``watch_folder``.
 
     """
     builder = _BUILDERS.get(source.source_type)

@@ -2,14 +2,16 @@
 
 Listing streams ``list_objects_v2`` page by page, so a bucket of a million keys never sits in
 memory. ``remote_path`` is the key relative to the prefix. Keys that could not be written safely
-below a temp folder (a ``..`` segment, a leading ``/``, a backslash or a NUL) are yielded as
-:class:`RejectedEntry` and never opened; "folder marker" keys ending in ``/`` are skipped.
+as one file below a temp folder (a ``..``, ``.`` or empty segment, a leading ``/``, a backslash,
+a NUL, a segment longer than a file name may be) are yielded as :class:`RejectedEntry` with a
+skip code and never opened; empty "folder marker" keys ending in ``/`` are skipped.
 
 Reads for fingerprints go through :class:`~watch_pipeline.store.s3.S3RangeReader`: imohash reads
 three 16 KiB windows, so fingerprinting an object costs one HEAD and at most three small GETs.
 
 Downloads are streamed in 1 MiB chunks into ``<dest>.part`` and renamed to ``dest`` once the size
-is verified; ``<dest>.part.etag`` records the ETag of the version being fetched. They resume
+is verified (the steps shared with SMB are in :mod:`watch_pipeline.sources._transfer`);
+``<dest>.part.etag`` records the ETag of the version being fetched. They resume
 from the bytes already in ``<dest>.part``:
 
 * within one :meth:`S3SourceClient.download` call, after a connection dropped mid-stream (up to
@@ -29,11 +31,10 @@ are tuned.
 from __future__ import annotations
 
 import http.client
-import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,11 @@ import urllib3.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.client import BaseClient
 
+from watch_pipeline.sources import _transfer
 from watch_pipeline.sources.base import (
     BrowseEntry,
     RejectedEntry,
+    SkipCode,
     SourceAuthError,
     SourceChangedError,
     SourceClient,
@@ -56,6 +59,8 @@ from watch_pipeline.sources.base import (
     SourcePermissionError,
     SourceUnreachableError,
     UnsafePathError,
+    extension_suffixes,
+    matches,
 )
 from watch_pipeline.store.s3 import (
     MAX_CONCURRENCY,
@@ -66,19 +71,16 @@ from watch_pipeline.store.s3 import (
     make_s3_client,
 )
 
-MIB = 1024 * 1024
+MIB = _transfer.MIB
 
 DOWNLOAD_CHUNK = 1 * MIB  # larger reads make urllib3 allocate afresh each time: slower
 """Bytes read from the response stream and written to disk at a time (the memory bound)."""
 DOWNLOAD_RETRIES = 5
 """Re-requests after a connection dropped mid-stream, counted since the last progress."""
-RETRY_BACKOFF_SECONDS = 0.5
-"""First wait before a re-request; doubled each time, at most :data:`RETRY_BACKOFF_MAX_SECONDS`."""
-RETRY_BACKOFF_MAX_SECONDS = 8.0
 LIST_PAGE_SIZE = 1000
 """Keys per ``list_objects_v2`` page (S3's maximum)."""
-PART_SUFFIX = ".part"
-"""A download is written to ``<dest>.part`` and renamed to ``dest`` when complete."""
+NAME_MAX = 255
+"""The longest key segment, in UTF-8 bytes, that can become a file name on a local disk."""
 ETAG_SUFFIX = ".part.etag"
 """``<dest>.part.etag`` holds the ETag of the object version ``<dest>.part`` was fetched from."""
 
@@ -251,7 +253,7 @@ class S3SourceClient(SourceClient):
         Raises:
             SourceError: A subclass naming why the bucket cannot be listed.
         """
-        suffixes = tuple(_normalise_extension(ext) for ext in extensions if ext)
+        suffixes = extension_suffixes(extensions)
         pages = self._pages(self._prefix, delimiter=not recursive)
         first = self._next_page(pages)
         return self._entries(first, pages, suffixes)
@@ -275,14 +277,15 @@ class S3SourceClient(SourceClient):
     ) -> SourceEntry | RejectedEntry | None:
         key: str = obj["Key"]
         rel = key[len(self._prefix):]
-        if not rel or rel.endswith("/"):
-            return None  # a "folder marker" written by consoles and sync tools
-        if suffixes and not rel.lower().endswith(suffixes):
+        if not rel or (rel.endswith("/") and not obj.get("Size")):
+            return None  # an empty "folder marker" written by consoles and sync tools
+        if not matches(rel.rstrip("/"), suffixes):
             return None
         problem = _unsafe_reason(rel)
         if problem is not None:
+            reason, code = problem
             # NUL cannot be stored in a PostgreSQL text column: record it escaped.
-            return RejectedEntry(rel.replace("\x00", "\\x00"), f"unsafe key: {problem}")
+            return RejectedEntry(rel.replace("\x00", "\\x00"), f"unsafe key: {reason}", code)
         etag = obj.get("ETag")
         return SourceEntry(
             remote_path=rel,
@@ -314,7 +317,7 @@ class S3SourceClient(SourceClient):
         while page is not None:
             for common in page.get("CommonPrefixes", ()):
                 name = common["Prefix"][len(base):].rstrip("/")
-                if name and _unsafe_reason(name) is None:
+                if name and _escapes(name) is None:
                     folders.append(BrowseEntry("folder", name, None))
             for obj in page.get("Contents", ()):
                 name = obj["Key"][len(base):]
@@ -405,51 +408,50 @@ class S3SourceClient(SourceClient):
                 request.
         """
         key = self._key(remote_path)
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest = _transfer.destination(dest)
         part, tag = partial_files(dest)
-        headed = expected_size is None or etag is None
-        if headed:
-            head = self._head(remote_path, key, etag)
-            etag = etag or head.get("ETag")
-            total = int(head["ContentLength"])
-            if expected_size is not None and total != expected_size:
-                _remove(part, tag)
-                raise SourceChangedError(
-                    f"{self._url(remote_path)} changed on the server since it was listed "
-                    f"({total} bytes, listed {expected_size})"
-                )
-        else:
-            total = expected_size
-        if_match = _quoted(etag) or ""
-        if _read_tag(tag) != if_match or _file_size(part) > total:
-            _remove(part, tag)  # another version's bytes, or not a prefix of this one
-        done = _file_size(part)
-        _check_free_space(dest.parent, total - done)
-        if not part.exists():
-            tag.write_text(if_match, encoding="utf-8")
-            part.touch()
-        try:
-            if done < total:
-                self._fetch_into(remote_path, key, part, if_match)
-            elif not headed:
-                self._head(remote_path, key, etag)  # nothing to fetch: still the same object?
-        except SourceChangedError:
-            _remove(part, tag)
-            raise
-        got = _file_size(part)
-        if got != total:
-            _remove(part, tag)
-            if got < total:
-                raise SourceError(
-                    f"truncated download of {self._url(remote_path)}: got {got} of {total} bytes"
-                )
-            raise SourceError(
-                f"download of {self._url(remote_path)} has {got} bytes, expected {total}"
+        version = self._version(remote_path, key, expected_size, etag, stale=(part, tag))
+        _discard_unless_prefix(version, part, tag)
+        _transfer.check_free_space(dest.parent, version.size - _transfer.file_size(part))
+        _start_partial(version, part, tag)
+        self._fetch_rest(remote_path, key, version, part, tag)
+        return _transfer.finish(part, dest, version.size, self._url(remote_path), sidecars=(tag,))
+
+    def _version(self, remote_path: str, key: str, expected_size: int | None, etag: str | None,
+                 *, stale: tuple[Path, ...]) -> _Version:
+        """The object version to fetch: the listed one, confirmed by a HEAD unless fully known.
+
+        Raises:
+            SourceChangedError: The object's size is no longer the listed one; ``stale`` (the
+                partial files) are removed.
+        """
+        if expected_size is not None and etag is not None:
+            return _Version(expected_size, _quoted(etag) or "", confirmed=False)
+        head = self._head(remote_path, key, etag)
+        size = int(head["ContentLength"])
+        if expected_size is not None and size != expected_size:
+            _transfer.remove(*stale)
+            raise SourceChangedError(
+                f"{self._url(remote_path)} changed on the server since it was listed "
+                f"({size} bytes, listed {expected_size})"
             )
-        os.replace(part, dest)
-        tag.unlink(missing_ok=True)
-        return dest
+        return _Version(size, _quoted(etag or head.get("ETag")) or "", confirmed=True)
+
+    def _fetch_rest(self, remote_path: str, key: str, version: _Version, part: Path, tag: Path
+                    ) -> None:
+        """Fetch the bytes ``part`` lacks; with none lacking, check the object is still there.
+
+        Raises:
+            SourceChangedError: The object was replaced; the partial files are removed.
+        """
+        try:
+            if _transfer.file_size(part) < version.size:
+                self._fetch_into(remote_path, key, part, version.if_match)
+            elif not version.confirmed:
+                self._head(remote_path, key, version.if_match)
+        except SourceChangedError:
+            _transfer.remove(part, tag)
+            raise
 
     def _fetch_into(self, remote_path: str, key: str, part: Path, if_match: str) -> None:
         """Append the object's bytes after those already in ``part`` until its stream ends.
@@ -457,43 +459,44 @@ class S3SourceClient(SourceClient):
         A stream that drops (connection reset, read timeout, fewer bytes than announced) is
         re-requested from the new end of ``part``; the failure count restarts after progress.
         """
-        buffer = bytearray(DOWNLOAD_CHUNK)
-        view = memoryview(buffer)
         failures = 0
         while True:
-            done = _file_size(part)
-            extra: dict[str, str] = {"IfMatch": if_match} if if_match else {}
+            done = _transfer.file_size(part)
+            body = self._get_from(remote_path, key, done, if_match)
             try:
-                response = self.client.get_object(
-                    Bucket=self._bucket, Key=key, Range=f"bytes={done}-", **extra
-                )
-            except _BOTO_ERRORS as exc:
-                # botocore has already retried connection errors and 5xx answers.
-                raise self._map_error(exc, "download", remote_path) from exc
-            body = response["Body"]
-            try:
-                if done and response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 206:
-                    raise SourceError(
-                        f"S3 download of {self._url(remote_path)} failed: "
-                        "the server ignored the Range header"
-                    )
-                with open(part, "ab") as out:
-                    while n := body.readinto(buffer):
-                        out.write(view[:n])
-                return  # botocore checked the stream delivered its whole Content-Length
+                # botocore checks that the stream delivers its whole Content-Length.
+                _transfer.append_stream(body.readinto, part, DOWNLOAD_CHUNK)
+                return
             except _STREAM_ERRORS as exc:
-                failures = 1 if _file_size(part) > done else failures + 1
+                failures = _transfer.failures_in_a_row(part, done, failures)
                 if failures > DOWNLOAD_RETRIES:
                     raise SourceUnreachableError(
                         f"S3 download of {self._url(remote_path)} failed: the connection "
                         f"dropped {failures} times in a row "
                         f"({describe_error(exc, endpoint=self._endpoint_url)})"
                     ) from exc
-            except OSError as exc:  # after the stream errors: ConnectionError is an OSError
-                raise SourceError(f"cannot write {part}: {exc.strerror or exc}") from exc
             finally:
                 body.close()
-            time.sleep(_backoff(failures))
+            time.sleep(_transfer.backoff(failures))
+
+    def _get_from(self, remote_path: str, key: str, offset: int, if_match: str) -> Any:
+        """The body of a GET of the object from ``offset`` on (``If-Match`` when known)."""
+        extra: dict[str, str] = {"IfMatch": if_match} if if_match else {}
+        try:
+            response = self.client.get_object(
+                Bucket=self._bucket, Key=key, Range=f"bytes={offset}-", **extra
+            )
+        except _BOTO_ERRORS as exc:
+            # botocore has already retried connection errors and 5xx answers.
+            raise self._map_error(exc, "download", remote_path) from exc
+        body = response["Body"]
+        if offset and response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 206:
+            body.close()
+            raise SourceError(
+                f"S3 download of {self._url(remote_path)} failed: "
+                "the server ignored the Range header"
+            )
+        return body
 
     def upload(self, src: Path, remote_path: str) -> None:
         """Upload ``src`` to ``remote_path`` below the prefix (multipart for large files).
@@ -537,10 +540,9 @@ class S3SourceClient(SourceClient):
     # -- helpers ----------------------------------------------------------------------------
 
     def _key(self, remote_path: str) -> str:
-        problem = _unsafe_reason(remote_path) if remote_path else "empty path"
-        if problem is not None or remote_path.endswith("/"):
-            reason = problem or "names a folder"
-            raise UnsafePathError(f"{remote_path!r} is not a safe object key: {reason}")
+        problem = _unsafe_reason(remote_path) if remote_path else ("empty path", "")
+        if problem is not None:
+            raise UnsafePathError(f"{remote_path!r} is not a safe object key: {problem[0]}")
         return self._prefix + remote_path
 
     def _head(self, remote_path: str, key: str, etag: str | None) -> dict[str, Any]:
@@ -614,14 +616,23 @@ def _normalise_prefix(prefix: str | None) -> str:
     text = (prefix or "").strip()
     if not text:
         return ""
-    problem = _unsafe_reason(text.rstrip("/"))
+    problem = _escapes(text.rstrip("/"))
     if problem is not None:
         raise UnsafePathError(f"S3 prefix {text!r} is not safe: {problem}")
     return text.rstrip("/") + "/"
 
 
-def _unsafe_reason(rel: str) -> str | None:
-    """Say why ``rel`` cannot become a path below a local folder, or return ``None``."""
+@dataclass(frozen=True)
+class _Version:
+    """The object version a download fetches."""
+
+    size: int
+    if_match: str  # the quoted ETag every GET must match; "" when unknown
+    confirmed: bool  # a HEAD during this call saw it
+
+
+def _escapes(rel: str) -> str | None:
+    """Say how ``rel`` would leave (or break) a folder it is written below, or return ``None``."""
     if "\x00" in rel:
         return "contains NUL"
     if rel.startswith("/"):
@@ -633,9 +644,25 @@ def _unsafe_reason(rel: str) -> str | None:
     return None
 
 
-def _normalise_extension(ext: str) -> str:
-    ext = ext.lower()
-    return ext if ext.startswith(".") else "." + ext
+def _unsafe_reason(rel: str) -> tuple[str, str] | None:
+    """Say why key ``rel`` cannot become one file below a local folder, with its skip code.
+
+    Besides the escapes of :func:`_escapes`, a ``.`` or empty segment is refused (``a/./b``,
+    ``a//b`` and ``a/.`` would land on another key's file, or on the folder itself), and so is a
+    segment too long to be a file name.
+    """
+    problem = _escapes(rel)
+    if problem is not None:
+        escapes = problem.startswith("starts") or "'..'" in problem
+        return problem, SkipCode.OUTSIDE_ROOT if escapes else SkipCode.VALIDATION_FAILED
+    segments = rel.split("/")
+    if "." in segments:
+        return "contains a '.' segment", SkipCode.VALIDATION_FAILED
+    if "" in segments:
+        return "contains an empty segment ('//' or a trailing '/')", SkipCode.VALIDATION_FAILED
+    if any(len(segment.encode("utf-8", "surrogatepass")) > NAME_MAX for segment in segments):
+        return f"has a segment longer than {NAME_MAX} bytes", SkipCode.PATH_TOO_LONG
+    return None
 
 
 def _quoted(etag: str | None) -> str | None:
@@ -661,12 +688,20 @@ def partial_files(dest: Path) -> tuple[Path, Path]:
     them itself on success, on a changed object and on a size mismatch.
     """
     dest = Path(dest)
-    return dest.with_name(dest.name + PART_SUFFIX), dest.with_name(dest.name + ETAG_SUFFIX)
+    return _transfer.partial_file(dest), dest.with_name(dest.name + ETAG_SUFFIX)
 
 
-def _remove(*paths: Path) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
+def _discard_unless_prefix(version: _Version, part: Path, tag: Path) -> None:
+    """Keep ``part`` only if its bytes may be a prefix of ``version``."""
+    if _read_tag(tag) != version.if_match or _transfer.file_size(part) > version.size:
+        _transfer.remove(part, tag)  # another version's bytes, or not a prefix of this one
+
+
+def _start_partial(version: _Version, part: Path, tag: Path) -> None:
+    """Create an empty ``part`` and its ETag file unless a partial download is kept."""
+    if not part.exists():
+        tag.write_text(version.if_match, encoding="utf-8")
+        part.touch()
 
 
 def _read_tag(path: Path) -> str | None:
@@ -674,20 +709,3 @@ def _read_tag(path: Path) -> str | None:
         return path.read_text(encoding="utf-8")
     except (FileNotFoundError, UnicodeDecodeError):
         return None
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _check_free_space(folder: Path, need: int) -> None:
-    have = shutil.disk_usage(folder).free
-    if need > have:
-        raise SourceError(f"not enough free space in {folder}: need {need}, have {have} bytes")
-
-
-def _backoff(failures: int) -> float:
-    return min(RETRY_BACKOFF_SECONDS * 2 ** (failures - 1), RETRY_BACKOFF_MAX_SECONDS)

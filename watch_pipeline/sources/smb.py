@@ -44,7 +44,6 @@ import contextlib
 import io
 import logging
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -74,6 +73,7 @@ from smbprotocol.exceptions import (
 from smbprotocol.file_info import FileAttributes
 from smbprotocol.header import NtStatus
 
+from watch_pipeline.sources import _transfer
 from watch_pipeline.sources.base import (
     BrowseEntry,
     RejectedEntry,
@@ -86,11 +86,13 @@ from watch_pipeline.sources.base import (
     SourcePermissionError,
     SourceUnreachableError,
     UnsafePathError,
+    extension_suffixes,
+    matches,
 )
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
+MIB = _transfer.MIB
 
 DEFAULT_CHUNK_SIZE = 4 * MIB
 """Bytes per SMB read (and write) during :meth:`SMBSourceClient.download`/``upload``."""
@@ -98,11 +100,6 @@ MAX_CHUNK_SIZE = 8 * MIB
 """The largest read Samba and current Windows grant by default; more would be split anyway."""
 DOWNLOAD_ATTEMPTS = 5
 """Connection failures in a row (the count restarts after progress) before a download gives up."""
-RETRY_BACKOFF_SECONDS = 0.5
-"""First wait before reconnecting; doubled each time, at most :data:`RETRY_BACKOFF_MAX_SECONDS`."""
-RETRY_BACKOFF_MAX_SECONDS = 8.0
-PART_SUFFIX = ".part"
-"""A download is written to ``<dest>.part`` and renamed to ``dest`` when complete."""
 
 SYMLINK_NOT_FOLLOWED = "symlink/reparse point not followed"
 PERMISSION_DENIED = "permission denied"
@@ -186,7 +183,7 @@ class SMBSourceClient(SourceClient):
         read_timeout: float = 60,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_attempts: int = DOWNLOAD_ATTEMPTS,
-        retry_backoff: float = RETRY_BACKOFF_SECONDS,
+        retry_backoff: float = _transfer.RETRY_BACKOFF_SECONDS,
     ) -> None:
         server = (server or "").strip().strip("\\/")
         share = (share or "").strip().strip("\\/")
@@ -281,7 +278,7 @@ class SMBSourceClient(SourceClient):
                 iteration if the connection fails).
         """
         root = self._checked_root()
-        suffixes = tuple(_normalise_extension(ext) for ext in extensions if ext)
+        suffixes = extension_suffixes(extensions)
         return self._walk(root, recursive=recursive, suffixes=suffixes)
 
     def _walk(
@@ -394,44 +391,48 @@ class SMBSourceClient(SourceClient):
                 partial file is removed; or another subclass naming why the server refused.
         """
         unc = self._unc(_file_parts(remote_path))
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part = partial_file(dest)
+        dest = _transfer.destination(dest)
+        part = _transfer.partial_file(dest)
         what = self._describe_file(remote_path)
         failures = 0
         while True:
-            done = _file_size(part)
+            done = _transfer.file_size(part)
             try:
                 total = self._fetch_into(unc, what, part, expected_size)
                 break
             except SourceError:
                 raise
             except Exception as exc:
-                if isinstance(exc, SMBOSError) and exc.ntstatus in _NOT_FOUND_STATUSES:
-                    part.unlink(missing_ok=True)
-                if not _is_transient(exc):
-                    raise self._translate(exc, what) from exc
-                failures = 1 if _file_size(part) > done else failures + 1
-                if failures >= self._max_attempts:
-                    kept = _file_size(part)
-                    error = self._translate(exc, what)
-                    raise type(error)(
-                        f"{error}; gave up after {failures} failed attempts in a row, "
-                        f"{kept} bytes kept in {part.name} for the next attempt"
-                    ) from exc
-                wait = min(self._retry_backoff * 2 ** (failures - 1), RETRY_BACKOFF_MAX_SECONDS)
-                log.warning(
-                    "SMB download of %s interrupted at %d bytes (%s); reconnecting in %.1fs",
-                    what, _file_size(part), type(exc).__name__, max(wait, 0.0),
-                )
-                self._drop_connection()
-                time.sleep(max(wait, 0.0))
-        got = _file_size(part)
-        if got != total:
+                failures = self._retry_or_raise(exc, what, part, done, failures)
+        return _transfer.finish(part, dest, total, what)
+
+    def _retry_or_raise(
+        self, exc: Exception, what: str, part: Path, done: int, failures: int
+    ) -> int:
+        """After a failed attempt: raise if a retry cannot help, else wait and reconnect.
+
+        Returns:
+            The failures in a row so far (restarting at 1 after progress).
+        """
+        if isinstance(exc, SMBOSError) and exc.ntstatus in _NOT_FOUND_STATUSES:
             part.unlink(missing_ok=True)
-            raise SourceError(f"truncated download of {what}: got {got} of {total} bytes")
-        os.replace(part, dest)
-        return dest
+        if not _is_transient(exc):
+            raise self._translate(exc, what) from exc
+        failures = _transfer.failures_in_a_row(part, done, failures)
+        if failures >= self._max_attempts:
+            error = self._translate(exc, what)
+            raise type(error)(
+                f"{error}; gave up after {failures} failed attempts in a row, "
+                f"{_transfer.file_size(part)} bytes kept in {part.name} for the next attempt"
+            ) from exc
+        wait = _transfer.backoff(failures, self._retry_backoff)
+        log.warning(
+            "SMB download of %s interrupted at %d bytes (%s); reconnecting in %.1fs",
+            what, _transfer.file_size(part), type(exc).__name__, wait,
+        )
+        self._drop_connection()
+        time.sleep(wait)
+        return failures
 
     def _fetch_into(self, unc: str, what: str, part: Path, expected_size: int | None) -> int:
         """Append the file's bytes after those already in ``part``; return the size to reach."""
@@ -448,24 +449,11 @@ class SMBSourceClient(SourceClient):
                     f"({size} bytes, listed {expected_size})"
                 )
             stamp = _stamp_ns(src.fd.last_write_time)
-            done = _file_size(part)
-            if done and (done > size or part.stat().st_mtime_ns != stamp):
-                part.unlink()  # bytes of another version of the file: start again
-                done = 0
-            _check_free_space(part.parent, size - done)
+            done = _resume_point(part, size, stamp)
+            _transfer.check_free_space(part.parent, size - done)
             src.seek(done)
-            buffer = bytearray(self._chunk_size)
-            view = memoryview(buffer)
             try:
-                with open(part, "ab") as out:
-                    while True:
-                        n = src.readinto(view)
-                        if not n:
-                            break
-                        try:
-                            out.write(view[:n])
-                        except OSError as exc:
-                            raise SourceError(f"cannot write {part}: {exc.strerror}") from exc
+                _transfer.append_stream(src.readinto, part, self._chunk_size)
             finally:
                 # Whatever was written belongs to this version; the next attempt checks it.
                 with contextlib.suppress(OSError):
@@ -484,7 +472,8 @@ class SMBSourceClient(SourceClient):
         parts = _file_parts(remote_path)
         final = self._unc(parts)
         folder_parts = (*self._root_parts, *parts[:-1])
-        tmp = self._unc((*parts[:-1], f".{parts[-1]}.{uuid.uuid4().hex[:12]}{PART_SUFFIX}"))
+        hidden = f".{parts[-1]}.{uuid.uuid4().hex[:12]}{_transfer.PART_SUFFIX}"
+        tmp = self._unc((*parts[:-1], hidden))
         self._connect()
         what = self._describe_file(remote_path)
         with self._errors(what):
@@ -727,22 +716,16 @@ def _classify(
     if attributes & _REPARSE:
         if is_dir:
             return RejectedEntry(rel, SYMLINK_NOT_FOLLOWED) if recursive else None
-        return RejectedEntry(rel, SYMLINK_NOT_FOLLOWED) if _matches(entry.name, suffixes) else None
+        return RejectedEntry(rel, SYMLINK_NOT_FOLLOWED) if matches(entry.name, suffixes) else None
     if is_dir:
         if recursive:
             subdirs.append((entry.path, rel + "/"))
         return None
-    if attributes & _DEVICE or not _matches(entry.name, suffixes):
+    if attributes & _DEVICE or not matches(entry.name, suffixes):
         return None
     return SourceEntry(
         remote_path=rel, size=int(info.end_of_file), mtime=_utc(info.last_write_time), etag=None
     )
-
-
-def partial_file(dest: Path) -> Path:
-    """Return the partial download of ``dest`` (``<dest>.part``)."""
-    dest = Path(dest)
-    return dest.with_name(dest.name + PART_SUFFIX)
 
 
 def _login_name(username: str | None, domain: str | None) -> str | None:
@@ -784,13 +767,13 @@ def _file_parts(remote_path: str) -> tuple[str, ...]:
     return parts
 
 
-def _normalise_extension(ext: str) -> str:
-    ext = ext.lower()
-    return ext if ext.startswith(".") else "." + ext
-
-
-def _matches(name: str, suffixes: tuple[str, ...]) -> bool:
-    return not suffixes or name.lower().endswith(suffixes)
+def _resume_point(part: Path, size: int, stamp: int) -> int:
+    """Bytes of ``part`` to keep: all of them if they are a prefix of this version, else none."""
+    done = _transfer.file_size(part)
+    if done and (done > size or part.stat().st_mtime_ns != stamp):
+        part.unlink()  # bytes of another version of the file: start again
+        return 0
+    return done
 
 
 def _stamp_ns(value: datetime) -> int:
@@ -842,16 +825,3 @@ def _close_handle(raw: Any) -> None:
         fd = getattr(raw, "fd", None)
         if fd is not None and hasattr(fd, "_connected"):
             fd._connected = False
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _check_free_space(folder: Path, need: int) -> None:
-    have = shutil.disk_usage(folder).free
-    if need > have:
-        raise SourceError(f"not enough free space in {folder}: need {need}, have {have} bytes")

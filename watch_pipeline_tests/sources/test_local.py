@@ -147,8 +147,10 @@ def _deny(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
     real_scandir = os.scandir
 
     def scandir(path):
-        if Path(path) == denied:
-            raise PermissionError(13, "Permission denied", str(path))
+        # The client lists folders it opened itself: find out which one the descriptor is.
+        named = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else path
+        if Path(named) == denied.resolve():
+            raise PermissionError(13, "Permission denied", str(named))
         return real_scandir(path)
 
     monkeypatch.setattr(local_module.os, "scandir", scandir)

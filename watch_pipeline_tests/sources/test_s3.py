@@ -16,6 +16,7 @@ import imohash
 import pytest
 
 from watch_pipeline.pipeline.fingerprint import imohash_fileobj
+from watch_pipeline.sources import _transfer
 from watch_pipeline.sources import s3 as s3_module
 from watch_pipeline.sources.base import (
     RejectedEntry,
@@ -275,7 +276,7 @@ def test_local_path_is_none(s3_server: S3Server, s3_bucket: str) -> None:
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(s3_module, "RETRY_BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(_transfer, "RETRY_BACKOFF_SECONDS", 0.01)
 
 
 def test_download_streams_the_object(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:

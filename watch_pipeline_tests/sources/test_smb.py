@@ -24,6 +24,7 @@ import pytest
 import smbclient
 
 from watch_pipeline.pipeline.fingerprint import imohash_fileobj
+from watch_pipeline.sources._transfer import partial_file
 from watch_pipeline.sources.base import (
     BrowseEntry,
     RejectedEntry,
@@ -36,7 +37,7 @@ from watch_pipeline.sources.base import (
     UnsafePathError,
 )
 from watch_pipeline.sources.factory import create_client
-from watch_pipeline.sources.smb import SMBSourceClient, partial_file
+from watch_pipeline.sources.smb import SMBSourceClient
 from watch_pipeline_tests.fixtures.smb_server import SambaServer, _free_port
 
 KIB = 1024
