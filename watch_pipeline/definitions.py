@@ -13,6 +13,7 @@ from watch_pipeline.defs.assets import (
 )
 from watch_pipeline.defs.batch import import_batch_job
 from watch_pipeline.defs.jobs import import_job, recompute_fingerprints_job, transcribe_job
+from watch_pipeline.defs.recovery import build_stranded_run_sensor
 from watch_pipeline.defs.resources import launch
 from watch_pipeline.defs.schedules import cleanup_temp_job, cleanup_temp_schedule
 from watch_pipeline.defs.sensors import (
@@ -38,6 +39,7 @@ def defs() -> dg.Definitions:
         sensors=[*build_watch_sensors(config.sensor_interval_seconds),
                  *build_alert_sensors(interval_seconds=config.notify_interval_seconds,
                                       dagster_url=config.dagster_url),
-                 import_failure_sensor, recompute_fingerprints_sensor],
+                 import_failure_sensor, recompute_fingerprints_sensor,
+                 build_stranded_run_sensor(config.sensor_interval_seconds)],
         resources=config.resources(),
     )
