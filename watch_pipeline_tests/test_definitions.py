@@ -1,4 +1,4 @@
-"""The code location loads, and every job, sensor and schedule resolves."""
+"""The code location loads with the expected names, and every job, sensor and schedule resolves."""
 
 from __future__ import annotations
 
@@ -13,16 +13,34 @@ from watch_pipeline.definitions import defs
 ROOT = Path(__file__).resolve().parent.parent
 
 
+JOBS = ["cleanup_temp_job", "import_batch_job", "import_job", "recompute_fingerprints_job",
+        "transcribe_job"]
+SENSORS = ["import_failure_sensor", "local_watch_sensor", "notification_sensor",
+           "recompute_fingerprints_sensor", "s3_watch_sensor", "smb_watch_sensor",
+           "source_health_sensor", "stranded_run_sensor"]
+SCHEDULES = ["cleanup_temp"]
+ASSETS = ["media_object", "raw_file", "stitched_media", "transcript"]
+RESOURCES = ["catalog", "mailer", "object_store", "sources", "transcriber"]
+
+
 def test_definitions_load_and_resolve(dagster_home):
     definitions = defs()
     assert isinstance(definitions, dg.Definitions)
     repo = definitions.get_repository_def()
-    for job in repo.get_all_jobs():
-        assert job.name
-    for sensor in repo.sensor_defs:
-        assert sensor.name
-    for schedule in repo.schedule_defs:
-        assert schedule.name
+    # Dagster's implicit asset job aside, these are the names the UI, the CLI and docs use.
+    jobs = sorted(j.name for j in definitions.resolve_all_job_defs()
+                  if not j.name.startswith("__"))
+    assert jobs == JOBS
+    for name in JOBS:
+        assert definitions.resolve_job_def(name).name == name
+    assert sorted(s.name for s in repo.sensor_defs) == SENSORS
+    for name in SENSORS:
+        assert definitions.resolve_sensor_def(name).name == name
+    assert sorted(s.name for s in repo.schedule_defs) == SCHEDULES
+    for name in SCHEDULES:
+        assert definitions.resolve_schedule_def(name).job_name in JOBS
+    assert sorted(k.to_user_string() for k in definitions.resolve_all_asset_keys()) == ASSETS
+    assert sorted(repo.get_top_level_resources()) == RESOURCES
 
 
 def test_dg_check_defs(dagster_home):
