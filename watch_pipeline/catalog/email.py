@@ -16,7 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, joinedload
 
+from watch_pipeline.catalog import crud
 from watch_pipeline.catalog import validation as v
+from watch_pipeline.catalog.crud import NotFoundError
 from watch_pipeline.catalog.models import (
     EmailNotificationConfig,
     EmailProvider,
@@ -25,8 +27,7 @@ from watch_pipeline.catalog.models import (
     utcnow,
 )
 from watch_pipeline.catalog.secrets import SecretBox
-from watch_pipeline.catalog.sources import NotFoundError
-from watch_pipeline.mail.render import recipients
+from watch_pipeline.catalog.validation import recipients
 
 DEFAULT_PORT = 587
 TEST_OK = "ok"
@@ -37,6 +38,7 @@ _MESSAGE_LIMIT = 2000
 PROVIDER_FIELDS: dict[str, frozenset[str]] = {
     EmailProvider.SMTP: frozenset({
         "smtp_host", "smtp_port", "smtp_use_tls", "smtp_username", "smtp_insecure_skip_verify",
+        "smtp_allow_insecure_auth",
     }),
     EmailProvider.EXCHANGE: frozenset({
         "exchange_server", "exchange_domain", "exchange_username", "smtp_port",
@@ -57,48 +59,28 @@ COMMON_FIELDS = frozenset({"name", "is_enabled", "from_address", "default_recipi
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
+_DEFAULTS: dict[str, Any] = {"is_enabled": True, "default_recipients": [], "smtp_use_tls": True,
+                             "smtp_insecure_skip_verify": False,
+                             "smtp_allow_insecure_auth": False}
+KIND = crud.RowKind(
+    model=EmailNotificationConfig, noun="email configuration", kind_column="provider",
+    common_fields=COMMON_FIELDS, kind_fields=PROVIDER_FIELDS, secret_column=SECRET_COLUMN,
+    defaults=_DEFAULTS, owner_word="configurations")
+
+
 def find_email_config(session: Session, ref: str | int) -> EmailNotificationConfig:
-    """Find an email configuration by exact name or id (digits).
+    """Find an email configuration by exact name, else by id (digits).
 
     Raises:
         NotFoundError: Nothing matches.
     """
-    text = str(ref).strip()
-    config = session.scalar(
-        sa.select(EmailNotificationConfig).where(EmailNotificationConfig.name == text))
-    if config is None and text.isdigit():
-        config = session.get(EmailNotificationConfig, int(text))
-    if config is None:
-        raise NotFoundError(f"no email configuration named or numbered {text!r}")
-    return config
+    return crud.find(session, KIND, ref)
 
 
 def list_email_configs(session: Session, *,
                        enabled_only: bool = False) -> list[EmailNotificationConfig]:
     """Every email configuration ordered by id, optionally the enabled ones only."""
-    query = sa.select(EmailNotificationConfig).order_by(EmailNotificationConfig.id)
-    if enabled_only:
-        query = query.where(EmailNotificationConfig.is_enabled.is_(True))
-    return list(session.scalars(query))
-
-
-def _check_fields(provider: str, fields: dict[str, Any]) -> None:
-    allowed = COMMON_FIELDS | PROVIDER_FIELDS[provider]
-    for key in fields:
-        if key == "provider":
-            continue
-        if key not in allowed:
-            owners = [p.value for p, names in PROVIDER_FIELDS.items() if key in names]
-            rule = (f"only applies to {' and '.join(owners)} configurations, not {provider}"
-                    if owners else "is not an email configuration field")
-            raise v.ValidationError(key, rule)
-
-
-def _text(value: str | None, field: str, *, limit: int = 255) -> str | None:
-    text = (value or "").strip() or None
-    if text is not None and (len(text) > limit or any(c in text for c in "\r\n\x00")):
-        raise v.ValidationError(field, f"must be one line of at most {limit} characters")
-    return text
+    return crud.list_rows(session, KIND, enabled_only=enabled_only)
 
 
 def _identifier(value: str | None, field: str) -> str:
@@ -110,20 +92,8 @@ def _identifier(value: str | None, field: str) -> str:
     return text
 
 
-def _normalise(session: Session, config: EmailNotificationConfig) -> None:
-    """Validate the whole row and normalise its values in place."""
-    with session.no_autoflush:
-        _normalise_fields(session, config)
-
-
-def _normalise_fields(session: Session, config: EmailNotificationConfig) -> None:
-    config.name = v.name(config.name)
-    clash = session.scalar(
-        sa.select(EmailNotificationConfig.id).where(
-            EmailNotificationConfig.name == config.name,
-            EmailNotificationConfig.id != (config.id or -1)))
-    if clash is not None:
-        raise v.ValidationError("name", f"must be unique; email configuration {clash} has it")
+def _normalise_fields(config: EmailNotificationConfig) -> None:
+    """The configuration's own rules (the name and the column limits are :mod:`crud`'s)."""
     if not (config.from_address or "").strip():
         raise v.ValidationError("from_address", "is required")
     config.from_address = v.email_address("from_address", config.from_address)
@@ -134,11 +104,11 @@ def _normalise_fields(session: Session, config: EmailNotificationConfig) -> None
         config.smtp_port = v.int_range("smtp_port", port, 1, 65_535)
     if config.provider == EmailProvider.SMTP:
         config.smtp_host = v.hostname("smtp_host", config.smtp_host)
-        config.smtp_username = _text(config.smtp_username, "smtp_username")
+        config.smtp_username = v.optional_text("smtp_username", config.smtp_username)
     elif config.provider == EmailProvider.EXCHANGE:
         config.exchange_server = v.hostname("exchange_server", config.exchange_server)
-        config.exchange_username = _text(config.exchange_username, "exchange_username")
-        config.exchange_domain = _text(config.exchange_domain, "exchange_domain")
+        config.exchange_username = v.optional_text("exchange_username", config.exchange_username)
+        config.exchange_domain = v.optional_text("exchange_domain", config.exchange_domain)
         if config.exchange_domain and not config.exchange_username:
             raise v.ValidationError("exchange_domain", "needs exchange_username (the login is "
                                     "DOMAIN\\username)")
@@ -165,19 +135,6 @@ def _require_secret(config: EmailNotificationConfig, secret: str | None) -> None
         raise v.ValidationError(SECRET_NAME[config.provider], rule)
 
 
-def _set_secret(box: SecretBox, config: EmailNotificationConfig, secret: str | None) -> None:
-    if secret is None:
-        return
-    column = SECRET_COLUMN[config.provider]
-    value = box.encrypt(secret, table=EmailNotificationConfig.__tablename__, row_id=config.id,
-                        column=column) if secret else None
-    setattr(config, column, value)
-
-
-_DEFAULTS: dict[str, Any] = {"is_enabled": True, "default_recipients": [], "smtp_use_tls": True,
-                             "smtp_insecure_skip_verify": False}
-
-
 def create_email_config(session: Session, box: SecretBox | None, *, fields: dict[str, Any],
                         secret: str | None = None) -> EmailNotificationConfig:
     """Validate and insert an email configuration.
@@ -191,21 +148,15 @@ def create_email_config(session: Session, box: SecretBox | None, *, fields: dict
     Raises:
         ValidationError: A field breaks a rule.
     """
-    provider = fields.get("provider")
-    if provider not in PROVIDER_FIELDS:
-        raise v.ValidationError("provider", "must be one of smtp, exchange, m365")
-    _check_fields(provider, fields)
-    values = {k: val for k, val in {**_DEFAULTS, **fields}.items()
-              if k in COMMON_FIELDS | PROVIDER_FIELDS[provider] | {"provider"}}
-    config = EmailNotificationConfig(**values)
-    _normalise(session, config)
+    config = crud.new_row(KIND, fields)
+    crud.normalise(session, KIND, config, _normalise_fields)
     _require_secret(config, secret)
     if secret and box is None:
-        raise v.ValidationError(SECRET_NAME[provider], "no encryption key available")
+        raise v.ValidationError(SECRET_NAME[config.provider], "no encryption key available")
     session.add(config)
     session.flush()  # the row id is part of the secret's associated data
-    if secret and box is not None:
-        _set_secret(box, config, secret)
+    if secret:
+        crud.set_secret(KIND, box, config, secret, field=SECRET_NAME[config.provider])
         session.flush()
     return config
 
@@ -214,51 +165,27 @@ def update_email_config(session: Session, box: SecretBox | None,
                         config: EmailNotificationConfig, *, fields: dict[str, Any],
                         secret: str | None = None) -> EmailNotificationConfig:
     """Validate and apply changed fields (``provider`` is immutable); ``secret`` replaces it."""
-    if "provider" in fields and fields["provider"] != config.provider:
-        raise v.ValidationError("provider", "cannot be changed after creation")
-    _check_fields(config.provider, fields)
-    for key, value in fields.items():
-        setattr(config, key, value)
-    _normalise(session, config)
+    crud.apply_fields(KIND, config, fields)
+    crud.normalise(session, KIND, config, _normalise_fields)
     _require_secret(config, secret)
-    if secret is not None:
-        if box is None and secret:
-            raise v.ValidationError(SECRET_NAME[config.provider], "no encryption key available")
-        _set_secret(box, config, secret)  # type: ignore[arg-type]
+    crud.set_secret(KIND, box, config, secret, field=SECRET_NAME[config.provider])
     session.flush()
     return config
 
 
 def delete_email_config(session: Session, config: EmailNotificationConfig) -> int:
     """Delete a configuration and its source links; returns how many links went with it."""
-    count = session.scalar(
-        sa.select(sa.func.count()).select_from(WatchSourceEmail)
-        .where(WatchSourceEmail.email_config_id == config.id)) or 0
-    session.delete(config)
-    session.flush()
-    return count
+    return crud.delete(session, config, WatchSourceEmail.email_config_id)
 
 
 def email_config_secret(box: SecretBox, config: EmailNotificationConfig) -> str | None:
     """Decrypt the configuration's secret, ``None`` when unset."""
-    column = SECRET_COLUMN[config.provider]
-    stored = getattr(config, column)
-    if not stored:
-        return None
-    return box.decrypt(stored, table=EmailNotificationConfig.__tablename__, row_id=config.id,
-                       column=column)
+    return crud.read_secret(KIND, box, config)
 
 
 def email_config_to_dict(config: EmailNotificationConfig) -> dict[str, Any]:
     """The configuration as JSON-ready data: column names, the secret only as ``has_secret``."""
-    data: dict[str, Any] = {}
-    for column in EmailNotificationConfig.__table__.columns:
-        if column.name.startswith("encrypted_"):
-            continue
-        value = getattr(config, column.name)
-        data[column.name] = value.isoformat() if hasattr(value, "isoformat") else value
-    data["has_secret"] = bool(getattr(config, SECRET_COLUMN[config.provider]))
-    return data
+    return crud.to_dict(KIND, config)
 
 
 # -- links to sources ----------------------------------------------------------------------------

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from watch_pipeline.catalog import crud
 from watch_pipeline.catalog import validation as v
 from watch_pipeline.catalog.models import (
     DEFAULT_MULTIPART_REGEX,
@@ -41,6 +41,19 @@ COMMON_FIELDS = frozenset({
     "min_speakers", "max_speakers", "collections", "tags", "multipart_enabled", "multipart_regex",
     "multipart_time_window_hours", "multipart_wait_scans", "upload_stitched_to_source",
 })
+_DEFAULTS: dict[str, Any] = {
+    "is_enabled": True, "owner_id": 1, "delete_after_import": False, "s3_use_ssl": True,
+    "smb_path": "/", "smb_port": 445, "polling_interval_minutes": 15, "use_fs_events": False,
+    "file_extensions": [], "skip_files_older_than_days": 30, "recursive": True,
+    "auto_transcribe": True, "min_speakers": 1, "max_speakers": 20, "collections": [],
+    "tags": [], "multipart_enabled": False, "multipart_regex": DEFAULT_MULTIPART_REGEX,
+    "multipart_time_window_hours": 24, "multipart_wait_scans": 3,
+    "upload_stitched_to_source": False, "total_files_imported": 0,
+}
+KIND = crud.RowKind(
+    model=WatchSource, noun="watch source", kind_column="source_type",
+    common_fields=COMMON_FIELDS, kind_fields=TYPE_FIELDS,
+    secret_column=SECRET_COLUMN, defaults=_DEFAULTS, owner_word="sources")
 STATUS_FIELDS = (
     "last_scan_at", "last_scan_status", "last_scan_message", "last_scan_files_found",
     "last_scan_files_imported", "last_scan_files_skipped", "last_scan_duration_seconds",
@@ -48,62 +61,23 @@ STATUS_FIELDS = (
 )
 
 
-class NotFoundError(LookupError):
-    """No row matches the given name or id."""
-
-
 def find_source(session: Session, ref: str | int) -> WatchSource:
-    """Find a source by id (digits) or exact name.
+    """Find a source by exact name, else by id (digits).
 
     Raises:
         NotFoundError: Nothing matches.
     """
-    text = str(ref).strip()
-    source = session.scalar(sa.select(WatchSource).where(WatchSource.name == text))
-    if source is None and text.isdigit():
-        source = session.get(WatchSource, int(text))
-    if source is None:
-        raise NotFoundError(f"no watch source named or numbered {text!r}")
-    return source
+    return crud.find(session, KIND, ref)
 
 
 def list_sources(session: Session, *, source_type: str | None = None,
                  enabled_only: bool = False) -> list[WatchSource]:
     """Every source, ordered by id, optionally of one type or enabled only."""
-    query = sa.select(WatchSource).order_by(WatchSource.id)
-    if source_type:
-        query = query.where(WatchSource.source_type == source_type)
-    if enabled_only:
-        query = query.where(WatchSource.is_enabled.is_(True))
-    return list(session.scalars(query))
+    return crud.list_rows(session, KIND, of_kind=source_type, enabled_only=enabled_only)
 
 
-def _check_fields(source_type: str, fields: dict[str, Any]) -> None:
-    allowed = COMMON_FIELDS | TYPE_FIELDS[source_type]
-    for key in fields:
-        if key == "source_type":
-            continue
-        if key not in allowed:
-            owner = next((t for t, names in TYPE_FIELDS.items() if key in names), None)
-            rule = (f"only applies to {owner} sources, not {source_type}" if owner
-                    else "is not a watch source field")
-            raise v.ValidationError(key, rule)
-
-
-def _normalise(session: Session, source: WatchSource) -> None:
-    """Validate the whole row and normalise its values in place."""
-    with session.no_autoflush:
-        _normalise_fields(session, source)
-
-
-def _normalise_fields(session: Session, source: WatchSource) -> None:
-    source.name = v.name(source.name)
-    clash = session.scalar(
-        sa.select(WatchSource.id).where(WatchSource.name == source.name,
-                                        WatchSource.id != (source.id or -1))
-    )
-    if clash is not None:
-        raise v.ValidationError("name", f"must be unique; source {clash} already has it")
+def _normalise_fields(source: WatchSource) -> None:
+    """The source's own rules (the name and the column limits are :mod:`crud`'s)."""
     source.polling_interval_minutes = v.int_range(
         "polling_interval_minutes", source.polling_interval_minutes, 1, 1440)
     v.int_range("min_speakers", source.min_speakers, 1, 20)
@@ -126,37 +100,15 @@ def _normalise_fields(session: Session, source: WatchSource) -> None:
         source.s3_bucket_name = v.bucket(source.s3_bucket_name)
         source.s3_endpoint_url = v.endpoint_url(source.s3_endpoint_url)
         source.s3_prefix = v.s3_prefix(source.s3_prefix)
-        source.s3_region = (source.s3_region or "").strip() or None
-        source.s3_access_key_id = (source.s3_access_key_id or "").strip() or None
+        source.s3_region = v.optional_text("s3_region", source.s3_region)
+        source.s3_access_key_id = v.optional_text("s3_access_key_id", source.s3_access_key_id)
     elif source.source_type == SourceType.SMB:
         source.smb_server = v.hostname("smb_server", source.smb_server)
         source.smb_share = v.share_name(source.smb_share)
         source.smb_path = v.share_path("smb_path", source.smb_path)
         source.smb_port = v.int_range("smb_port", source.smb_port, 1, 65_535)
-        source.smb_username = (source.smb_username or "").strip() or None
-        source.smb_domain = (source.smb_domain or "").strip() or None
-
-
-def _set_secret(box: SecretBox, source: WatchSource, secret: str | None) -> None:
-    if secret is None:
-        return
-    column = SECRET_COLUMN.get(source.source_type)
-    if column is None:
-        raise v.ValidationError("secret", f"{source.source_type} sources take no secret")
-    value = box.encrypt(secret, table=WatchSource.__tablename__, row_id=source.id,
-                        column=column) if secret else None
-    setattr(source, column, value)
-
-
-_DEFAULTS: dict[str, Any] = {
-    "is_enabled": True, "owner_id": 1, "delete_after_import": False, "s3_use_ssl": True,
-    "smb_path": "/", "smb_port": 445, "polling_interval_minutes": 15, "use_fs_events": False,
-    "file_extensions": [], "skip_files_older_than_days": 30, "recursive": True,
-    "auto_transcribe": True, "min_speakers": 1, "max_speakers": 20, "collections": [],
-    "tags": [], "multipart_enabled": False, "multipart_regex": DEFAULT_MULTIPART_REGEX,
-    "multipart_time_window_hours": 24, "multipart_wait_scans": 3,
-    "upload_stitched_to_source": False, "total_files_imported": 0,
-}
+        source.smb_username = v.optional_text("smb_username", source.smb_username)
+        source.smb_domain = v.optional_text("smb_domain", source.smb_domain)
 
 
 def create_source(session: Session, box: SecretBox | None, *, fields: dict[str, Any],
@@ -166,16 +118,8 @@ def create_source(session: Session, box: SecretBox | None, *, fields: dict[str, 
     Raises:
         ValidationError: A field breaks a rule.
     """
-    source_type = fields.get("source_type")
-    if source_type not in TYPE_FIELDS:
-        raise v.ValidationError("source_type", "must be one of local, s3, smb")
-    _check_fields(source_type, fields)
-    values = {**_DEFAULTS, **fields}
-    values = {k: val for k, val in values.items()
-              if k in COMMON_FIELDS | TYPE_FIELDS[source_type] | {"source_type", "owner_id",
-                                                                   "total_files_imported"}}
-    source = WatchSource(**values)
-    _normalise(session, source)
+    source = crud.new_row(KIND, fields)
+    crud.normalise(session, KIND, source, _normalise_fields)
     session.add(source)
     session.flush()  # the row id is part of the secret's associated data
     # The ORM fires a column's default for a None on INSERT; an explicit None (e.g. "never skip
@@ -186,9 +130,7 @@ def create_source(session: Session, box: SecretBox | None, *, fields: dict[str, 
     if explicit_nulls:
         session.flush()
     if secret is not None:
-        if box is None:
-            raise v.ValidationError("secret", "no encryption key available")
-        _set_secret(box, source, secret)
+        crud.set_secret(KIND, box, source, secret)
         session.flush()
     return source
 
@@ -196,48 +138,23 @@ def create_source(session: Session, box: SecretBox | None, *, fields: dict[str, 
 def update_source(session: Session, box: SecretBox | None, source: WatchSource, *,
                   fields: dict[str, Any], secret: str | None = None) -> WatchSource:
     """Validate and apply changed fields to ``source`` (``source_type`` is immutable)."""
-    if "source_type" in fields and fields["source_type"] != source.source_type:
-        raise v.ValidationError("source_type", "cannot be changed after creation")
-    _check_fields(source.source_type, fields)
-    for key, value in fields.items():
-        setattr(source, key, value)
-    _normalise(session, source)
-    if secret is not None:
-        if box is None:
-            raise v.ValidationError("secret", "no encryption key available")
-        _set_secret(box, source, secret)
+    crud.apply_fields(KIND, source, fields)
+    crud.normalise(session, KIND, source, _normalise_fields)
+    crud.set_secret(KIND, box, source, secret)
     session.flush()
     return source
 
 
 def delete_source(session: Session, source: WatchSource) -> int:
     """Delete a source and its file history (imported media stay); returns the files removed."""
-    count = session.scalar(
-        sa.select(sa.func.count()).select_from(WatchSourceFile)
-        .where(WatchSourceFile.watch_source_id == source.id)
-    ) or 0
-    session.delete(source)
-    session.flush()
-    return count
+    return crud.delete(session, source, WatchSourceFile.watch_source_id)
 
 
 def source_secret(box: SecretBox, source: WatchSource) -> str | None:
     """Decrypt the source's secret (S3 secret key or SMB password), ``None`` when unset."""
-    column = SECRET_COLUMN.get(source.source_type)
-    stored = getattr(source, column) if column else None
-    if not stored:
-        return None
-    return box.decrypt(stored, table=WatchSource.__tablename__, row_id=source.id, column=column)
+    return crud.read_secret(KIND, box, source)
 
 
 def source_to_dict(source: WatchSource) -> dict[str, Any]:
     """The source as JSON-ready data: catalog column names, secrets as ``has_secret``."""
-    data: dict[str, Any] = {}
-    for column in WatchSource.__table__.columns:
-        if column.name.startswith("encrypted_"):
-            continue
-        value = getattr(source, column.name)
-        data[column.name] = value.isoformat() if hasattr(value, "isoformat") else value
-    secret_column = SECRET_COLUMN.get(source.source_type)
-    data["has_secret"] = bool(secret_column and getattr(source, secret_column))
-    return data
+    return crud.to_dict(KIND, source)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import posixpath
 import re
+import unicodedata
 from collections.abc import Iterable
+from re import _parser as sre  # the parse tree of a pattern: the one way to see its structure
 from urllib.parse import urlparse
 
 
@@ -28,11 +30,41 @@ class ValidationError(ValueError):
 
 _EXTENSION = re.compile(r"^\.[a-z0-9][a-z0-9_-]{0,15}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# Bidirectional overrides and isolates reorder what a terminal shows (a name can look like
+# another); they are refused with the C0/C1 controls.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# What Windows and Samba refuse in a path segment, and what an SMB share name may not contain.
+_SMB_PATH_FORBIDDEN = frozenset(':*?"<>|')
+_SMB_SHARE_FORBIDDEN = frozenset('"/\\[]:|<>+=;,*?')
+_SEPARATORS = re.compile(r"[,;\s]+")
+
+
+def is_control(char: str) -> bool:
+    """Whether ``char`` would act on a terminal rather than show (ESC, BEL, CR, LF, NUL, ...)."""
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI
+
+
+def printable_text(field: str, value: str) -> str:
+    r"""``value`` unchanged when it holds no control character.
+
+    Raises:
+        ValidationError: Naming the first control character as an escape (``\x1b``).
+    """
+    bad = next((c for c in value if is_control(c)), None)
+    if bad is not None:
+        raise ValidationError(field, f"must not contain control characters ({bad!r} found)")
+    return value
+
+
+def optional_text(field: str, value: str | None) -> str | None:
+    """Trimmed one-line text, ``None`` when empty."""
+    text = (value or "").strip()
+    return printable_text(field, text) if text else None
 
 
 def name(value: str | None, *, field: str = "name") -> str:
-    """A display name: 1-200 characters after trimming."""
-    text = (value or "").strip()
+    """A display name: 1-200 characters after trimming, no control characters."""
+    text = printable_text(field, (value or "").strip())
     if not 1 <= len(text) <= 200:
         raise ValidationError(field, "must be 1-200 characters")
     return text
@@ -75,7 +107,7 @@ def labels(field: str, values: Iterable[str] | str | None) -> list[str]:
         values = values.split(",")
     result: list[str] = []
     for raw in values:
-        text = raw.strip()
+        text = printable_text(field, raw.strip())
         if not text:
             continue
         if len(text) > 100:
@@ -87,11 +119,9 @@ def labels(field: str, values: Iterable[str] | str | None) -> list[str]:
 
 def relative_path(field: str, value: str | None, *, allow_root: bool = True) -> str:
     """A path inside a root: relative, no ``..`` segment, no NUL; ``.`` means the root itself."""
-    text = (value or "").strip()
+    text = printable_text(field, (value or "").strip())
     if not text:
         raise ValidationError(field, "is required")
-    if "\x00" in text:
-        raise ValidationError(field, "must not contain NUL")
     if text.startswith("/") or text.startswith("\\") or re.match(r"^[A-Za-z]:", text):
         raise ValidationError(field, "must be relative (no leading /)")
     segments = re.split(r"[\\/]+", text)
@@ -104,10 +134,15 @@ def relative_path(field: str, value: str | None, *, allow_root: bool = True) -> 
 
 
 def share_path(field: str, value: str | None) -> str:
-    """A folder inside an SMB share, normalised to start with ``/`` (``/`` = the share root)."""
-    text = (value or "/").strip().replace("\\", "/") or "/"
-    if "\x00" in text:
-        raise ValidationError(field, "must not contain NUL")
+    """A folder inside an SMB share, normalised to start with ``/`` (``/`` = the share root).
+
+    Characters SMB servers refuse in a path (``: * ? " < > |``) are refused here, not at the
+    first scan.
+    """
+    text = printable_text(field, (value or "/").strip().replace("\\", "/") or "/")
+    bad = sorted(set(text) & _SMB_PATH_FORBIDDEN)
+    if bad:
+        raise ValidationError(field, f"must not contain {' '.join(bad)} (SMB refuses them)")
     if ".." in text.split("/"):
         raise ValidationError(field, "must not contain '..'")
     return posixpath.normpath("/" + text.lstrip("/"))
@@ -115,13 +150,13 @@ def share_path(field: str, value: str | None) -> str:
 
 def s3_prefix(value: str | None) -> str:
     """A key prefix: no leading ``/``, no ``..`` segment; empty means the whole bucket."""
-    text = (value or "").strip()
+    text = printable_text("s3_prefix", (value or "").strip())
     if not text:
         return ""
     if text.startswith("/"):
         raise ValidationError("s3_prefix", "must not start with /")
-    if ".." in text.split("/") or "\x00" in text:
-        raise ValidationError("s3_prefix", "must not contain '..' or NUL")
+    if ".." in text.split("/"):
+        raise ValidationError("s3_prefix", "must not contain '..'")
     return text
 
 
@@ -152,7 +187,7 @@ def endpoint_url(value: str | None) -> str | None:
 
 def hostname(field: str, value: str | None) -> str:
     """A server name or address without scheme, path or spaces."""
-    text = (value or "").strip()
+    text = printable_text(field, (value or "").strip())
     if not text:
         raise ValidationError(field, "is required")
     if any(c in text for c in "/\\ @") or len(text) > 255:
@@ -161,33 +196,136 @@ def hostname(field: str, value: str | None) -> str:
 
 
 def share_name(value: str | None) -> str:
-    """An SMB share name (no slashes)."""
-    text = (value or "").strip().strip("/\\")
+    r"""An SMB share name: one name of at most 80 characters, none of ``"/\[]:|<>+=;,*?``."""
+    text = printable_text("smb_share", (value or "").strip().strip("/\\"))
     if not text:
         raise ValidationError("smb_share", "is required for smb sources")
-    if any(c in text for c in "/\\") or len(text) > 80:
-        raise ValidationError("smb_share", "must be a single share name (no slashes)")
+    if set(text) & _SMB_SHARE_FORBIDDEN or len(text) > 80:
+        raise ValidationError("smb_share", "must be a single share name of at most 80 characters "
+                              "without any of \" / \\ [ ] : | < > + = ; , * ?")
     return text
 
 
 def multipart_regex(value: str | None) -> str:
-    """A regular expression that compiles and has exactly three groups (base, part, extension)."""
+    """A regex that compiles, has exactly three groups (base, part, extension) and is safe.
+
+    Safe means it cannot backtrack for long on a hostile file name: see :func:`regex_hazard`.
+    """
     text = value or ""
     try:
         compiled = re.compile(text)
     except re.error as exc:
-        raise ValidationError("multipart_regex", f"does not compile: {exc}") from None
+        raise ValidationError("multipart_regex", f"does not compile (invalid regex): {exc}"
+                              ) from None
     if compiled.groups != 3:
         raise ValidationError(
             "multipart_regex",
-            f"must have exactly 3 groups (base, part number, extension), has {compiled.groups}",
+            f"needs exactly 3 groups (base, part number, extension), has {compiled.groups}",
         )
+    hazard = regex_hazard(text)
+    if hazard is not None:
+        raise ValidationError("multipart_regex", hazard)
     return text
+
+
+MAX_WIDE_REPEATS = 3
+"""At most this many unbounded quantifiers: ``n`` of them can try about ``len(name) ** n``
+ways to split a name (3: milliseconds on a 255-character name; 4: over a second)."""
+
+_REPEATS = (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT)
+
+
+def regex_hazard(pattern: str) -> str | None:
+    r"""Why ``pattern`` could take exponential or polynomial time on a file name, if it could.
+
+    A conservative structural check on Python's own parse of the pattern; it refuses:
+
+    * a quantifier inside a repeated group (``(a+)+``, ``(\d{1,3})*``): nested quantifiers;
+    * an alternation inside a repeated group (``(a|ab)*``): ambiguous repetition;
+    * more than :data:`MAX_WIDE_REPEATS` unbounded quantifiers (``+``, ``*``, ``{n,}``).
+
+    Returns:
+        A rule in words for the operator, or ``None`` when the pattern is safe.
+    """
+    try:
+        tree = sre.parse(pattern)
+    except re.error:
+        return None  # compiling reports it
+    wide = 0
+
+    def walk(items: sre.SubPattern | list, repeated: bool) -> str | None:
+        nonlocal wide
+        for op, av in items:
+            if op in _REPEATS:
+                _low, high, body = av
+                if high == sre.MAXREPEAT:
+                    wide += 1
+                if repeated and high > 1:
+                    return ("has a nested quantifier (a repeated group holding a quantifier, "
+                            "e.g. (a+)+), which can take exponential time on a file name")
+                found = walk(body, repeated or high > 1)
+            elif op is sre.BRANCH:
+                if repeated:
+                    return ("has an alternation inside a repeated group (e.g. (a|ab)*), which "
+                            "can take exponential time on a file name")
+                found = next((r for branch in av[1] if (r := walk(branch, repeated))), None)
+            elif op is sre.SUBPATTERN:
+                found = walk(av[3], repeated)
+            elif op in (sre.ASSERT, sre.ASSERT_NOT):
+                found = walk(av[1], repeated)
+            elif op is sre.ATOMIC_GROUP:
+                found = walk(av, repeated)
+            elif op is sre.GROUPREF_EXISTS:
+                found = walk(av[1], repeated) or (walk(av[2], repeated) if av[2] else None)
+            else:
+                found = None
+            if found:
+                return found
+        return None
+
+    reason = walk(tree, False)
+    if reason is None and wide > MAX_WIDE_REPEATS:
+        reason = (f"has {wide} unbounded quantifiers (+, *, {{n,}}); at most "
+                  f"{MAX_WIDE_REPEATS} keep matching a file name fast")
+    return reason
 
 
 def email_address(field: str, value: str) -> str:
     """A plausible single email address (one ``@``, a dotted domain, no spaces or brackets)."""
-    text = value.strip()
-    if not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+", text):
+    text = printable_text(field, value.strip())
+    if len(text) > 320 or not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+", text):
         raise ValidationError(field, f"{text!r} is not an email address")
     return text
+
+
+def split_addresses(values: Iterable[str] | str | None) -> list[str]:
+    """Addresses from a list and/or ``a@x, b@y; c@z`` strings, blanks dropped."""
+    if values is None:
+        return []
+    if isinstance(values, str):
+        values = [values]
+    result: list[str] = []
+    for value in values:
+        result.extend(part for part in _SEPARATORS.split(value or "") if part)
+    return result
+
+
+def recipients(config_defaults: Iterable[str] | str | None,
+               link_additions: Iterable[str] | str | None = None, *,
+               field: str = "recipients") -> tuple[str, ...]:
+    """The configuration's default recipients followed by a link's additions.
+
+    Each address is validated; duplicates (compared case-insensitively) are dropped, keeping the
+    first spelling and the order.
+
+    Raises:
+        ValidationError: An address is not plausible (``field`` names the offending input).
+    """
+    seen: set[str] = set()
+    result: list[str] = []
+    for raw in [*split_addresses(config_defaults), *split_addresses(link_additions)]:
+        address = email_address(field, raw)
+        if address.casefold() not in seen:
+            seen.add(address.casefold())
+            result.append(address)
+    return tuple(result)

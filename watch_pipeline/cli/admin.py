@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -59,12 +58,12 @@ def settings_set(cli: CliContext, key: str, value: str) -> None:
         typed = settings_mod.set_setting(session, key, value)
     click.echo(f"{key} = {str(typed).lower() if isinstance(typed, bool) else typed}")
     if key == "watch.max_concurrent_imports":
-        _apply_import_pool(typed)
+        _apply_import_pool(cli, typed)
 
 
-def _apply_import_pool(limit: int) -> None:
+def _apply_import_pool(cli: CliContext, limit: int) -> None:
     """Copy the import limit into the Dagster instance's pool now, when there is an instance."""
-    if not os.environ.get("DAGSTER_HOME", "").strip():
+    if not cli.has_dagster_home():
         click.echo("no Dagster instance here (DAGSTER_HOME is not set): the watch sensors set "
                    "the import pool's limit on their next tick")
         return
@@ -132,7 +131,8 @@ def secrets() -> None:
 @pass_cli
 def secrets_rotate(cli: CliContext, new_key_file: Path) -> None:
     """Re-encrypt every stored secret with a new key, in one transaction."""
-    old_box, active = keys.active_box(catalog=cli.catalog)  # the key the catalog needs
+    old_box, active = keys.active_box(cli.key_config(),
+                                       catalog=cli.catalog)  # the key the catalog needs
     new_box = SecretBox(keys.prepare_new_key(new_key_file))
     if new_box.key_id == old_box.key_id:
         click.echo("the new key is the active key; nothing to do")
@@ -161,12 +161,12 @@ def fingerprints_recompute(cli: CliContext, dry_run: bool) -> None:
 
     The same work as the recompute_fingerprints_job in Dagster; safe to repeat.
     """
-    from watch_pipeline.defs.resources import object_store_from_env
     from watch_pipeline.ops.recompute import recompute
     from watch_pipeline.sources.connect import client_for_source
 
-    report = recompute(cli.catalog, client_for=lambda s: client_for_source(s, box=cli.box),
-                       store=object_store_from_env(), dry_run=dry_run)
+    report = recompute(cli.catalog, client_for=lambda s: client_for_source(s, box=cli.box,
+                                                                      watch_folder=cli.watch_root),
+                       store=cli.object_store(), dry_run=dry_run)
     for problem in report.problems[:20]:
         click.echo(f"problem: {problem}", err=True)
     verb = "would update" if dry_run else "updated"

@@ -14,7 +14,7 @@ environment variables at command time:
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -22,17 +22,28 @@ import click
 from watch_pipeline.catalog import email as svc
 from watch_pipeline.catalog.models import EmailProvider
 from watch_pipeline.catalog.sources import find_source
-from watch_pipeline.catalog.validation import ValidationError
-from watch_pipeline.cli.context import CliContext, emit_json, fail, pass_cli, read_secret
+from watch_pipeline.catalog.validation import ValidationError, recipients
+from watch_pipeline.cli.context import (
+    CliContext,
+    Column,
+    FieldOption,
+    emit_json,
+    fail,
+    field_options,
+    given_fields,
+    pass_cli,
+    print_fields,
+    print_table,
+    read_secret,
+)
 from watch_pipeline.mail.base import EmailMessage, MailError
 from watch_pipeline.mail.connect import MailSettings, mailer_for_config
 from watch_pipeline.mail.graph import DEFAULT_AUTHORITY_BASE, DEFAULT_GRAPH_BASE
-from watch_pipeline.mail.render import recipients, render_test_message
+from watch_pipeline.mail.render import render_test_message
 
 PROVIDERS = [p.value for p in EmailProvider]
 
-# (flag declaration(s), catalog column, click keyword arguments)
-_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
+_OPTIONS: list[FieldOption] = [
     (("--name",), "name", {"help": "Unique display name (1-200 characters)."}),
     (("--provider",), "provider",
      {"type": click.Choice(PROVIDERS), "help": "Delivery provider (fixed at creation)."}),
@@ -60,12 +71,6 @@ _USERNAME_COLUMN = {EmailProvider.SMTP: "smtp_username",
                     EmailProvider.EXCHANGE: "exchange_username"}
 
 
-def _param_name(decls: tuple[str, ...]) -> str:
-    if len(decls) == 2 and not decls[1].startswith("-"):
-        return decls[1]
-    return decls[0].split("/")[0].lstrip("-").replace("-", "_")
-
-
 def email_options(func: Any) -> Any:
     """Attach every configuration option, ``--username`` and the secret-from-stdin flags."""
     func = click.option("--client-secret-stdin", is_flag=True,
@@ -73,17 +78,11 @@ def email_options(func: Any) -> Any:
     func = click.option("--password-stdin", is_flag=True,
                         help="smtp/exchange: read the password from stdin.")(func)
     func = click.option("--username", help="smtp/exchange: login user.")(func)
-    for decls, _column, kwargs in reversed(_OPTIONS):
-        func = click.option(*decls, **kwargs)(func)
-    return func
+    return field_options(_OPTIONS)(func)
 
 
 def _fields(params: dict[str, Any], provider: str | None) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for decls, column, _kwargs in _OPTIONS:
-        value = params.get(_param_name(decls))
-        if value is not None:
-            fields[column] = value
+    fields = given_fields(_OPTIONS, params)
     if params.get("username") is not None:
         column = _USERNAME_COLUMN.get(provider or "")
         if column is None:
@@ -106,9 +105,8 @@ def _secret(params: dict[str, Any], provider: str, *, required: bool) -> str | N
                        required=required, field="password")
 
 
-def mail_settings_from_env() -> MailSettings:
-    """Base URLs and the SMTP CA file from the environment (read when a command runs)."""
-    env = os.environ
+def mail_settings(env: Mapping[str, str]) -> MailSettings:
+    """Base URLs and the SMTP CA file from the CLI's environment (read when a command runs)."""
     return MailSettings(
         graph_base=env.get("WATCH_GRAPH_BASE_URL", "").strip() or DEFAULT_GRAPH_BASE,
         authority_base=(env.get("WATCH_M365_AUTHORITY_BASE_URL", "").strip()
@@ -194,6 +192,11 @@ def update(cli: CliContext, ref: str, **params: Any) -> None:
         _warn_clear_auth(target, fields)
 
 
+_LIST_COLUMNS = (Column("ID", 4, right=True), Column("NAME", 24), Column("PROVIDER", 8),
+                 Column("ON", 3), Column("FROM", 28), Column("LINKS", 5, right=True),
+                 Column("TEST", 6), Column("SERVER"))
+
+
 @email.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_cli
@@ -207,12 +210,10 @@ def list_(cli: CliContext, as_json: bool) -> None:
     if not rows:
         click.echo("no email configurations; add one with `watch-pipeline email add`")
         return
-    click.echo(f"{'ID':>4}  {'NAME':<24} {'PROVIDER':<8} {'ON':<3} {'FROM':<28} {'LINKS':>5}  "
-               f"{'TEST':<6} SERVER")
-    for d in rows:
-        click.echo(f"{d['id']:>4}  {d['name'][:24]:<24} {d['provider']:<8} "
-                   f"{'yes' if d['is_enabled'] else 'no':<3} {d['from_address'][:28]:<28} "
-                   f"{len(d['links']):>5}  {d['test_status'] or '-':<6} {_server(d)}")
+    print_table(_LIST_COLUMNS, (
+        (d["id"], d["name"], d["provider"], "yes" if d["is_enabled"] else "no",
+         d["from_address"], len(d["links"]), d["test_status"], _server(d))
+        for d in rows))
 
 
 @email.command("show")
@@ -227,23 +228,14 @@ def show(cli: CliContext, ref: str, as_json: bool) -> None:
         emit_json(data)
         return
     links = data.pop("links")
-    width = max(len(k) for k in data)
-    for key, value in data.items():
-        if value is None or value == [] or value == "":
-            shown = "-"
-        elif isinstance(value, list):
-            shown = ", ".join(str(x) for x in value)
-        else:
-            shown = str(value)
-        click.echo(f"{key.ljust(width)}  {shown}")
-    if not links:
-        click.echo("links".ljust(width) + "  -")
+    pairs: list[tuple[str, Any]] = list(data.items())
     for link in links:
         on = [w for w, flag in (("success", link["notify_on_success"]),
                                 ("error", link["notify_on_error"])) if flag]
         extra = ", ".join(link["additional_recipients"]) or "-"
-        click.echo(f"{'link'.ljust(width)}  source {link['source_name']!r} on "
-                   f"{'+'.join(on) or 'nothing'}; also to {extra}")
+        pairs.append(("link", f"source {link['source_name']!r} on {'+'.join(on) or 'nothing'}; "
+                      f"also to {extra}"))
+    print_fields(pairs if links else [*pairs, ("links", None)])
 
 
 @email.command("remove")
@@ -288,7 +280,7 @@ def test(cli: CliContext, ref: str, to: str | None) -> None:
             raise ValidationError("to", "is required: the configuration has no default "
                                   "recipients (--to ADDR)")
         try:
-            mailer = mailer_for_config(config, box=cli.box, settings=mail_settings_from_env())
+            mailer = mailer_for_config(config, box=cli.box, settings=mail_settings(cli.environ))
         except MailError as exc:
             mailer, note = None, str(exc)
         from_address = config.from_address

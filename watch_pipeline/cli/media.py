@@ -9,9 +9,17 @@ import click
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from watch_pipeline.catalog.crud import NotFoundError
 from watch_pipeline.catalog.models import MediaFile, MediaStatus
-from watch_pipeline.catalog.sources import NotFoundError
-from watch_pipeline.cli.main import CliContext, emit_json, fail, pass_cli
+from watch_pipeline.cli.context import (
+    CliContext,
+    Column,
+    emit_json,
+    fail,
+    pass_cli,
+    print_fields,
+    print_table,
+)
 from watch_pipeline.store.base import ObjectStore, ObjectStoreError
 from watch_pipeline.transcribe import formats
 from watch_pipeline.transcribe.base import Transcript
@@ -19,6 +27,9 @@ from watch_pipeline.transcribe.base import Transcript
 LIST_KEYS = ("id", "title", "filename", "imohash", "status", "object_key", "duration",
              "created_at")
 """The keys of ``media list --json``, in this order; ``media show`` has every column."""
+_LIST_COLUMNS = (Column("ID", 5, right=True), Column("STATUS", 10), Column("DURATION", 9, True),
+                 Column("CREATED", 16), Column("IMOHASH", 32), Column("TITLE", 24),
+                 Column("FILENAME", 24), Column("OBJECT KEY"))
 
 TRANSCRIPT_FORMATS: dict[str, Callable[[Transcript], str]] = {
     "txt": formats.to_text,
@@ -72,14 +83,11 @@ def list_(cli: CliContext, status: str | None, limit: int | None, as_json: bool)
     if not rows:
         click.echo("no media" + (f" with status {status}" if status else ""))
         return
-    click.echo(f"{'ID':>5}  {'STATUS':<10} {'DURATION':>9}  {'CREATED':<16}  {'IMOHASH':<32}  "
-               f"{'TITLE':<24} {'FILENAME':<24} OBJECT KEY")
-    for r in rows:
-        duration = "-" if r["duration"] is None else f"{r['duration']:.1f}s"
-        created = (r["created_at"] or "-")[:16].replace("T", " ")
-        click.echo(f"{r['id']:>5}  {r['status']:<10} {duration:>9}  {created:<16}  "
-                   f"{r['imohash'] or '-':<32}  {r['title'][:24]:<24} {r['filename'][:24]:<24} "
-                   f"{r['object_key'] or '-'}")
+    print_table(_LIST_COLUMNS, (
+        (r["id"], r["status"], "-" if r["duration"] is None else f"{r['duration']:.1f}s",
+         (r["created_at"] or "-")[:16].replace("T", " "), r["imohash"], r["title"],
+         r["filename"], r["object_key"])
+        for r in rows))
 
 
 @media.command("show")
@@ -93,23 +101,7 @@ def show(cli: CliContext, media_id: int, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
-    width = max(len(k) for k in data)
-    for key, value in data.items():
-        if value is None or value in ([], ""):
-            shown = "-"
-        elif isinstance(value, list):
-            shown = ", ".join(str(x) for x in value)
-        else:
-            shown = str(value)
-        click.echo(f"{key.ljust(width)}  {shown}")
-
-
-def _object_store() -> ObjectStore:
-    """The object store the import assets write to (the same resource configuration)."""
-    # Imported here: the resource module pulls in dagster, which only this command needs.
-    from watch_pipeline.defs.resources import object_store_from_env
-
-    return object_store_from_env()
+    print_fields(data)
 
 
 def read_transcript(store: ObjectStore, transcript_key: str, fmt: str) -> str:
@@ -152,7 +144,7 @@ def transcript(cli: CliContext, media_id: int, fmt: str) -> None:
         fail(f"media {media_id} has no transcript yet (status {status})")
         return
     try:
-        text = read_transcript(_object_store(), key, fmt)
+        text = read_transcript(cli.object_store(), key, fmt)
     except (ObjectStoreError, ValueError, UnicodeDecodeError) as exc:
         fail(f"cannot read the transcript of media {media_id}: {exc}")
         return

@@ -6,7 +6,7 @@ import click
 
 from watch_pipeline.catalog.models import DEFAULT_MULTIPART_REGEX
 from watch_pipeline.catalog.validation import ValidationError
-from watch_pipeline.cli.main import emit_json
+from watch_pipeline.cli.context import emit_json, safe
 from watch_pipeline.pipeline.multipart import MultipartRegexError, compile_part_regex, parse_part
 
 
@@ -42,7 +42,7 @@ def test_regex(regex: str, filenames: tuple[str, ...], as_json: bool) -> None:
         return
     for r in results:
         if r["matches"]:
-            click.echo(f"{r['filename']}: part {r['part_number']} of {r['base']!r} "
-                       f"({r['extension']})")
+            click.echo(f"{safe(r['filename'])}: part {r['part_number']} of {r['base']!r} "
+                       f"({safe(r['extension'])})")
         else:
-            click.echo(f"{r['filename']}: no match (imported as a single file)")
+            click.echo(f"{safe(r['filename'])}: no match (imported as a single file)")

@@ -14,14 +14,26 @@ from watch_pipeline.catalog import sources as svc
 from watch_pipeline.catalog.models import FileStatus, WatchSourceFile
 from watch_pipeline.catalog.settings import WatchSettings
 from watch_pipeline.catalog.validation import ValidationError
-from watch_pipeline.cli.main import CliContext, emit_json, fail, pass_cli, read_secret
+from watch_pipeline.cli.context import (
+    CliContext,
+    Column,
+    FieldOption,
+    emit_json,
+    fail,
+    field_options,
+    given_fields,
+    pass_cli,
+    print_fields,
+    print_table,
+    read_secret,
+    safe,
+)
 from watch_pipeline.pipeline import plan
 from watch_pipeline.pipeline import scan as scanner
 from watch_pipeline.sources.base import SourceClient, SourceError
 from watch_pipeline.sources.connect import client_for_source
 
-# (flag declaration(s), catalog column, click keyword arguments)
-_OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
+_OPTIONS: list[FieldOption] = [
     (("--name",), "name", {"help": "Unique display name (1-200 characters)."}),
     (("--type", "source_type"), "source_type",
      {"type": click.Choice(["local", "s3", "smb"]), "help": "Source kind (fixed at creation)."}),
@@ -69,17 +81,9 @@ _OPTIONS: list[tuple[tuple[str, ...], str, dict[str, Any]]] = [
 ]
 
 
-def _param_name(decls: tuple[str, ...]) -> str:
-    if len(decls) == 2 and not decls[1].startswith("-"):
-        return decls[1]
-    first = decls[0].split("/")[0]
-    return first.lstrip("-").replace("-", "_")
-
-
 def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Attach every source field option, plus the secret-from-stdin flags."""
-    for decls, _column, kwargs in reversed(_OPTIONS):
-        func = click.option(*decls, **kwargs)(func)
+    func = field_options(_OPTIONS)(func)
     func = click.option("--never-skip-old", is_flag=True,
                         help="Import files of any age.")(func)
     func = click.option("--secret-key-stdin", is_flag=True,
@@ -90,11 +94,7 @@ def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _fields(params: dict[str, Any]) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for decls, column, _kwargs in _OPTIONS:
-        value = params.get(_param_name(decls))
-        if value is not None:
-            fields[column] = value
+    fields = given_fields(_OPTIONS, params)
     if params.get("never_skip_old"):
         if "skip_files_older_than_days" in fields:
             raise ValidationError("skip_files_older_than_days",
@@ -118,18 +118,6 @@ def _secret(params: dict[str, Any], source_type: str, fields: dict[str, Any], *,
         return read_secret(params.get("password_stdin", False), prompt="SMB password",
                            required=needed, field="password")
     return None
-
-
-def _print_source(data: dict[str, Any]) -> None:
-    width = max(len(k) for k in data)
-    for key, value in data.items():
-        if value is None or value == [] or value == "":
-            shown = "-"
-        elif isinstance(value, list):
-            shown = ", ".join(str(x) for x in value)
-        else:
-            shown = str(value)
-        click.echo(f"{key.ljust(width)}  {shown}")
 
 
 def _location(source: svc.WatchSource) -> str:
@@ -180,6 +168,11 @@ def update(cli: CliContext, ref: str, **params: Any) -> None:
         click.echo(f"updated source {target.name!r}: {', '.join(changed)}")
 
 
+_LIST_COLUMNS = (Column("ID", 4, right=True), Column("NAME", 24), Column("TYPE", 5),
+                 Column("ON", 3), Column("EVERY", 6, right=True), Column("LAST SCAN", 20),
+                 Column("LOCATION"))
+
+
 @source.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--type", "source_type", type=click.Choice(["local", "s3", "smb"]))
@@ -194,14 +187,12 @@ def list_(cli: CliContext, as_json: bool, source_type: str | None) -> None:
         if not rows:
             click.echo("no watch sources; add one with `watch-pipeline source add`")
             return
-        header = f"{'ID':>4}  {'NAME':<24} {'TYPE':<5} {'ON':<3} {'EVERY':>6}  {'LAST SCAN':<20} "
-        click.echo(header + "LOCATION")
-        for s in rows:
-            last = (f"{s.last_scan_status} {s.last_scan_at:%Y-%m-%d %H:%M}"
-                    if s.last_scan_at else "never")
-            click.echo(f"{s.id:>4}  {s.name[:24]:<24} {s.source_type:<5} "
-                       f"{'yes' if s.is_enabled else 'no':<3} {s.polling_interval_minutes:>4}m  "
-                       f"{last:<20} {_location(s)}")
+        print_table(_LIST_COLUMNS, (
+            (s.id, s.name, s.source_type, "yes" if s.is_enabled else "no",
+             f"{s.polling_interval_minutes}m",
+             f"{s.last_scan_status} {s.last_scan_at:%Y-%m-%d %H:%M}" if s.last_scan_at
+             else "never", _location(s))
+            for s in rows))
 
 
 @source.command("show")
@@ -215,7 +206,7 @@ def show(cli: CliContext, ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(data)
     else:
-        _print_source(data)
+        print_fields(data)
 
 
 @source.command("remove")
@@ -261,7 +252,7 @@ def disable(cli: CliContext, ref: str) -> None:
 
 def _client_for(cli: CliContext, target: svc.WatchSource) -> SourceClient:
     """An unconnected client for ``target``, built as the watch sensor builds it."""
-    return client_for_source(target, box=cli.box)
+    return client_for_source(target, box=cli.box, watch_folder=cli.watch_root)
 
 
 def _report_to_dict(report: scanner.ScanReport, *, source_type: str,
@@ -334,8 +325,9 @@ def _print_decisions(decisions: list[tuple[str, str]], *, files_seen: int) -> No
         if files_seen:
             click.echo("  no file changed since the last scan")
         return
-    width = min(60, max(len(path) for path, _ in decisions))
-    for path, decision in decisions:
+    shown = [(safe(path), safe(decision)) for path, decision in decisions]
+    width = min(60, max(len(path) for path, _ in shown))
+    for path, decision in shown:
         click.echo(f"  {path.ljust(width)}  {decision}")
 
 
@@ -353,6 +345,21 @@ def _file_to_dict(row: WatchSourceFile) -> dict[str, Any]:
         value = getattr(row, key)
         data[key] = value.isoformat() if hasattr(value, "isoformat") else value
     return data
+
+
+_FILE_COLUMNS = (Column("ID", 6, right=True), Column("STATUS", 17), Column("REASON", 22),
+                 Column("SIZE", 12, right=True), Column("IMOHASH", 32), Column("PATH"))
+
+
+def _file_reason(row: dict[str, Any]) -> str:
+    if row["part_group"]:
+        reason = f"part {row['part_number']} of {row['part_group'][:8]}"
+        if row["status"] == FileStatus.WAITING_FOR_PARTS:
+            reason += f" w{row['wait_scans']}"
+        return reason
+    if row["skip_reason"]:
+        return row["skip_reason"]
+    return f"retries {row['retry_count']}" if row["status"] == FileStatus.ERROR else "-"
 
 
 class DefaultCommandGroup(click.Group):
@@ -412,17 +419,8 @@ def files_list(cli: CliContext, ref: str, status: str | None, limit: int | None,
         which = f" with status {status}" if status else ""
         click.echo(f"no files{which} recorded for source {name!r}")
         return
-    click.echo(f"{'ID':>6}  {'STATUS':<17} {'REASON':<22} {'SIZE':>12}  {'IMOHASH':<32}  PATH")
-    for r in rows:
-        reason = r["skip_reason"] or (f"retries {r['retry_count']}"
-                                      if r["status"] == FileStatus.ERROR else "-")
-        if r["part_group"]:
-            reason = f"part {r['part_number']} of {r['part_group'][:8]}"
-            if r["status"] == FileStatus.WAITING_FOR_PARTS:
-                reason += f" w{r['wait_scans']}"
-        size = "-" if r["file_size"] is None else str(r["file_size"])
-        click.echo(f"{r['id']:>6}  {r['status']:<17} {reason:<22} {size:>12}  "
-                   f"{r['imohash'] or '-':<32}  {r['remote_path']}")
+    print_table(_FILE_COLUMNS, ((r["id"], r["status"], _file_reason(r), r["file_size"],
+                                 r["imohash"], r["remote_path"]) for r in rows))
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if r["part_group"] and r["status"] == FileStatus.WAITING_FOR_PARTS:
@@ -430,7 +428,7 @@ def files_list(cli: CliContext, ref: str, status: str | None, limit: int | None,
     for group_id, members in groups.items():
         numbers = sorted(m["part_number"] for m in members if m["part_number"])
         note = members[0]["error_message"] or "waiting"
-        click.echo(f"group {group_id[:8]}: parts {', '.join(map(str, numbers))} - {note}")
+        click.echo(f"group {group_id[:8]}: parts {', '.join(map(str, numbers))} - {safe(note)}")
 
 
 @files.command("retry")
@@ -538,9 +536,9 @@ def browse(cli: CliContext, ref: str, path: str, show_all: bool, as_json: bool) 
         emit_json([{"kind": e.kind, "name": e.name, "size": e.size} for e in shown])
         return
     if not shown:
-        click.echo(f"no folders or media files at {path or '/'}")
+        click.echo(f"no folders or media files at {safe(path or '/')}")
     for e in shown:
         if e.kind == "folder":
-            click.echo(f"{'<dir>':>14}  {e.name}/")
+            click.echo(f"{'<dir>':>14}  {safe(e.name)}/")
         else:
-            click.echo(f"{e.size if e.size is not None else '':>14}  {e.name}")
+            click.echo(f"{e.size if e.size is not None else '':>14}  {safe(e.name)}")

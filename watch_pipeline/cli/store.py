@@ -6,7 +6,7 @@ import os
 
 import click
 
-from watch_pipeline.cli.main import emit_json, fail
+from watch_pipeline.cli.context import CliContext, emit_json, fail, pass_cli
 
 
 @click.group()
@@ -18,7 +18,8 @@ def store() -> None:
 @click.option("--create-bucket", is_flag=True,
               help="Create the S3 bucket when it does not exist (the production stack's setup).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def check(create_bucket: bool, as_json: bool) -> None:
+@pass_cli
+def check(cli: CliContext, create_bucket: bool, as_json: bool) -> None:
     """Check that the object store is usable: the bucket exists (or is created) and answers."""
     from watch_pipeline.defs.resources import build_object_store
     from watch_pipeline.store.base import ObjectStoreError
@@ -27,7 +28,7 @@ def check(create_bucket: bool, as_json: bool) -> None:
 
     try:
         # Resolves EnvVar fields (the secret key) as a run would.
-        resource = build_object_store().process_config_and_initialize()
+        resource = build_object_store(cli.environ).process_config_and_initialize()
         target = resource.get_store()
         created = False
         if isinstance(target, S3ObjectStore):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from watch_pipeline.cli.main import emit_json, fail
+from watch_pipeline.cli.context import CliContext, emit_json, fail, pass_cli
 
 PHRASE = "the quick brown fox jumps over the lazy dog"
 
@@ -23,15 +23,16 @@ def transcriber() -> None:
 @transcriber.command("test")
 @click.option("--text", default=PHRASE, show_default=True, help="Phrase to synthesize.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def test(text: str, as_json: bool) -> None:
+@pass_cli
+def test(cli: CliContext, text: str, as_json: bool) -> None:
     """Synthesize a short phrase (espeak-ng), transcribe it, print backend, model, latency, text."""
-    from watch_pipeline.defs.resources import build_resources
+    from watch_pipeline.defs.resources import build_transcriber
     from watch_pipeline.transcribe.base import TranscriptionError
 
     if shutil.which("espeak-ng") is None:
         fail("espeak-ng is not installed (apt-get install espeak-ng)")
     # Resolves EnvVar fields (RIVA_API_KEY) as a run would.
-    resource = build_resources()["transcriber"].process_config_and_initialize()
+    resource = build_transcriber(cli.environ).process_config_and_initialize()
     with tempfile.TemporaryDirectory(prefix="transcriber-test-") as tmp:
         wav = Path(tmp) / "phrase.wav"
         subprocess.run(["espeak-ng", "-s", "140", "-g", "10", "-w", str(wav), text], check=True,

@@ -8,47 +8,16 @@ a source named ``<script>alert(1)</script>`` arrives as text, never as markup.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
-from watch_pipeline.catalog.validation import email_address
+# The recipient rule is the catalog's (its writers validate with it); handed on for notify.
+from watch_pipeline.catalog.validation import recipients
 from watch_pipeline.mail.base import one_line
 
+__all__ = ["recipients", "render_summary", "render_test_message", "subject_for"]
+
 SUBJECT_PREFIX = "[watch_pipeline]"
-_SEPARATORS = re.compile(r"[,;\s]+")
-
-
-def split_addresses(values: Iterable[str] | str | None) -> list[str]:
-    """Addresses from a list and/or ``a@x, b@y; c@z`` strings, blanks dropped."""
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    result: list[str] = []
-    for value in values:
-        result.extend(part for part in _SEPARATORS.split(value or "") if part)
-    return result
-
-
-def recipients(config_defaults: Iterable[str] | str | None,
-               link_additions: Iterable[str] | str | None = None, *,
-               field: str = "recipients") -> tuple[str, ...]:
-    """The configuration's default recipients followed by a link's additions.
-
-    Each address is validated; duplicates (compared case-insensitively) are dropped, keeping the
-    first spelling and the order.
-
-    Raises:
-        ValidationError: An address is not plausible (``field`` names the offending input).
-    """
-    seen: set[str] = set()
-    result: list[str] = []
-    for raw in [*split_addresses(config_defaults), *split_addresses(link_additions)]:
-        address = email_address(field, raw)
-        if address.casefold() not in seen:
-            seen.add(address.casefold())
-            result.append(address)
-    return tuple(result)
 
 
 def _h(value: object) -> str:

@@ -20,6 +20,10 @@ counter ``retry_count`` (see :func:`group_ready`). The stitched media's partitio
 :func:`group_fingerprint` of the ordered part fingerprints; the ``part_group`` column holds
 :func:`group_key`.
 
+Matching is bounded: the regex is refused when it could backtrack for long
+(:func:`watch_pipeline.catalog.validation.regex_hazard`), and a name longer than
+:data:`MAX_PART_NAME_LENGTH` is never a part, so a hostile file name costs milliseconds.
+
 Nothing here touches a file, a database or Dagster.
 """
 
@@ -34,16 +38,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from watch_pipeline.catalog.validation import ValidationError, multipart_regex
+
 GROUP_FINGERPRINT_PREFIX = "mp1:"
 """Versions the group-fingerprint recipe; a new recipe gets a new prefix."""
 
 
+MAX_PART_NAME_LENGTH = 255
+"""The longest file name matched against a multipart regex (a file-system name's usual limit);
+a longer name is imported as a single file."""
+
+
 class MultipartRegexError(ValueError):
-    """A multipart regex does not compile or does not have exactly three groups."""
+    """A multipart regex does not compile, has other than three groups, or could be slow."""
 
 
 def compile_part_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a ``multipart_regex`` and check it has the three groups the rules need.
+    """Compile a ``multipart_regex`` and check it is one the rules can use, quickly.
 
     Args:
         pattern: A regular expression with groups (base, part number, extension).
@@ -52,19 +63,15 @@ def compile_part_regex(pattern: str) -> re.Pattern[str]:
         The compiled pattern.
 
     Raises:
-        MultipartRegexError: If the pattern does not compile or has other than three groups.
+        MultipartRegexError: If the pattern does not compile, has other than three groups, or
+            has a nested or ambiguous quantifier (the operator's rule,
+            :func:`watch_pipeline.catalog.validation.multipart_regex`).
 
     """
     try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise MultipartRegexError(f"invalid regex {pattern!r}: {exc}") from exc
-    if regex.groups != 3:
-        raise MultipartRegexError(
-            f"regex {pattern!r} has {regex.groups} group(s); it needs exactly 3: "
-            "base, part number, extension"
-        )
-    return regex
+        return re.compile(multipart_regex(pattern))
+    except ValidationError as exc:
+        raise MultipartRegexError(f"regex {pattern!r} {exc.rule}") from None
 
 
 @dataclass(frozen=True)
@@ -87,18 +94,21 @@ def parse_part(regex: re.Pattern[str], filename: str) -> PartName | None:
     """Read base, part number and extension from a file name.
 
     The whole name must match (``regex.fullmatch``); anything before the last ``/`` is a folder
-    and is ignored, so the regex never sees it.
+    and is ignored, so the regex never sees it. A name longer than :data:`MAX_PART_NAME_LENGTH`
+    is not a part (the regex never runs on it).
 
     Args:
         regex: A compiled pattern with three groups (base, part number, extension).
         filename: A file name, or a ``/``-separated path whose last segment is the name.
 
     Returns:
-        The parsed name, or ``None`` when the name does not match, a group did not participate,
-        or the part number group is not a decimal number.
+        The parsed name, or ``None`` when the name is too long or does not match, a group did
+        not participate, or the part number group is not a decimal number.
 
     """
     name = filename.rsplit("/", 1)[-1]
+    if len(name) > MAX_PART_NAME_LENGTH:
+        return None
     match = regex.fullmatch(name)
     if match is None:
         return None

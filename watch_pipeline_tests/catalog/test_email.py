@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from watch_pipeline.catalog.crud import NotFoundError
 from watch_pipeline.catalog.email import (
     create_email_config,
     delete_email_config,
@@ -23,7 +24,7 @@ from watch_pipeline.catalog.email import (
 )
 from watch_pipeline.catalog.models import EmailNotificationConfig, WatchSource, WatchSourceEmail
 from watch_pipeline.catalog.secrets import SecretDecryptError
-from watch_pipeline.catalog.sources import NotFoundError, create_source, delete_source
+from watch_pipeline.catalog.sources import create_source, delete_source
 from watch_pipeline.catalog.validation import ValidationError
 
 SMTP = {"name": "relay", "provider": "smtp", "from_address": "watch@example.test",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from watch_pipeline.catalog.crud import NotFoundError
 from watch_pipeline.catalog.settings import WatchSettings, get_setting, set_setting
 from watch_pipeline.catalog.sources import (
-    NotFoundError,
     create_source,
     find_source,
     source_to_dict,

@@ -17,18 +17,6 @@ SMB_PASSWORD = "Sm8-pa55-very-secret"
 S3_SECRET = "s3-SECRET-key-value-xyz"
 
 
-@pytest.fixture
-def run(dagster_home):
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None, code: int = 0):
-        result = runner.invoke(cli, list(args), input=input, catch_exceptions=False)
-        assert result.exit_code == code, (result.output, result.stderr)
-        return result
-
-    return invoke
-
-
 def _add_all(run):
     run(*("source add --name local-cam --type local --path cams --delete-after-import "
           "--extensions MP4,.wav --tags a,b --collections c1 --owner 3 --never-skip-old".split()))
@@ -96,13 +84,15 @@ def test_list_show_update_enable_disable_remove(run):
 def test_secret_update_from_stdin(run, dagster_home):
     _add_all(run)
     run("source", "update", "share", "--password-stdin", input="new-password-42\n")
-    from watch_pipeline.catalog.db import Catalog
+    from watch_pipeline.catalog.db import Catalog, resolve_catalog_url
     from watch_pipeline.catalog.keys import active_box
+    from watch_pipeline.catalog.secrets import KeyConfig
     from watch_pipeline.catalog.sources import find_source, source_secret
 
-    catalog = Catalog()
+    catalog = Catalog(resolve_catalog_url(os.environ))
     with catalog.session() as s:
-        assert source_secret(active_box()[0], find_source(s, "share")) == "new-password-42"
+        box = active_box(KeyConfig.from_environ(os.environ))[0]
+        assert source_secret(box, find_source(s, "share")) == "new-password-42"
     catalog.dispose()
 
 
@@ -148,7 +138,7 @@ def test_settings_get_set(run):
     assert json.loads(run("settings", "get", "--json").output) == {
         "watch.enabled": True, "watch.file_stability_seconds": 30,
         "watch.max_concurrent_imports": 5, "watch.fs_events_enabled": False,
-        "fingerprints.recompute_complete": False}
+        "fingerprints.recompute_complete": False, "watch.max_media_duration_hours": 12.0}
     run("settings", "set", "watch.max_concurrent_imports", "2")
     assert run("settings", "get", "watch.max_concurrent_imports").output.strip() == "2"
     assert json.loads(run("settings", "get", "watch.max_concurrent_imports", "--json").output) \
@@ -207,13 +197,15 @@ def test_secrets_rotate_with_default_key_file(run, dagster_home, tmp_path):
     assert (Path(dagster_home) / "watch_pipeline.key").read_text() == new_key.read_text()
     # the rotated secrets decrypt with the installed key
     run("source", "update", "share", "--tags", "z")
-    from watch_pipeline.catalog.db import Catalog
+    from watch_pipeline.catalog.db import Catalog, resolve_catalog_url
     from watch_pipeline.catalog.keys import active_box
+    from watch_pipeline.catalog.secrets import KeyConfig
     from watch_pipeline.catalog.sources import find_source, source_secret
 
-    catalog = Catalog()
+    catalog = Catalog(resolve_catalog_url(os.environ))
     with catalog.session() as s:
-        assert source_secret(active_box()[0], find_source(s, "share")) == SMB_PASSWORD
+        box = active_box(KeyConfig.from_environ(os.environ))[0]
+        assert source_secret(box, find_source(s, "share")) == SMB_PASSWORD
     catalog.dispose()
     assert before["has_secret"] is True
 

@@ -6,28 +6,19 @@ import json
 import shutil
 
 import pytest
-from click.testing import CliRunner
-
-from watch_pipeline.cli.main import cli
 
 
 @pytest.fixture
-def run(dagster_home, tmp_path, monkeypatch):
+def run(run, tmp_path, monkeypatch):
+    """The CLI with a local source ``cams`` (a folder, a media file, a text file) added."""
     watch = tmp_path / "watch"
     (watch / "cams" / "room1").mkdir(parents=True)
     (watch / "cams" / "a.mp4").write_bytes(b"x" * 10)
     (watch / "cams" / "notes.txt").write_text("hi")
     monkeypatch.setenv("WATCH_FOLDER_PATH", str(watch))
-    runner = CliRunner()
-
-    def invoke(*args, code=0):
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
-        assert result.exit_code == code, (result.output, result.stderr)
-        return result
-
-    invoke("source", "add", "--name", "cams", "--type", "local", "--path", "cams")
-    invoke.watch = watch
-    return invoke
+    run("source", "add", "--name", "cams", "--type", "local", "--path", "cams")
+    run.watch = watch
+    return run
 
 
 def test_source_test_reports_counts_and_latency(run):
@@ -53,9 +44,7 @@ def test_browse_shows_folders_and_media(run):
 
 
 @pytest.mark.slow
-def test_transcriber_test_hears_the_phrase(dagster_home):
-    result = CliRunner().invoke(cli, ["transcriber", "test", "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+def test_transcriber_test_hears_the_phrase(run):
+    data = json.loads(run("transcriber", "test", "--json").output)
     assert data["backend"] == "whisper" and data["model"].startswith("whisper:tiny.en")
     assert data["words_recognised"] >= 6 and "fox" in data["text"].lower()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,18 +18,6 @@ from watch_pipeline_tests.fixtures.graph_server import (
 from watch_pipeline_tests.fixtures.smtp_server import SMTP_PASSWORD, SMTP_USER, free_port
 
 EXCHANGE_PASSWORD = "Exch4nge-very-secret"
-
-
-@pytest.fixture
-def run(dagster_home):
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None, code: int = 0):
-        result = runner.invoke(cli, list(args), input=input, catch_exceptions=False)
-        assert result.exit_code == code, (result.output, result.stderr)
-        return result
-
-    return invoke
 
 
 def _show(run, name: str) -> dict:
@@ -90,13 +79,15 @@ def test_list_show_update_remove(run):
     assert _show(run, "relay")["smtp_insecure_skip_verify"] is False
 
     run("email", "update", "cloud", "--client-secret-stdin", input="rotated-secret\n")
-    from watch_pipeline.catalog.db import Catalog
+    from watch_pipeline.catalog.db import Catalog, resolve_catalog_url
     from watch_pipeline.catalog.email import email_config_secret, find_email_config
     from watch_pipeline.catalog.keys import active_box
+    from watch_pipeline.catalog.secrets import KeyConfig
 
-    catalog = Catalog()
+    catalog = Catalog(resolve_catalog_url(os.environ))
     with catalog.session() as s:
-        assert email_config_secret(active_box()[0], find_email_config(s, "cloud")) == \
+        box = active_box(KeyConfig.from_environ(os.environ))[0]
+        assert email_config_secret(box, find_email_config(s, "cloud")) == \
             "rotated-secret"
     catalog.dispose()
 

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 
-from watch_pipeline.catalog.db import Catalog
+from watch_pipeline.catalog.db import Catalog, default_catalog_url
 from watch_pipeline.catalog.models import MediaFile, WatchSourceFile
-from watch_pipeline.cli.main import cli
 from watch_pipeline.store.local import LocalObjectStore
 from watch_pipeline.transcribe import formats
 from watch_pipeline.transcribe.base import Segment, Transcript
@@ -37,18 +35,6 @@ def tone(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def run(dagster_home):
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None, code: int = 0):
-        result = runner.invoke(cli, list(args), input=input, catch_exceptions=False)
-        assert result.exit_code == code, (result.output, result.stderr)
-        return result
-
-    return invoke
-
-
-@pytest.fixture
 def cams(run, tmp_path, monkeypatch) -> Path:
     """A local source ``cams`` at ``$WATCH_FOLDER_PATH/cams``; returns that folder."""
     watch = tmp_path / "watch"
@@ -66,7 +52,7 @@ def stable_now(run) -> None:
 
 @pytest.fixture
 def catalog(dagster_home):
-    cat = Catalog()
+    cat = Catalog(default_catalog_url(dagster_home))
     yield cat
     cat.dispose()
 

@@ -7,16 +7,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from watch_pipeline.cli.main import cli
 from watch_pipeline_tests.fixtures.s3_server import S3Server
-
-
-def invoke(*args: str, code: int = 0):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert result.exit_code == code, (result.output, result.stderr)
-    return result
 
 
 @pytest.fixture
@@ -31,33 +23,33 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     return bucket
 
 
-def test_check_creates_the_bucket_once(s3_env: str, s3_server: S3Server) -> None:
-    missing = invoke("store", "check", code=1)
+def test_check_creates_the_bucket_once(run, s3_env: str, s3_server: S3Server) -> None:
+    missing = run("store", "check", code=1)
     assert f"bucket '{s3_env}'" in missing.stderr and "does not exist" in missing.stderr
 
-    first = json.loads(invoke("store", "check", "--create-bucket", "--json").output)
+    first = json.loads(run("store", "check", "--create-bucket", "--json").output)
     assert first == {"backend": "s3", "location": f"s3://{s3_env}/", "created": True}
-    again = invoke("store", "check", "--create-bucket")
+    again = run("store", "check", "--create-bucket")
     assert "ready" in again.output
     names = [b["Name"] for b in s3_server.client().list_buckets()["Buckets"]]
     assert s3_env in names
 
 
-def test_check_never_shows_the_secret(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_never_shows_the_secret(run, s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "Very-Secret-Value-0123456789"
     monkeypatch.setenv("WATCH_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("WATCH_S3_SECRET_ACCESS_KEY", secret)
 
-    result = invoke("store", "check", "--create-bucket", code=1)
+    result = run("store", "check", "--create-bucket", code=1)
 
     assert "cannot connect" in result.stderr
     assert secret not in result.output + result.stderr
 
 
-def test_check_local_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_local_store(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATCH_OBJECT_STORE", "local")
     monkeypatch.setenv("WATCH_OBJECT_STORE_ROOT", str(tmp_path / "objects"))
-    assert "ready" in invoke("store", "check").output
+    assert "ready" in run("store", "check").output
     assert (tmp_path / "objects").is_dir()
     monkeypatch.setenv("WATCH_OBJECT_STORE", "gcs")
-    assert "expected 'local' or 's3'" in invoke("store", "check", code=1).stderr
+    assert "expected 'local' or 's3'" in run("store", "check", code=1).stderr
