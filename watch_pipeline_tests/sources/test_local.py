@@ -10,6 +10,7 @@ import pytest
 
 from watch_pipeline.sources import local as local_module
 from watch_pipeline.sources.base import (
+    BrowseEntry,
     RejectedEntry,
     SourceEntry,
     SourceError,
@@ -135,8 +136,16 @@ def test_root_that_is_a_file_raises_not_found(tmp_path: Path) -> None:
         client.test_connection()
 
 
-def test_test_connection_accepts_a_readable_folder(root: Path) -> None:
-    LocalSourceClient(root).test_connection()
+def test_connection_test_passes_and_shows_the_folder(root: Path, tmp_path: Path) -> None:
+    # What `watch-pipeline source test` shows: the connection passes, then the root's listing.
+    _write(root / "talk.mp4", b"abc")
+    (root / "sub").mkdir()
+    client = LocalSourceClient(root)
+
+    assert client.test_connection() is None
+    assert client.browse() == [BrowseEntry("folder", "sub"), BrowseEntry("file", "talk.mp4", 3)]
+    with pytest.raises(SourceNotFoundError, match="does not exist"):
+        LocalSourceClient(tmp_path / "gone").test_connection()
 
 
 # -- permissions ---

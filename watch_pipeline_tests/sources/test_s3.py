@@ -19,6 +19,7 @@ from watch_pipeline.pipeline.fingerprint import imohash_fileobj
 from watch_pipeline.sources import _transfer
 from watch_pipeline.sources import s3 as s3_module
 from watch_pipeline.sources.base import (
+    BrowseEntry,
     RejectedEntry,
     SourceAuthError,
     SourceEntry,
@@ -549,8 +550,20 @@ def test_browse_lists_one_level(s3_server: S3Server, bucket_with_tree: str) -> N
 # -- failures ---
 
 
-def test_connection_test_passes(s3_server: S3Server, bucket_with_tree: str) -> None:
-    make_client(s3_server, bucket_with_tree, prefix="incoming").test_connection()
+def test_connection_test_passes_and_shows_the_prefix(
+    s3_server: S3Server, bucket_with_tree: str
+) -> None:
+    # What `watch-pipeline source test` shows: the connection passes, then the prefix's listing.
+    client = make_client(s3_server, bucket_with_tree, prefix="incoming")
+
+    assert client.test_connection() is None
+    assert client.browse() == [
+        BrowseEntry("folder", "sub", None),
+        BrowseEntry("file", "a.mp4", 1),
+        BrowseEntry("file", "notes.txt", 1),
+    ]
+    with pytest.raises(SourceNotFoundError):
+        make_client(s3_server, bucket_with_tree + "-gone").test_connection()
 
 
 def test_missing_bucket(s3_server: S3Server) -> None:

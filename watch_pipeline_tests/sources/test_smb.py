@@ -582,8 +582,17 @@ def test_upload_and_delete_round_trip(
 # -- connection failures and the domain ------------------------------------------------------
 
 
-def test_connection_test_passes(client: SMBSourceClient) -> None:
-    client.test_connection()
+def test_connection_test_passes_and_shows_the_folder(
+    smb_server: SambaServer, folder: tuple[str, Path], client: SMBSourceClient
+) -> None:
+    # What `watch-pipeline source test` shows: the connection passes, then the folder's listing.
+    put(folder[1] / "talk.mp4", b"abc")
+    put(folder[1] / "sub" / "inner.mp4", b"x")
+
+    assert client.test_connection() is None
+    assert client.browse() == [BrowseEntry("folder", "sub"), BrowseEntry("file", "talk.mp4", 3)]
+    with pytest.raises(SourceNotFoundError):
+        make_client(smb_server, f"{folder[0]}/gone").test_connection()
 
 
 def test_wrong_password_is_an_auth_error_without_the_password(
