@@ -208,6 +208,63 @@ def test_unsafe_keys_are_rejected_never_opened(
     assert list(tmp_path.iterdir()) == []
 
 
+_EMPTY_SEGMENT = "contains an empty segment ('//' or a trailing '/')"
+
+
+@pytest.mark.parametrize(
+    ("key", "reason", "skip_reason"),
+    [
+        ("talks/.", "contains a '.' segment", "validation_failed"),
+        ("talks/./a.mp4", "contains a '.' segment", "validation_failed"),
+        ("talks//a.mp4", _EMPTY_SEGMENT, "validation_failed"),
+        ("talks/a.mp4/", _EMPTY_SEGMENT, "validation_failed"),
+        ("talks/" + "n" * 300 + ".mp4", "has a segment longer than 255 bytes", "path_too_long"),
+    ],
+    ids=["ends-in-dot", "dot-segment", "empty-segment", "trailing-slash-with-bytes", "300-chars"],
+)
+def test_keys_that_cannot_be_one_file_of_their_own_are_rejected(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, key: str, reason: str, skip_reason: str
+) -> None:
+    put(s3_server, s3_bucket, key, b"payload")
+    put(s3_server, s3_bucket, "talks/good.mp4")
+    client = make_client(s3_server, s3_bucket)
+
+    entries = list(client.list_files())
+
+    assert {e.remote_path for e in entries if isinstance(e, SourceEntry)} == {"talks/good.mp4"}
+    rejected = [e for e in entries if isinstance(e, RejectedEntry)]
+    assert [(e.remote_path, e.reason, e.skip_reason) for e in rejected] == [
+        (key, f"unsafe key: {reason}", skip_reason)
+    ]
+    # The import names the download after the key's last segment, in its temp folder.
+    temp = tmp_path / "imports" / "fingerprint"
+    _write_file(temp / "other-part.wav", b"kept")
+    with pytest.raises(UnsafePathError):
+        client.download(key, temp / key.rsplit("/", 1)[-1])
+    assert [(p.name, p.read_bytes()) for p in temp.iterdir()] == [("other-part.wav", b"kept")]
+
+
+def test_a_download_never_lands_on_its_folder(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    put(s3_server, s3_bucket, "talks/good.mp4", b"payload")
+    client = make_client(s3_server, s3_bucket)
+    temp = tmp_path / "imports" / "fingerprint"
+    _write_file(temp / "other-part.wav", b"kept")
+
+    for dest in (temp / ".", temp, temp / ".."):
+        with pytest.raises(UnsafePathError, match="is a folder, not a file name"):
+            client.download("talks/good.mp4", dest)
+
+    assert [(p.name, p.read_bytes()) for p in temp.iterdir()] == [("other-part.wav", b"kept")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imports"]
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 def test_unsafe_key_of_another_type_is_ignored(s3_server: S3Server, s3_bucket: str) -> None:
     put(s3_server, s3_bucket, "a/../notes.txt")
 
