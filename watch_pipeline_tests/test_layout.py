@@ -45,9 +45,6 @@ KNOWN_EXCEPTIONS: dict[tuple[str, str, str], str] = {
     ("dagster", "cli/admin.py", "dagster"):
         "CLI engineer: 'settings set' syncs the Dagster pool (move behind defs/pools or a "
         "resource module)",
-    ("room", "catalog/queries.py", "watch_pipeline.pipeline.multipart"):
-        "catalog/queries owner: _stitched_name parses part names with pipeline.multipart (an "
-        "arrow that runs up; the name belongs in the row or the caller)",
 }
 
 

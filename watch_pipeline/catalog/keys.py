@@ -13,9 +13,8 @@ Rules (issue 13, finding 3):
 * **Rotation never leaves a key on disk with permissions wider than 0600**: every file written
   here is created 0600 (``O_CREAT | O_EXCL``), fsynced and then linked or renamed into place.
 
-The key's location is a :class:`KeyConfig` passed in by the caller. :func:`active_box` without
-one still maps the process environment (the one ``os.environ`` read left in this package's key
-code) for callers that do not pass a configuration yet.
+The key's location is a :class:`KeyConfig` passed in by the caller (``defs/resources.py`` for
+Dagster's resources, the CLI's entry for the CLI); nothing here reads the environment.
 """
 
 from __future__ import annotations
@@ -116,18 +115,12 @@ def open_box(config: KeyConfig, *,
     return box, source
 
 
-def environment_key_config() -> KeyConfig:
-    """The key configuration of this process's environment (for callers that pass none)."""
-    return KeyConfig.from_environ(os.environ)
-
-
-def active_box(config: KeyConfig | None = None, *, catalog: Catalog | None = None,
+def active_box(config: KeyConfig, *, catalog: Catalog | None = None,
                create: bool = True) -> tuple[SecretBox, KeySource]:
     """The secret box for the active key.
 
     Args:
-        config: Where the key is; ``None`` maps the process environment
-            (:func:`environment_key_config`).
+        config: Where the key is (``KeyConfig.from_environ`` of the caller's environment).
         catalog: When given, the key is checked against the catalog's stored secrets
             (:func:`open_box`): a key is created only while the catalog holds none, and a key
             that cannot decrypt them is refused with the id(s) they need.
@@ -137,7 +130,6 @@ def active_box(config: KeyConfig | None = None, *, catalog: Catalog | None = Non
     Raises:
         SecretKeyError: No usable key (see :func:`open_box`).
     """
-    config = environment_key_config() if config is None else config
     if catalog is not None:
         def needed() -> set[str]:
             with catalog.session() as session:
@@ -225,5 +217,5 @@ def base64_text(key: bytes) -> str:
 
 
 __all__ = ["KeyConfig", "RotationResult", "SecretKeyError", "active_box", "catalog_key_ids",
-           "environment_key_config", "install_key_file", "open_box", "prepare_new_key",
+           "install_key_file", "open_box", "prepare_new_key",
            "rotate_values"]

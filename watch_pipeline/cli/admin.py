@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
+import sqlalchemy as sa
 
 from watch_pipeline.catalog import db as catalog_db
 from watch_pipeline.catalog import keys
@@ -88,19 +91,25 @@ def db() -> None:
     """Catalog schema maintenance."""
 
 
+@contextmanager
+def _engine(cli: CliContext) -> Iterator[sa.Engine]:
+    """An engine on the catalog that does not migrate it first (these commands do that)."""
+    engine = catalog_db.create_catalog_engine(cli.url())
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 @db.command("upgrade")
 @pass_cli
 def db_upgrade(cli: CliContext) -> None:
     """Apply every pending catalog migration (also done automatically at first use)."""
-    url = cli.url()
-    engine = catalog_db.create_catalog_engine(url)
-    try:
+    with _engine(cli) as engine:
         before = catalog_db.current_revision(engine)
         catalog_db.upgrade(engine)
         after = catalog_db.current_revision(engine)
-    finally:
-        engine.dispose()
-    where = catalog_db.redact_url(url)
+    where = catalog_db.redact_url(cli.url())
     if before == after:
         click.echo(f"catalog at {where} is up to date (revision {after})")
     else:
@@ -111,12 +120,8 @@ def db_upgrade(cli: CliContext) -> None:
 @pass_cli
 def db_current(cli: CliContext) -> None:
     """Print the catalog's schema revision and the newest one this code ships."""
-    url = cli.url()
-    engine = catalog_db.create_catalog_engine(url)
-    try:
+    with _engine(cli) as engine:
         current = catalog_db.current_revision(engine)
-    finally:
-        engine.dispose()
     click.echo(f"current {current or 'empty'}, head {catalog_db.head_revision()}")
 
 

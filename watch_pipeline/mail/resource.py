@@ -15,7 +15,7 @@ import dagster as dg
 from pydantic import Field
 
 from watch_pipeline.catalog.email import SECRET_COLUMN
-from watch_pipeline.catalog.keys import environment_key_config, open_box
+from watch_pipeline.catalog.keys import open_box
 from watch_pipeline.catalog.models import EmailNotificationConfig
 from watch_pipeline.catalog.secrets import KeyConfig, SecretBox, stored_key_id
 from watch_pipeline.mail.base import Mailer
@@ -49,12 +49,9 @@ class MailerResource(dg.ConfigurableResource):
                             max_retries=self.max_retries)
 
     def key_config(self) -> KeyConfig:
-        """Where the secret key is: the fields, or (both empty) the process environment."""
-        if self.secret_key or self.secret_key_file:
-            return KeyConfig(secret_key=self.secret_key,
-                             key_file=Path(self.secret_key_file) if self.secret_key_file
-                             else None)
-        return environment_key_config()  # until defs/resources.py sets the fields
+        """Where the secret key is, as configured at launch."""
+        return KeyConfig(secret_key=self.secret_key or None,
+                         key_file=Path(self.secret_key_file) if self.secret_key_file else None)
 
     def mailer_for(self, config: EmailNotificationConfig, box: SecretBox | None = None) -> Mailer:
         """An unconnected mailer for ``config``; its secret is decrypted only here.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 
 from watch_pipeline.catalog.keys import active_box
 from watch_pipeline.catalog.models import WatchSource
+from watch_pipeline.catalog.secrets import KeyConfig
 from watch_pipeline.catalog.settings import set_setting
 from watch_pipeline.catalog.sources import create_source
 from watch_pipeline.defs.sensors import build_watch_sensor
@@ -39,7 +41,7 @@ def tick(env, kind):
 
 
 def add(env, secret=None, **fields):
-    box = active_box()[0] if secret is not None else None
+    box = active_box(KeyConfig.from_environ(os.environ))[0] if secret is not None else None
     with env["catalog"].session() as s:
         return create_source(s, box, fields=fields, secret=secret).id
 
