@@ -22,13 +22,18 @@ from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import (
     FileStatus,
     MediaFile,
+    MediaOrigin,
     MediaStatus,
+    SkipReason,
     WatchSource,
     WatchSourceFile,
 )
-from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION
 
-WAITING = ("pending", "error", "importing", "downloading")
+WAITING = (FileStatus.PENDING, FileStatus.ERROR, FileStatus.IMPORTING, FileStatus.DOWNLOADING)
+# A run holds a partition's rows while they are in one of these states (``error``: its failure
+# may have been recorded by another run while it still works, see :func:`begin_import`).
+HELD = (FileStatus.IMPORTING, FileStatus.DOWNLOADING, FileStatus.ERROR)
+DONE = (FileStatus.IMPORTED, FileStatus.STITCHED_PART)
 
 
 def of_partition(key: str) -> sa.ColumnElement[bool]:
@@ -111,8 +116,10 @@ class ImportItem:
     """Everything an import run needs, rebuilt from the partition key and the catalog.
 
     For a multi-part recording ``parts`` lists the parts in order (the origin row is part 1's
-    ``file_id``), ``filename`` is the stitched name and ``missing`` the part numbers that never
-    arrived; a single file has no parts.
+    ``file_id``), ``missing`` the part numbers that never arrived, and ``multipart_regex`` the
+    source's part pattern; ``filename`` is then part 1's name until the caller names the
+    stitched recording (``pipeline.steps`` does, with ``pipeline.multipart``; the catalog does
+    not parse names). A single file has no parts.
     """
 
     fingerprint: str
@@ -134,6 +141,7 @@ class ImportItem:
     detected_at: datetime
     parts: tuple[PartRef, ...] = ()
     missing: tuple[int, ...] = ()
+    multipart_regex: str | None = None
 
     @property
     def is_group(self) -> bool:
@@ -155,31 +163,23 @@ def _item(session: Session, key: str, rows: list[WatchSourceFile]) -> ImportItem
     source = first.source
     parts: tuple[PartRef, ...] = ()
     missing: tuple[int, ...] = ()
-    filename = first.filename
     if first.part_group is not None and first.partition_key and first.partition_key != \
             first.imohash:
         parts = tuple(PartRef(r.id, r.part_number or 0, r.remote_path, r.filename,
                               r.file_size or 0, r.imohash or "") for r in rows)
         numbers = {p.number for p in parts}
         missing = tuple(n for n in range(1, max(numbers) + 1) if n not in numbers)
-        filename = _stitched_name(source.multipart_regex, first.filename)
     return ImportItem(
         fingerprint=key, file_id=first.id, source_id=source.id, source_name=source.name,
-        source_type=source.source_type, remote_path=first.remote_path, filename=filename,
+        source_type=source.source_type, remote_path=first.remote_path, filename=first.filename,
         file_size=sum(p.file_size for p in parts) if parts else (first.file_size or 0),
         owner_id=source.owner_id, collections=tuple(source.collections or ()),
         tags=tuple(source.tags or ()), auto_transcribe=source.auto_transcribe,
         delete_after_import=source.delete_after_import,
         upload_stitched_to_source=source.upload_stitched_to_source,
         min_speakers=source.min_speakers, max_speakers=source.max_speakers,
-        detected_at=min(r.created_at for r in rows), parts=parts, missing=missing)
-
-
-def _stitched_name(regex: str, part_filename: str) -> str:
-    from watch_pipeline.pipeline.multipart import compile_part_regex, output_name, parse_part
-
-    parsed = parse_part(compile_part_regex(regex), part_filename)
-    return output_name(parsed.base, parsed.extension) if parsed else part_filename
+        detected_at=min(r.created_at for r in rows), parts=parts, missing=missing,
+        multipart_regex=source.multipart_regex if parts else None)
 
 
 def _origin_rows(session: Session, key: str, statuses: tuple[str, ...] | None
@@ -189,9 +189,9 @@ def _origin_rows(session: Session, key: str, statuses: tuple[str, ...] | None
     if statuses is not None:
         query = query.where(f.status.in_(statuses))
     rows = list(session.scalars(query.order_by(
-        sa.case((f.status == "importing", 0), (f.status == "imported", 0),
-                (f.status == "stitched_part", 0), (f.status == "pending", 1),
-                (f.status == "downloading", 2), else_=3), *_ORIGIN_ORDER)))
+        sa.case((f.status == FileStatus.IMPORTING, 0), (f.status == FileStatus.IMPORTED, 0),
+                (f.status == FileStatus.STITCHED_PART, 0), (f.status == FileStatus.PENDING, 1),
+                (f.status == FileStatus.DOWNLOADING, 2), else_=3), *_ORIGIN_ORDER)))
     if not rows:
         return []
     first = rows[0]
@@ -205,19 +205,60 @@ def _origin_rows(session: Session, key: str, statuses: tuple[str, ...] | None
     return [chosen[n] for n in sorted(chosen)]
 
 
-def begin_import(catalog: Catalog, fingerprint: str) -> ImportItem:
+class PartitionBusy(RuntimeError):
+    """Another run, still running, holds the rows of this partition."""
+
+
+def _lock_partition(session: Session, key: str) -> None:
+    """Serialise the takers of partition ``key`` until the session's transaction ends.
+
+    SQLite: ``BEGIN IMMEDIATE`` takes the database's write lock before the first read (other
+    writers wait up to the connection's ``busy_timeout``), so nothing can change between the
+    read and the write. PostgreSQL: the partition's file rows ``SELECT … FOR UPDATE``. Must be
+    the session's first statement.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(sa.text("BEGIN IMMEDIATE"))
+    else:
+        session.execute(sa.select(WatchSourceFile.id).where(of_partition(key))
+                        .order_by(WatchSourceFile.id).with_for_update())
+
+
+def begin_import(catalog: Catalog, fingerprint: str, *, holder: str | None = None,
+                 is_live: Callable[[str], bool] = lambda _holder: True) -> ImportItem:
     """Pick the origin row(s) for partition ``fingerprint`` and mark them ``importing``.
+
+    Atomic on SQLite and PostgreSQL: the partition is locked from the read to the write
+    (:func:`_lock_partition`), so two runs starting at once take turns. The rows taken record
+    ``holder`` (the run id) in ``import_run_id``. When a *different* holder still holds rows of
+    the partition (``importing``/``downloading``/``error``) and ``is_live`` says that run still
+    runs, the partition is refused: this run imports nothing and changes no row, and the holder
+    finishes the import. A holder that no longer runs (failed, crashed, deleted) is taken over,
+    as are rows held anonymously (``holder=None``, callers outside Dagster).
 
     Raises:
         NothingToImport: No row waits for this partition (e.g. already imported).
+        PartitionBusy: A live run holds the partition.
     """
+    f = WatchSourceFile
     with catalog.session() as session:
+        _lock_partition(session, fingerprint)
+        held_by = sa.select(f.import_run_id).distinct().where(
+            of_partition(fingerprint), f.import_run_id.is_not(None), f.status.in_(HELD))
+        if holder is not None:
+            held_by = held_by.where(f.import_run_id != holder)
+        for other in session.scalars(held_by):
+            if is_live(other):
+                raise PartitionBusy(
+                    f"partition {fingerprint} is being imported by run {other}, which is "
+                    "still running; this run imports nothing and leaves the import to it")
         rows = _origin_rows(session, fingerprint, WAITING)
         if not rows:
             raise NothingToImport(f"no catalog file waits for partition {fingerprint}")
         for row in rows:
-            row.status = "importing"
+            row.status = FileStatus.IMPORTING
             row.error_message = None
+            row.import_run_id = holder
         return _item(session, fingerprint, rows)
 
 
@@ -238,28 +279,41 @@ def media_for(catalog: Catalog, fingerprint: str) -> MediaFile | None:
             .order_by(MediaFile.id.desc()).limit(1))
 
 
+def _insert_ignoring_conflicts(session: Session, table: sa.Table,
+                               index_elements: list[str]) -> sa.Insert:
+    """``INSERT … ON CONFLICT (index_elements) DO NOTHING`` in the session's dialect."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+    raise NotImplementedError(f"catalog on {dialect} is not supported")  # pragma: no cover
+
+
 def ensure_media(catalog: Catalog, item: ImportItem, *, content_type: str | None,
-                 duration: float | None, file_size: int,
+                 duration: float | None, file_size: int, imohash_version: str,
                  imohash: str | None = None) -> MediaFile:
     """Create (or reuse after a failed attempt) the ``media_file`` row of this partition.
 
-    ``imohash`` is the stored file's own fingerprint when it differs from the partition key (a
-    stitched recording), so the stitched file found again later is a duplicate.
+    ``media_file.partition_key`` is unique: the row is taken with ``INSERT … ON CONFLICT DO
+    NOTHING`` and then read ``FOR UPDATE`` (PostgreSQL; on SQLite the insert holds the write
+    lock), so runs racing on one partition share one row. ``imohash`` is the stored file's own
+    fingerprint when it differs from the partition key (a stitched recording), so the stitched
+    file found again later is a duplicate; ``imohash_version`` names the algorithm that made it.
     """
+    stem = item.filename.rsplit(".", 1)[0] if "." in item.filename else item.filename
     with catalog.session() as session:
-        media = session.scalar(
-            sa.select(MediaFile).where(MediaFile.partition_key == item.fingerprint)
-            .order_by(MediaFile.id.desc()).limit(1))
-        if media is None:
-            stem = item.filename.rsplit(".", 1)[0] if "." in item.filename else item.filename
-            media = MediaFile(
+        session.execute(_insert_ignoring_conflicts(
+            session, MediaFile.__table__, ["partition_key"]).values(
                 owner_id=item.owner_id, title=stem[:500], filename=item.filename,
-                imohash=imohash or item.fingerprint, imohash_version=ALGORITHM_VERSION,
-                partition_key=item.fingerprint, origin="watch",
-                watch_source_id=item.source_id, collections=list(item.collections),
-                tags=list(item.tags))
-            session.add(media)
-        media.status = "processing"
+                imohash=imohash or item.fingerprint, imohash_version=imohash_version,
+                partition_key=item.fingerprint, origin=MediaOrigin.WATCH,
+                status=MediaStatus.PROCESSING, watch_source_id=item.source_id,
+                collections=list(item.collections), tags=list(item.tags)))
+        media = session.scalars(
+            sa.select(MediaFile).where(MediaFile.partition_key == item.fingerprint)
+            .with_for_update()).one()
+        media.status = MediaStatus.PROCESSING
         media.error_message = None
         if imohash:
             media.imohash = imohash
@@ -289,12 +343,12 @@ def complete_upload(catalog: Catalog, item: ImportItem, media_id: int, *, key: s
         media = session.get(MediaFile, media_id)
         media.object_key = key
         media.checksum_sha256 = sha256
-        media.status = "processing" if auto_transcribe else "completed"
+        media.status = MediaStatus.PROCESSING if auto_transcribe else MediaStatus.COMPLETED
         origin_ids = [p.file_id for p in item.parts] or [item.file_id]
         origins = [session.get(f, i) for i in origin_ids]
-        first_time = any(o.status not in ("imported", "stitched_part") for o in origins)
+        first_time = any(o.status not in DONE for o in origins)
         for origin in origins:
-            origin.status = "stitched_part" if item.is_group else "imported"
+            origin.status = FileStatus.STITCHED_PART if item.is_group else FileStatus.IMPORTED
             origin.media_file_id = media_id
             origin.processed_at = now
             origin.error_message = None
@@ -303,12 +357,13 @@ def complete_upload(catalog: Catalog, item: ImportItem, media_id: int, *, key: s
             source.total_files_imported = (source.total_files_imported or 0) + 1
         twins = session.scalars(
             sa.select(f).where(of_partition(item.fingerprint), f.id.not_in(origin_ids),
-                               f.status.in_((*WAITING, "waiting_for_parts")))).all()
+                               f.status.in_((*WAITING, FileStatus.WAITING_FOR_PARTS)))).all()
         where = f"{item.source_name}:{item.remote_path}"
         for twin in twins:
-            twin.status = "skipped_duplicate"
-            twin.skip_reason = ("duplicate_same_source" if twin.watch_source_id == item.source_id
-                                else "duplicate_other_source")
+            twin.status = FileStatus.SKIPPED_DUPLICATE
+            twin.skip_reason = (SkipReason.DUPLICATE_SAME_SOURCE
+                                if twin.watch_source_id == item.source_id
+                                else SkipReason.DUPLICATE_OTHER_SOURCE)
             twin.media_file_id = media_id
             twin.processed_at = now
             twin.error_message = (f"same content as {where}, imported once as media {media_id}")
@@ -321,7 +376,7 @@ def complete_transcript(catalog: Catalog, media_id: int, *, key: str, model: str
         media = session.get(MediaFile, media_id)
         media.transcript_key = key
         media.transcript_model = model
-        media.status = "completed"
+        media.status = MediaStatus.COMPLETED
         media.error_message = None
 
 
@@ -329,7 +384,7 @@ def fail_transcript(catalog: Catalog, media_id: int, reason: str) -> None:
     """Record a failed transcription on the media; the import (object, rows) stays as it is."""
     with catalog.session() as session:
         media = session.get(MediaFile, media_id)
-        media.status = "error"
+        media.status = MediaStatus.ERROR
         media.error_message = reason[:4000]
 
 
@@ -344,13 +399,14 @@ def fail_import(catalog: Catalog, fingerprint: str, reason: str, *,
     """
     now = now or _now()
     f = WatchSourceFile
-    concerned = f.status.in_(("importing", "downloading"))
+    concerned = f.status.in_((FileStatus.IMPORTING, FileStatus.DOWNLOADING))
     if run_key is not None:
-        concerned = sa.or_(concerned, sa.and_(f.status == "pending", f.run_key == run_key))
+        concerned = sa.or_(concerned, sa.and_(f.status == FileStatus.PENDING,
+                                              f.run_key == run_key))
     with catalog.session() as session:
         rows = session.scalars(sa.select(f).where(of_partition(fingerprint), concerned)).all()
         for row in rows:
-            row.status = "error"
+            row.status = FileStatus.ERROR
             row.processed_at = now
             row.error_message = reason[:4000]
             row.retry_count = (row.retry_count or 0) + 1
@@ -358,8 +414,8 @@ def fail_import(catalog: Catalog, fingerprint: str, reason: str, *,
         media = session.scalar(
             sa.select(MediaFile).where(MediaFile.partition_key == fingerprint)
             .order_by(MediaFile.id.desc()).limit(1))
-        if media is not None and media.status != "completed":
-            media.status = "error"
+        if media is not None and media.status != MediaStatus.COMPLETED:
+            media.status = MediaStatus.ERROR
             media.error_message = reason[:4000]
         return len(rows)
 
@@ -369,24 +425,32 @@ def assign_run_key(catalog: Catalog, keys: list[str], run_key: str) -> None:
     f = WatchSourceFile
     with catalog.session() as session:
         for key in keys:
-            session.execute(sa.update(f).where(of_partition(key), f.status == "pending",
+            session.execute(sa.update(f).where(of_partition(key), f.status == FileStatus.PENDING,
                                                f.run_key.is_not(None))
                             .values(run_key=run_key))
 
 
-def set_status(catalog: Catalog, file_id: int, status: str) -> None:
+def set_status(catalog: Catalog, file_id: int, status: FileStatus) -> None:
     """Move one file row to ``status`` (``downloading`` while a remote copy is fetched)."""
     with catalog.session() as session:
         session.get(WatchSourceFile, file_id).status = status
+
+
+def file_status(catalog: Catalog, file_id: int) -> str | None:
+    """The status of file row ``file_id`` (``None`` when the row is gone)."""
+    with catalog.session() as session:
+        return session.scalar(sa.select(WatchSourceFile.status)
+                              .where(WatchSourceFile.id == file_id))
 
 
 def reset_for_rescan(catalog: Catalog, file_id: int, reason: str) -> None:
     """The file changed after it was fingerprinted: forget the fingerprint so a scan looks again."""
     with catalog.session() as session:
         row = session.get(WatchSourceFile, file_id)
-        row.status = "pending"
+        row.status = FileStatus.PENDING
         row.imohash = None
         row.run_key = None
+        row.import_run_id = None
         row.stable_since = _now()
         row.error_message = reason
 
@@ -395,7 +459,7 @@ def retry_files(catalog: Catalog, source_id: int, remote_path: str | None = None
     """Release ``error`` rows held after their automatic retries (``source files retry``)."""
     f = WatchSourceFile
     with catalog.session() as session:
-        query = sa.update(f).where(f.watch_source_id == source_id, f.status == "error")
+        query = sa.update(f).where(f.watch_source_id == source_id, f.status == FileStatus.ERROR)
         if remote_path is not None:
             query = query.where(f.remote_path == remote_path)
         result = session.execute(query.values(retry_count=0, next_retry_at=None))

@@ -9,18 +9,15 @@ is recorded like a failed ``import_job`` run (its file goes back for a retry in 
 and the others carry on; the batch run fails at the end when any partition did.
 """
 
+from collections.abc import Callable
+
 import dagster as dg
 
 from watch_pipeline.catalog.resource import CatalogResource
-from watch_pipeline.defs.assets import (
-    Step,
-    do_media_object,
-    do_raw_file,
-    do_stitched_media,
-    do_transcript,
-)
+from watch_pipeline.defs.assets import failing_clearly, source_access, step_context, to_metadata
 from watch_pipeline.defs.jobs import IMPORT_TAGS
 from watch_pipeline.defs.pools import IMPORT_POOL
+from watch_pipeline.pipeline import steps
 from watch_pipeline.sources.resource import SourcesResource
 from watch_pipeline.store.resource import ObjectStoreResource
 from watch_pipeline.transcribe.resource import TranscriberResource
@@ -40,25 +37,30 @@ def import_batch(context: dg.OpExecutionContext, config: ImportBatchConfig,
                  catalog: CatalogResource, sources: SourcesResource,
                  object_store: ObjectStoreResource, transcriber: TranscriberResource) -> None:
     """Run raw_file → stitched_media → media_object → transcript for each partition."""
-    run_key = context.run.tags.get("dagster/run_key")
-    steps = [
-        ("raw_file", lambda s: do_raw_file(s, catalog, sources)),
-        ("stitched_media", lambda s: do_stitched_media(s, catalog, sources)),
-        ("media_object", lambda s: do_media_object(s, catalog, sources, object_store)),
-        ("transcript", lambda s: do_transcript(s, catalog, sources, object_store, transcriber)),
-    ]
+    cat, access = catalog.get(), source_access(sources)
+    run_step: dict[str, Callable[[steps.StepContext], steps.Result]] = {
+        steps.RAW_FILE: lambda ctx: steps.fetch_raw_file(ctx, cat, access),
+        steps.STITCHED_MEDIA: lambda ctx: steps.stitch_media(ctx, cat, access),
+        steps.MEDIA_OBJECT: lambda ctx: steps.store_media(ctx, cat, access,
+                                                          object_store.get_store()),
+        steps.TRANSCRIPT: lambda ctx: steps.transcribe_media(
+            ctx, cat, access, object_store.get_store(), transcriber.get_transcriber()),
+    }
     failed: list[str] = []
     total = len(config.partition_keys)
     for index, key in enumerate(config.partition_keys, 1):
         context.log.info(f"partition {index} of {total}: {key}")
-        for asset, run_step in steps:
+        for step in steps.STEPS:
+            ctx = step_context(context, step, key)
             try:
-                result = run_step(Step(key, asset, context.log, run_key))
+                result = failing_clearly(lambda ctx=ctx, step=step: run_step[step](ctx))
             except dg.Failure as exc:
-                failed.append(f"{key} ({asset}: {exc.description})")
+                failed.append(f"{key} ({step}: {exc.description})")
                 break
             context.log_event(dg.AssetMaterialization(
-                asset_key=asset, partition=key, metadata=result.metadata or {}))
+                asset_key=step, partition=key, metadata=to_metadata(result.metadata())))
+            if step == steps.RAW_FILE and result.skipped is not None:
+                break  # refused for good and recorded on its row: nothing more to do
     if failed:
         raise dg.Failure(
             description=f"{len(failed)} of {total} partitions failed: " + "; ".join(failed),

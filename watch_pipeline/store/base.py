@@ -83,3 +83,16 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def url(self, key: str) -> str:
         """A human-readable location for ``key`` (a ``file://`` path or ``s3://bucket/key``)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """The file on this machine holding ``key``, to read in place; ``None`` when there is none.
+
+        Remote stores (S3) keep the default, ``None``: callers then copy the object through
+        :meth:`open`. A store that keeps objects as local files returns the file's path (which
+        may not exist yet), so a reader such as the transcriber needs no copy.
+
+        Raises:
+            ObjectStoreError: The key is unsafe.
+        """
+        check_key(key)
+        return None

@@ -69,6 +69,14 @@ class LocalObjectStore(ObjectStore):
         """
         return self._root.joinpath(*check_key(key).split("/"))
 
+    def local_path(self, key: str) -> Path | None:
+        """The file that holds ``key``: objects of this store are read in place.
+
+        Raises:
+            ObjectStoreError: The key is unsafe.
+        """
+        return self.path(key)
+
     def put_file(self, key: str, src: Path, *, content_type: str | None = None) -> StoredObject:
         """Copy ``src`` to ``key`` atomically, returning its size and SHA-256.
 

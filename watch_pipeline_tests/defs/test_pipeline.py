@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
+from watch_pipeline.catalog.models import FileStatus, SkipReason, WatchSource, WatchSourceFile
 from watch_pipeline.catalog.settings import set_setting
 from watch_pipeline.defs.assets import (
     build_transcript_asset,
@@ -159,7 +159,7 @@ def test_symlink_out_of_root_and_dotdot_are_never_read(env, tmp_path):
     requests, _ = tick(env)
     assert requests == []
     row = files(env)["link.wav"]
-    assert (row.status, row.skip_reason) == ("skipped_invalid", "validation_failed")
+    assert (row.status, row.skip_reason) == (FileStatus.SKIPPED_INVALID, SkipReason.OUTSIDE_ROOT)
     assert "outside the watch root" in row.error_message and row.imohash is None
 
 
@@ -266,7 +266,8 @@ def test_a_failing_partition_does_not_stop_its_batch(env, tmp_path):
     results = [run_request(env, r) for r in requests]
     assert not all(r.success for r in results)
     rows = files(env)
-    assert rows["g0.wav"].status == "error" and "No such file" in rows["g0.wav"].error_message
+    assert rows["g0.wav"].status == FileStatus.ERROR
+    assert "g0.wav does not exist" in rows["g0.wav"].error_message
     assert all(rows[f"g{i}.wav"].status == "imported" for i in (1, 2, 3))
 
 

@@ -1,0 +1,660 @@
+"""The import of one partition: fetch → check → stitch → store → transcribe, on our ABCs.
+
+Plain Python, no Dagster: each step takes a :class:`StepContext` (partition key, step name, run
+key and id, a logger), the catalog and our seams (:class:`~watch_pipeline.sources.base.
+SourceClient` through :class:`SourceAccess`, :class:`~watch_pipeline.store.base.ObjectStore`,
+:class:`~watch_pipeline.transcribe.base.Transcriber`), and returns a frozen result whose
+:meth:`metadata` holds plain values. ``defs/assets.py`` and ``defs/batch.py`` turn results into
+materializations and :class:`StepFailed` into a ``dg.Failure``.
+
+Every step is idempotent: a re-run finds the catalog row, the stored object or the transcript
+already there and says so. A failure is recorded on the partition's catalog rows (with the retry
+backoff of :func:`watch_pipeline.pipeline.claims.fail`) before :class:`StepFailed` is raised, so
+the file goes back for a retry; a transcription failure marks only the media.
+
+Temp layout, under ``scratch/imports/<partition>/``: downloads of a single remote file at the
+top, downloads of parts in ``parts/``, the stitched recording in ``stitched/``. A partial
+download (``*.part``) survives a failure so the next attempt resumes; everything else goes.
+
+Exactly once: ``raw_file`` takes the partition's rows with :func:`queries.begin_import`, which
+serialises concurrent runs on a database lock and refuses a partition another *live* run holds
+(:class:`queries.PartitionBusy`): that run fails clearly without touching the holder's rows, and
+the media row of a partition is unique in the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from watch_pipeline.catalog import queries
+from watch_pipeline.catalog.db import Catalog
+from watch_pipeline.catalog.models import FileStatus, WatchSource
+from watch_pipeline.media.probe import MediaInfo, ProbeError, content_type_for, probe
+from watch_pipeline.media.stitch import StitchError, StitchResult, stitch
+from watch_pipeline.media.validate import validate_media
+from watch_pipeline.pipeline import claims
+from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj, imohash_path
+from watch_pipeline.pipeline.multipart import compile_part_regex, output_name, parse_part
+from watch_pipeline.sources.base import SourceClient, SourceError
+from watch_pipeline.store.base import ObjectStore, ObjectStoreError
+from watch_pipeline.transcribe import formats
+from watch_pipeline.transcribe.base import Transcriber, TranscriptionError
+
+RAW_FILE = "raw_file"
+STITCHED_MEDIA = "stitched_media"
+MEDIA_OBJECT = "media_object"
+TRANSCRIPT = "transcript"
+STEPS = (RAW_FILE, STITCHED_MEDIA, MEDIA_OBJECT, TRANSCRIPT)
+"""The steps of one partition, in order (also the asset names)."""
+
+
+class Log(Protocol):
+    """What a step needs of a logger (``logging.Logger`` and Dagster's log manager fit)."""
+
+    def info(self, msg: str, *args: Any) -> Any:
+        """Progress."""
+
+    def warning(self, msg: str, *args: Any) -> Any:
+        """Something went wrong that does not fail the step."""
+
+    def error(self, msg: str, *args: Any) -> Any:
+        """The step failed."""
+
+
+def _always_live(_run_id: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """One step of one partition, as the steps see it.
+
+    Attributes:
+        partition_key: The partition (content fingerprint) being imported.
+        step: The step's name (one of :data:`STEPS`); it prefixes recorded failures.
+        log: Where progress goes.
+        run_key: The run key the run was requested with (a claim's key), if any.
+        run_id: The run doing the work; recorded on the rows it holds while importing. ``None``
+            for a caller outside Dagster, which then holds the rows anonymously.
+        is_live: Whether another run id still runs (asked of the Dagster instance); a row held
+            by a live run is never taken over. The default treats every holder as live.
+    """
+
+    partition_key: str
+    step: str
+    log: Log
+    run_key: str | None = None
+    run_id: str | None = None
+    is_live: Callable[[str], bool] = field(default=_always_live, compare=False)
+
+
+@dataclass(frozen=True)
+class SourceAccess:
+    """How steps reach the files of a source: a client per catalog row, and scratch space."""
+
+    client_for: Callable[[WatchSource], SourceClient]
+    scratch: Path
+
+
+class StepFailed(Exception):
+    """A step failed; its catalog rows already say why. The message is catalog-safe."""
+
+
+class _Failed(Exception):
+    """Raised inside a step for a reason that :func:`_recorded` records on the rows."""
+
+
+# -- results ---------------------------------------------------------------------------------
+
+Metadata = dict[str, str | int | float | bool]
+
+
+@dataclass(frozen=True)
+class ProbeSummary:
+    """What ffprobe said about the (first) file, as plain values."""
+
+    format_name: str
+    duration: float | None = None
+    video: str | None = None
+    audio: str | None = None
+
+    @classmethod
+    def of(cls, info: MediaInfo) -> ProbeSummary:
+        """The summary of one probe result."""
+        return cls(
+            info.format_name, info.duration,
+            f"{info.video.codec} {info.video.width}x{info.video.height}" if info.video else None,
+            (f"{info.audio.codec} {info.audio.sample_rate} Hz {info.audio.channels} ch"
+             if info.audio else None))
+
+    def metadata(self) -> Metadata:
+        """``format`` and, when known, ``duration_seconds``, ``video``, ``audio``."""
+        meta: Metadata = {"format": self.format_name}
+        if self.duration is not None:
+            meta["duration_seconds"] = round(self.duration, 3)
+        if self.video:
+            meta["video"] = self.video
+        if self.audio:
+            meta["audio"] = self.audio
+        return meta
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """The outcome of ``raw_file``: the file checked and probed, or already imported.
+
+    Attributes:
+        already_imported: The media id when an earlier run imported this partition.
+        skipped: Why the file was refused for good (recorded on its row), else ``None``.
+    """
+
+    source: str = ""
+    path: str = ""
+    size: int = 0
+    probe: ProbeSummary | None = None
+    parts: tuple[str, ...] = ()
+    missing: tuple[int, ...] = ()
+    already_imported: int | None = None
+    skipped: str | None = None
+
+    def metadata(self) -> Metadata:
+        """The materialization's metadata."""
+        if self.already_imported is not None:
+            return {"status": "already imported", "media_id": self.already_imported}
+        if self.skipped is not None:
+            return {"status": "skipped", "reason": self.skipped, "source": self.source,
+                    "path": self.path}
+        meta: Metadata = {"source": self.source, "path": self.path, "bytes": self.size}
+        if self.probe is not None:
+            meta.update(self.probe.metadata())
+        if self.parts:
+            meta["parts"] = len(self.parts)
+            meta["part_files"] = ", ".join(self.parts)
+            if self.missing:
+                meta["missing_parts"] = ", ".join(map(str, self.missing))
+        return meta
+
+
+@dataclass(frozen=True)
+class StitchedMedia:
+    """The outcome of ``stitched_media``: a pass-through, or the stitched recording."""
+
+    filename: str
+    size: int
+    parts: int = 0
+    mode: str | None = None
+    duration: float = 0.0
+    parts_duration: float = 0.0
+    missing: tuple[int, ...] = ()
+    reencode_reason: str | None = None
+
+    def metadata(self) -> Metadata:
+        """The materialization's metadata."""
+        if not self.parts:
+            return {"mode": "single file (pass-through)", "filename": self.filename,
+                    "bytes": self.size}
+        meta: Metadata = {
+            "mode": f"stitched ({self.mode})",
+            "filename": self.filename,
+            "parts": self.parts,
+            "bytes": self.size,
+            "duration_seconds": round(self.duration, 3),
+            "parts_duration_seconds": round(self.parts_duration, 3),
+        }
+        if self.missing:
+            meta["missing_parts"] = ", ".join(map(str, self.missing))
+        if self.reencode_reason:
+            meta["reencode_reason"] = self.reencode_reason
+        return meta
+
+
+@dataclass(frozen=True)
+class MediaObject:
+    """The outcome of ``media_object``: where the media is stored, and whether it was new.
+
+    Attributes:
+        done_before: An earlier run stored it; only ``object_key``, ``media_id`` and ``cached``
+            are meaningful then.
+    """
+
+    object_key: str
+    media_id: int
+    cached: bool
+    done_before: bool = False
+    url: str = ""
+    size: int = 0
+    sha256: str = ""
+    duplicates_marked: int = 0
+    written_back: str | None = None
+
+    def metadata(self) -> Metadata:
+        """The materialization's metadata (``url`` is a link when it is an HTTP URL)."""
+        if self.done_before:
+            return {"object_key": self.object_key, "media_id": self.media_id, "cached": True}
+        meta: Metadata = {
+            "object_key": self.object_key,
+            "url": self.url,
+            "media_id": self.media_id,
+            "bytes": self.size,
+            "sha256": self.sha256,
+            "cached": self.cached,
+            "duplicates_marked": self.duplicates_marked,
+        }
+        if self.written_back:
+            meta["written_back_to_source"] = self.written_back
+        return meta
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """The outcome of ``transcript``: the stored transcript, or why there is none."""
+
+    skipped: str | None = None
+    transcript_key: str = ""
+    model: str = ""
+    backend: str = ""
+    words: int = 0
+    audio_seconds: float = 0.0
+    real_time_factor: float = 0.0
+    detection_to_transcript_seconds: float = 0.0
+    preview: str = ""
+
+    def metadata(self) -> Metadata:
+        """The materialization's metadata."""
+        if self.skipped is not None:
+            return {"skipped": self.skipped}
+        return {
+            "transcript_key": self.transcript_key,
+            "model": self.model,
+            "backend": self.backend,
+            "words": self.words,
+            "audio_seconds": round(self.audio_seconds, 2),
+            "real_time_factor": round(self.real_time_factor, 3),
+            "detection_to_transcript_seconds": round(self.detection_to_transcript_seconds, 1),
+            "preview": self.preview,
+        }
+
+
+Result = RawFile | StitchedMedia | MediaObject | Transcription
+"""What a step returns."""
+
+
+# -- failure recording and temp files --------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _recorded(catalog: Catalog, ctx: StepContext, sources: SourceAccess) -> Iterator[None]:
+    """Record any failure on the catalog rows of this partition, then raise :class:`StepFailed`.
+
+    Temp files of the partition are removed, except a partial download (``*.part``), from
+    which the next attempt resumes.
+    """
+    try:
+        yield
+    except StepFailed:
+        raise
+    except (_Failed, SourceError, ProbeError, ObjectStoreError, TranscriptionError,
+            OSError) as exc:
+        _clean_temp(sources, ctx.partition_key,
+                    keep_partial=not isinstance(exc, _Failed | ProbeError))
+        reason = f"{ctx.step}: {exc}"
+        claims.fail(catalog, ctx.partition_key, reason, run_key=ctx.run_key)
+        ctx.log.error(reason)
+        raise StepFailed(reason) from None
+
+
+def temp_dir(sources: SourceAccess, fingerprint: str) -> Path:
+    """The partition's scratch folder (downloads, parts, the stitched recording)."""
+    return sources.scratch / "imports" / fingerprint
+
+
+def _clean_temp(sources: SourceAccess, fingerprint: str, *, keep_partial: bool) -> None:
+    folder = temp_dir(sources, fingerprint)
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if keep_partial and ".part" in path.name:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _client(catalog: Catalog, sources: SourceAccess, source_id: int) -> SourceClient:
+    with catalog.session() as session:
+        return sources.client_for(session.get(WatchSource, source_id))
+
+
+# -- fetching and stitching ------------------------------------------------------------------
+
+
+def _local_file(item: queries.ImportItem, part: queries.PartRef | None, client: SourceClient,
+                sources: SourceAccess, *, catalog: Catalog | None = None,
+                log: Log | None = None) -> Path:
+    """One file on this machine: in place for local sources, else downloaded to the temp dir.
+
+    Remote downloads are resumable: an interrupted attempt leaves ``<name>.part`` behind and the
+    next attempt continues from it. With ``catalog``, the file's row says ``downloading``
+    meanwhile.
+    """
+    remote_path, filename, size, file_id = (
+        (part.remote_path, part.filename, part.file_size, part.file_id) if part is not None
+        else (item.remote_path, item.filename, item.file_size, item.file_id))
+    path = client.local_path(remote_path)
+    if path is not None:
+        return path
+    folder = temp_dir(sources, item.fingerprint) / ("parts" if item.is_group else "")
+    dest = folder / filename
+    if dest.exists() and dest.stat().st_size == size:
+        return dest
+    if catalog is not None:
+        queries.set_status(catalog, file_id, FileStatus.DOWNLOADING)
+    started = time.monotonic()
+    client.download(remote_path, dest, expected_size=size)
+    if log is not None:
+        seconds = time.monotonic() - started
+        log.info(f"downloaded {remote_path}: {size} bytes in {seconds:.1f}s "
+                 f"({size / max(seconds, 1e-6) / 1e6:.1f} MB/s)")
+    if catalog is not None:
+        queries.set_status(catalog, file_id, FileStatus.IMPORTING)
+    return dest
+
+
+def _inputs(item: queries.ImportItem, client: SourceClient, sources: SourceAccess, *,
+            catalog: Catalog | None = None, log: Log | None = None) -> list[tuple[Path, str]]:
+    """``(local path, expected fingerprint)`` of the file, or of every part in order."""
+    if not item.is_group:
+        return [(_local_file(item, None, client, sources, catalog=catalog, log=log),
+                 item.fingerprint)]
+    return [(_local_file(item, p, client, sources, catalog=catalog, log=log), p.imohash)
+            for p in item.parts]
+
+
+def _stitched_path(item: queries.ImportItem, sources: SourceAccess) -> Path:
+    return temp_dir(sources, item.fingerprint) / "stitched" / item.filename
+
+
+def _stitch(item: queries.ImportItem, client: SourceClient, sources: SourceAccess, *,
+            log: Log | None = None) -> StitchResult:
+    paths = [path for path, _ in _inputs(item, client, sources, log=log)]
+    out = _stitched_path(item, sources)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return stitch(paths, out)
+    except StitchError as exc:
+        raise _Failed(f"stitching failed: {exc}") from None
+
+
+def _media_path(item: queries.ImportItem, client: SourceClient, sources: SourceAccess, *,
+                log: Log | None = None) -> Path:
+    """The file to store: the raw file, or the stitched recording (stitched again if gone)."""
+    if not item.is_group:
+        return _inputs(item, client, sources, log=log)[0][0]
+    out = _stitched_path(item, sources)
+    if not out.exists():
+        _stitch(item, client, sources, log=log)
+    return out
+
+
+# -- the steps -------------------------------------------------------------------------------
+
+
+def fetch_raw_file(ctx: StepContext, catalog: Catalog, sources: SourceAccess) -> RawFile:
+    """``raw_file``: take the partition's rows, fetch the file(s), check and probe them.
+
+    Local files are read in place. The bytes are checked again against the fingerprint the
+    scan recorded, so a file replaced since the scan is never imported under the old identity
+    (its row goes back to the scan, and the step fails without a retry being scheduled).
+    Re-running is harmless: an imported partition reports itself as such.
+
+    Raises:
+        StepFailed: Nothing waits for this partition, another live run holds it, the content
+            changed, or the file is not importable (recorded for a retry).
+    """
+    fingerprint = ctx.partition_key
+    try:
+        item = _named(queries.begin_import(catalog, fingerprint, holder=ctx.run_id,
+                                           is_live=ctx.is_live))
+    except queries.PartitionBusy as exc:
+        # The holder's rows are left alone: that run finishes (or fails) the import itself.
+        ctx.log.error(str(exc))
+        raise StepFailed(str(exc)) from None
+    except queries.NothingToImport as exc:
+        done = queries.media_for(catalog, fingerprint)
+        if done is not None and done.object_key:
+            return RawFile(already_imported=done.id)
+        raise StepFailed(str(exc)) from None
+    what = (f"{len(item.parts)} parts of {item.filename}" if item.is_group
+            else item.remote_path)
+    ctx.log.info(f"importing {item.source_name}:{what} ({item.file_size} bytes)")
+    with _recorded(catalog, ctx, sources), _client(catalog, sources, item.source_id) as client:
+        infos = []
+        for path, expected in _inputs(item, client, sources, catalog=catalog, log=ctx.log):
+            with open(path, "rb") as fh:
+                check = validate_media(fh, path.stat().st_size)
+                if not check.ok:
+                    raise _Failed(f"{path.name} is not importable: {check.message}")
+                fh.seek(0)
+                current = imohash_fileobj(fh)
+            if current != expected:
+                _clean_temp(sources, fingerprint, keep_partial=False)
+                queries.reset_for_rescan(catalog, item.file_id,
+                                         "content changed after the scan; fingerprinting again")
+                raise StepFailed(f"{path.name} changed since it was scanned (fingerprint "
+                                 f"{current} != {expected}); the next scan imports the new "
+                                 "content")
+            try:
+                infos.append(probe(path))
+            except ProbeError as exc:
+                raise _Failed(f"corrupt or unreadable media {path.name}: {exc}") from None
+    if item.missing:
+        ctx.log.warning(f"parts {item.missing} never arrived; importing the rest")
+    return RawFile(source=item.source_name, path=item.remote_path, size=item.file_size,
+                   probe=ProbeSummary.of(infos[0]),
+                   parts=tuple(p.remote_path for p in item.parts), missing=item.missing)
+
+
+def stitch_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess) -> StitchedMedia:
+    """``stitched_media``: a single file passes through; parts are joined into one recording.
+
+    Raises:
+        StepFailed: Stitching failed (recorded for a retry).
+    """
+    item = _find_item(catalog, ctx.partition_key)
+    if not item.is_group:
+        return StitchedMedia(filename=item.filename, size=item.file_size)
+    with _recorded(catalog, ctx, sources), _client(catalog, sources, item.source_id) as client:
+        result = _stitch(item, client, sources, log=ctx.log)
+    note = (f"parts {', '.join(map(str, item.missing))} missing" if item.missing
+            else "all parts")
+    ctx.log.info(f"stitched {len(item.parts)} parts into {item.filename} ({result.mode}, "
+                 f"{result.duration:.1f}s, {note})")
+    return StitchedMedia(filename=item.filename, size=result.size, parts=len(item.parts),
+                         mode=result.mode, duration=result.duration,
+                         parts_duration=result.parts_duration, missing=item.missing,
+                         reencode_reason=result.reencode_reason)
+
+
+def store_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
+                store: ObjectStore) -> MediaObject:
+    """``media_object``: the media in the object store, with its catalog ``media_file`` row.
+
+    The object lives at ``user_{owner}/file_{id}/{filename}``. The key is deterministic, so a
+    re-run finds the object already there (same size) and reports it as cached instead of
+    uploading again. Once stored: other rows with the same content become duplicates, a
+    stitched recording is written back when the source asks for it, the temp copies go, and a
+    local source with ``delete_after_import`` loses its original(s).
+
+    Raises:
+        StepFailed: Reading, probing or storing failed (recorded for a retry).
+    """
+    fingerprint = ctx.partition_key
+    done = queries.media_for(catalog, fingerprint)
+    item = _find_item(catalog, fingerprint)
+    if done is not None and done.object_key and queries.file_status(
+            catalog, item.file_id) in (FileStatus.IMPORTED, FileStatus.STITCHED_PART):
+        return MediaObject(object_key=done.object_key, media_id=done.id, cached=True,
+                           done_before=True)
+    with _recorded(catalog, ctx, sources), _client(catalog, sources, item.source_id) as client:
+        path = _media_path(item, client, sources, log=ctx.log)
+        info = probe(path)
+        size = path.stat().st_size
+        record = queries.ensure_media(
+            catalog, item, content_type=content_type_for(info, item.filename),
+            duration=info.duration, file_size=size,
+            imohash=imohash_path(path) if item.is_group else None,
+            imohash_version=ALGORITHM_VERSION)
+        key = queries.object_key(item.owner_id, record.id, item.filename)
+        existing = store.head(key)
+        # Objects are written atomically under a key unique to this media item, so an
+        # object of the right size there is this file from an earlier attempt.
+        cached = existing is not None and existing.size == size
+        stored = existing if cached and existing is not None else store.put_file(
+            key, path, content_type=record.content_type)
+        twins = queries.complete_upload(catalog, item, record.id, key=key, sha256=stored.sha256,
+                                        auto_transcribe=item.auto_transcribe)
+        if twins:
+            ctx.log.info(f"{twins} other file(s) with the same content marked duplicate")
+        written_back = None
+        if item.is_group and item.upload_stitched_to_source:
+            written_back = _write_back(item, client, path, ctx.log)
+        # The temp copies (downloads, stitched file) are no longer needed once stored.
+        shutil.rmtree(temp_dir(sources, fingerprint), ignore_errors=True)
+        if item.delete_after_import and item.source_type == "local":
+            _delete_originals(item, client, ctx.log)
+    return MediaObject(object_key=key, media_id=record.id, cached=cached, url=store.url(key),
+                       size=size, sha256=stored.sha256 or "", duplicates_marked=twins,
+                       written_back=written_back)
+
+
+def _delete_originals(item: queries.ImportItem, client: SourceClient, log: Log) -> None:
+    """``delete_after_import``: remove the imported file(s); a failure is only reported."""
+    for original in [p.remote_path for p in item.parts] or [item.remote_path]:
+        try:
+            client.delete(original)
+            log.info(f"deleted the original {original}")
+        except (SourceError, OSError) as exc:
+            log.warning(f"imported, but could not delete {original}: {exc}")
+
+
+def _write_back(item: queries.ImportItem, client: SourceClient, path: Path, log: Log) -> str:
+    """Write the stitched recording next to part 1 (``upload_stitched_to_source``).
+
+    A failure is reported, never fatal. The written file has the stitched media's fingerprint,
+    so the next scan records it as a duplicate of that media instead of importing it again.
+    """
+    first = item.parts[0].remote_path
+    folder = first.rsplit("/", 1)[0] if "/" in first else ""
+    target = f"{folder}/{item.filename}" if folder else item.filename
+    try:
+        client.upload(path, target)
+    except (SourceError, OSError) as exc:
+        log.warning(f"stitched recording stored, but writing it back to {target} failed: {exc}")
+        return f"failed: {exc}"
+    log.info(f"wrote the stitched recording back to {item.source_name}:{target}")
+    return target
+
+
+@contextlib.contextmanager
+def readable_copy(store: ObjectStore, key: str, scratch: Path) -> Iterator[Path]:
+    """A local path with the object's bytes: in place when the store has one, else a temp copy."""
+    in_place = store.local_path(key)
+    if in_place is not None:
+        yield in_place
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="transcribe-", dir=scratch))
+    try:
+        dest = tmp / key.rsplit("/", 1)[-1]
+        with store.open(key) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, 8 * 1024 * 1024)
+        yield dest
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def model_slug(model_id: str) -> str:
+    """``model_id`` as one safe key segment (``whisper:tiny.en`` → ``whisper_tiny.en``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_") or "model"
+
+
+def transcript_base(object_key: str, model_id: str) -> str:
+    """Where a model's transcripts of a media object live: ``.../transcripts/<model>``.
+
+    The four formats are stored as ``<base>.json``, ``.srt``, ``.vtt`` and ``.txt``.
+    """
+    return f"{object_key.rsplit('/', 1)[0]}/transcripts/{model_slug(model_id)}"
+
+
+def transcribe_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
+                     store: ObjectStore, transcriber: Transcriber) -> Transcription:
+    """``transcript``: transcribe the stored media and store JSON, SRT, VTT and text.
+
+    Skipped when the source has ``auto_transcribe`` off. Re-running overwrites the same keys for
+    the same model; transcripts by other models are kept. A failure marks the media ``error``
+    with the reason; the import itself (object, rows) stays.
+
+    Raises:
+        StepFailed: No stored media, or the transcription failed (recorded on the media).
+    """
+    fingerprint = ctx.partition_key
+    item = _find_item(catalog, fingerprint)
+    record = queries.media_for(catalog, fingerprint)
+    if not item.auto_transcribe:
+        return Transcription(skipped=f"auto_transcribe is off for source {item.source_name}")
+    if record is None or not record.object_key:
+        raise StepFailed(f"no stored media for {fingerprint}; run media_object first")
+    try:
+        with readable_copy(store, record.object_key, sources.scratch) as path:
+            result = transcriber.transcribe(path, min_speakers=item.min_speakers,
+                                            max_speakers=item.max_speakers)
+        base = transcript_base(record.object_key, transcriber.model_id)
+        store.put_bytes(base + ".json", formats.to_json(result).encode(),
+                        content_type="application/json")
+        store.put_bytes(base + ".srt", formats.to_srt(result).encode(),
+                        content_type="application/x-subrip")
+        store.put_bytes(base + ".vtt", formats.to_vtt(result).encode(), content_type="text/vtt")
+        store.put_bytes(base + ".txt", formats.to_text(result).encode(),
+                        content_type="text/plain")
+    except (TranscriptionError, ObjectStoreError, OSError) as exc:
+        reason = (f"transcription failed: {exc} (the media is imported; re-materialize "
+                  f"transcript for partition {fingerprint} to retry)")
+        queries.fail_transcript(catalog, record.id, reason)
+        ctx.log.error(reason)
+        raise StepFailed(reason) from None
+    queries.complete_transcript(catalog, record.id, key=base + ".json",
+                                model=transcriber.model_id)
+    lag = (datetime.now(UTC) - item.detected_at).total_seconds()
+    ctx.log.info(f"transcribed media {record.id}: {result.word_count} words, "
+                 f"RTF {result.real_time_factor:.2f}, {lag:.1f}s after detection")
+    return Transcription(transcript_key=base + ".json", model=transcriber.model_id,
+                         backend=result.backend, words=result.word_count,
+                         audio_seconds=result.audio_duration,
+                         real_time_factor=result.real_time_factor,
+                         detection_to_transcript_seconds=lag, preview=result.text[:300])
+
+
+def _find_item(catalog: Catalog, fingerprint: str) -> queries.ImportItem:
+    try:
+        return _named(queries.find_item(catalog, fingerprint))
+    except queries.NothingToImport as exc:
+        raise StepFailed(str(exc)) from None
+
+
+def _named(item: queries.ImportItem) -> queries.ImportItem:
+    """The item under the name it is stored as: a multi-part recording gets its stitched name."""
+    if not item.is_group or not item.multipart_regex:
+        return item
+    parsed = parse_part(compile_part_regex(item.multipart_regex), item.filename)
+    return replace(item, filename=output_name(parsed.base, parsed.extension)) if parsed else item
