@@ -330,7 +330,9 @@ class LocalSourceClient(SourceClient):
         either absent or complete.
 
         Raises:
-            SourceError: The copied size differs from ``expected_size``.
+            UnsafePathError: The path escapes the root, or ``dest`` names a folder.
+            SourceError: The copied size differs from ``expected_size`` (or a subclass, as for
+                :meth:`open`).
 
         """
         dest = _transfer.destination(dest)
@@ -351,8 +353,13 @@ class LocalSourceClient(SourceClient):
     def browse(self, path: str = "") -> list[BrowseEntry]:
         """Folders and files directly inside ``path``; symlinks and hidden names are left out."""
         parts = _checked_parts(path) if path.strip("/") else []
-        with self._opened_root() as root, _file_errors(path):
-            fd, _names = open_beneath(root.handle, parts, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with self._opened_root() as root, _file_errors(path):
+                fd, _names = open_beneath(root.handle, parts, os.O_RDONLY | os.O_DIRECTORY)
+        except SourceNotFoundError as exc:
+            if not parts:
+                raise
+            raise SourceNotFoundError(f"{path!r} is not a folder in the watch root") from exc
         items: list[BrowseEntry] = []
         try:
             with os.scandir(fd) as it:

@@ -398,7 +398,7 @@ class S3SourceClient(SourceClient):
             ``dest``.
 
         Raises:
-            UnsafePathError: The path is unsafe.
+            UnsafePathError: The path is unsafe, or ``dest`` names a folder.
             SourceChangedError: The object no longer matches the listing (ETag or size) or was
                 replaced mid-download; the partial file is removed.
             SourceUnreachableError: The connection dropped :data:`DOWNLOAD_RETRIES` times in a row

@@ -383,7 +383,7 @@ class SMBSourceClient(SourceClient):
             ``dest``.
 
         Raises:
-            UnsafePathError: The path is unsafe.
+            UnsafePathError: The path is unsafe, or ``dest`` names a folder.
             SourceUnreachableError: The connection kept failing; the partial file is kept.
             SourceNotFoundError: The file is gone; the partial file is removed.
             SourceError: Not enough free space near ``dest``; the file changed size since it

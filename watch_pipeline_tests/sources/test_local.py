@@ -11,7 +11,6 @@ import pytest
 from watch_pipeline.sources import local as local_module
 from watch_pipeline.sources.base import (
     BrowseEntry,
-    RejectedEntry,
     SourceEntry,
     SourceError,
     SourceNotFoundError,
@@ -19,22 +18,15 @@ from watch_pipeline.sources.base import (
     UnsafePathError,
 )
 from watch_pipeline.sources.local import LocalSourceClient
-
-
-def _write(path: Path, data: bytes = b"x") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
+from watch_pipeline_tests.sources.local_files import listing, write
 
 
 def _files(client: LocalSourceClient, **kwargs) -> set[str]:
-    return {e.remote_path for e in client.list_files(**kwargs) if isinstance(e, SourceEntry)}
+    return listing(client, **kwargs)[0]
 
 
 def _rejected(client: LocalSourceClient, **kwargs) -> dict[str, str]:
-    return {
-        e.remote_path: e.reason for e in client.list_files(**kwargs) if isinstance(e, RejectedEntry)
-    }
+    return {e.remote_path: e.reason for e in listing(client, **kwargs)[1]}
 
 
 @pytest.fixture
@@ -48,9 +40,9 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_lists_nested_folders_only_when_recursive(root: Path) -> None:
-    _write(root / "top.mp4")
-    _write(root / "a" / "mid.mp4")
-    _write(root / "a" / "b" / "deep.wav")
+    write(root / "top.mp4")
+    write(root / "a" / "mid.mp4")
+    write(root / "a" / "b" / "deep.wav")
     client = LocalSourceClient(root)
 
     assert _files(client) == {"top.mp4", "a/mid.mp4", "a/b/deep.wav"}
@@ -58,7 +50,7 @@ def test_lists_nested_folders_only_when_recursive(root: Path) -> None:
 
 
 def test_entry_carries_size_and_utc_mtime(root: Path) -> None:
-    path = _write(root / "clip.mp4", b"12345")
+    path = write(root / "clip.mp4", b"12345")
     os.utime(path, (1_700_000_000, 1_700_000_000))
 
     [entry] = LocalSourceClient(root).list_files()
@@ -70,10 +62,10 @@ def test_entry_carries_size_and_utc_mtime(root: Path) -> None:
 
 
 def test_extension_filter_is_case_insensitive(root: Path) -> None:
-    _write(root / "upper.MP4")
-    _write(root / "lower.mp4")
-    _write(root / "notes.txt")
-    _write(root / "sub" / "Mixed.Mp4")
+    write(root / "upper.MP4")
+    write(root / "lower.mp4")
+    write(root / "notes.txt")
+    write(root / "sub" / "Mixed.Mp4")
     client = LocalSourceClient(root)
 
     assert _files(client, extensions=(".mp4",)) == {"upper.MP4", "lower.mp4", "sub/Mixed.Mp4"}
@@ -82,9 +74,9 @@ def test_extension_filter_is_case_insensitive(root: Path) -> None:
 
 
 def test_hidden_names_and_folders_are_skipped(root: Path) -> None:
-    _write(root / "meeting.mp4")
-    _write(root / ".meeting.mp4.Xy12ab")  # rsync's in-progress name
-    _write(root / ".hidden" / "inside.mp4")
+    write(root / "meeting.mp4")
+    write(root / ".meeting.mp4.Xy12ab")  # rsync's in-progress name
+    write(root / ".hidden" / "inside.mp4")
 
     assert _files(LocalSourceClient(root)) == {"meeting.mp4"}
 
@@ -130,7 +122,7 @@ def test_missing_root_raises_not_found(tmp_path: Path) -> None:
 
 
 def test_root_that_is_a_file_raises_not_found(tmp_path: Path) -> None:
-    client = LocalSourceClient(_write(tmp_path / "file"))
+    client = LocalSourceClient(write(tmp_path / "file"))
 
     with pytest.raises(SourceNotFoundError, match="not a directory"):
         client.test_connection()
@@ -138,7 +130,7 @@ def test_root_that_is_a_file_raises_not_found(tmp_path: Path) -> None:
 
 def test_connection_test_passes_and_shows_the_folder(root: Path, tmp_path: Path) -> None:
     # What `watch-pipeline source test` shows: the connection passes, then the root's listing.
-    _write(root / "talk.mp4", b"abc")
+    write(root / "talk.mp4", b"abc")
     (root / "sub").mkdir()
     client = LocalSourceClient(root)
 
@@ -168,9 +160,9 @@ def _deny(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
 def test_unreadable_subfolder_is_reported_and_the_scan_goes_on(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _write(root / "ok.mp4")
-    _write(root / "locked" / "secret.mp4")
-    _write(root / "open" / "fine.mp4")
+    write(root / "ok.mp4")
+    write(root / "locked" / "secret.mp4")
+    write(root / "open" / "fine.mp4")
     _deny(monkeypatch, root / "locked")
     client = LocalSourceClient(root)
 
@@ -194,9 +186,9 @@ def test_unreadable_root_raises_permission_error(
     os.geteuid() == 0, reason="root bypasses mode 000; covered by the scandir-denial tests above"
 )
 def test_mode_000_subfolder_is_reported(root: Path) -> None:
-    _write(root / "ok.mp4")
+    write(root / "ok.mp4")
     locked = root / "locked"
-    _write(locked / "secret.mp4")
+    write(locked / "secret.mp4")
     locked.chmod(0)
     try:
         client = LocalSourceClient(root)
@@ -212,7 +204,7 @@ def test_mode_000_subfolder_is_reported(root: Path) -> None:
 def test_symlink_to_file_outside_root_is_rejected_and_never_opened(
     root: Path, tmp_path: Path
 ) -> None:
-    outside = _write(tmp_path / "outside" / "secret.mp4", b"secret")
+    outside = write(tmp_path / "outside" / "secret.mp4", b"secret")
     (root / "link.mp4").symlink_to(outside)
     client = LocalSourceClient(root)
 
@@ -225,7 +217,7 @@ def test_symlink_to_file_outside_root_is_rejected_and_never_opened(
 
 
 def test_symlinked_folder_outside_root_is_not_descended(root: Path, tmp_path: Path) -> None:
-    _write(tmp_path / "outside" / "secret.mp4")
+    write(tmp_path / "outside" / "secret.mp4")
     (root / "elsewhere").symlink_to(tmp_path / "outside", target_is_directory=True)
     client = LocalSourceClient(root)
 
@@ -237,7 +229,7 @@ def test_symlinked_folder_outside_root_is_not_descended(root: Path, tmp_path: Pa
 
 
 def test_symlinks_inside_root_files_followed_folders_not(root: Path) -> None:
-    _write(root / "real" / "clip.mp4", b"abc")
+    write(root / "real" / "clip.mp4", b"abc")
     (root / "alias.mp4").symlink_to(root / "real" / "clip.mp4")
     (root / "loop").symlink_to(root, target_is_directory=True)  # would recurse for ever
     (root / "real-again").symlink_to(root / "real", target_is_directory=True)
@@ -261,8 +253,8 @@ def test_broken_symlink_is_rejected(root: Path) -> None:
     ["../x", "/etc/passwd", "a/../../x", "a/../b", "..", "", "bad\x00name", "sub/../../etc/passwd"],
 )
 def test_unsafe_paths_are_refused(root: Path, tmp_path: Path, path: str) -> None:
-    _write(tmp_path / "x")
-    _write(root / "b")
+    write(tmp_path / "x")
+    write(root / "b")
     client = LocalSourceClient(root)
 
     with pytest.raises(UnsafePathError):
@@ -272,7 +264,7 @@ def test_unsafe_paths_are_refused(root: Path, tmp_path: Path, path: str) -> None
     with pytest.raises(UnsafePathError):
         client.delete(path)
     with pytest.raises(UnsafePathError):
-        client.upload(_write(tmp_path / "src"), path)
+        client.upload(write(tmp_path / "src"), path)
     assert (tmp_path / "x").exists()
 
 
@@ -282,12 +274,12 @@ def test_upload_through_a_symlinked_folder_outside_is_refused(root: Path, tmp_pa
     client = LocalSourceClient(root)
 
     with pytest.raises(UnsafePathError):
-        client.upload(_write(tmp_path / "src"), "elsewhere/planted.mp4")
+        client.upload(write(tmp_path / "src"), "elsewhere/planted.mp4")
     assert not (tmp_path / "outside" / "planted.mp4").exists()
 
 
 def test_open_is_read_only_and_seekable(root: Path) -> None:
-    _write(root / "clip.mp4", b"0123456789")
+    write(root / "clip.mp4", b"0123456789")
     client = LocalSourceClient(root)
 
     with client.open("clip.mp4") as fh:
@@ -317,7 +309,7 @@ def test_open_refuses_a_fifo_without_blocking(root: Path) -> None:
 
 def test_upload_download_delete_round_trip(root: Path, tmp_path: Path) -> None:
     payload = os.urandom(3 * 1024 * 1024 + 17)
-    src = _write(tmp_path / "src.mp4", payload)
+    src = write(tmp_path / "src.mp4", payload)
     client = LocalSourceClient(root)
 
     client.upload(src, "out/stitched.mp4")
@@ -340,7 +332,7 @@ def test_upload_download_delete_round_trip(root: Path, tmp_path: Path) -> None:
 def test_download_with_wrong_expected_size_fails_and_leaves_nothing(
     root: Path, tmp_path: Path
 ) -> None:
-    _write(root / "clip.mp4", b"abc")
+    write(root / "clip.mp4", b"abc")
     dest = tmp_path / "copy.mp4"
 
     with pytest.raises(SourceError, match="changed"):
@@ -349,7 +341,7 @@ def test_download_with_wrong_expected_size_fails_and_leaves_nothing(
 
 
 def test_delete_of_a_symlink_removes_the_link_not_its_target(root: Path) -> None:
-    target = _write(root / "real" / "clip.mp4")
+    target = write(root / "real" / "clip.mp4")
     (root / "alias.mp4").symlink_to(target)
 
     LocalSourceClient(root).delete("alias.mp4")

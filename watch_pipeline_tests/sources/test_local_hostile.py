@@ -19,7 +19,6 @@ from watch_pipeline.sources.base import (
     MAX_REMOTE_PATH,
     RejectedEntry,
     SkipCode,
-    SourceEntry,
     SourceError,
     SourceNotFoundError,
     UnsafePathError,
@@ -27,18 +26,7 @@ from watch_pipeline.sources.base import (
 )
 from watch_pipeline.sources.factory import create_client
 from watch_pipeline.sources.local import LocalSourceClient, resolve_root
-
-
-def _write(path: Path, data: bytes = b"x") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return path
-
-
-def _listing(client: LocalSourceClient, **kwargs) -> tuple[set[str], list[RejectedEntry]]:
-    entries = list(client.list_files(**kwargs))
-    files = {e.remote_path for e in entries if isinstance(e, SourceEntry)}
-    return files, [e for e in entries if isinstance(e, RejectedEntry)]
+from watch_pipeline_tests.sources.local_files import listing, write
 
 
 @pytest.fixture
@@ -52,7 +40,7 @@ def watch(tmp_path: Path) -> Path:
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """A folder beside the watch folder holding a file no source may reach."""
-    _write(tmp_path / "outside" / "clip.mp4", b"secret")
+    write(tmp_path / "outside" / "clip.mp4", b"secret")
     return tmp_path / "outside"
 
 
@@ -88,7 +76,7 @@ def test_skip_codes_are_the_catalogs_skip_reasons() -> None:
 
 
 def test_a_name_that_is_not_utf8_is_rejected_escaped_and_the_listing_goes_on(watch: Path) -> None:
-    _write(watch / "good.mp4")
+    write(watch / "good.mp4")
     raw_file = os.fsencode(watch) + b"/caf\xe9 \\ take.mp4"
     raw_folder = os.fsencode(watch) + b"/d\xff\xfe"
     with open(raw_file, "wb") as fh:
@@ -97,7 +85,7 @@ def test_a_name_that_is_not_utf8_is_rejected_escaped_and_the_listing_goes_on(wat
     with open(raw_folder + b"/inside.mp4", "wb") as fh:
         fh.write(b"x")
 
-    files, rejected = _listing(LocalSourceClient(watch))
+    files, rejected = listing(LocalSourceClient(watch))
 
     assert files == {"good.mp4"}
     shown = {e.remote_path: (e.reason, e.skip_reason) for e in rejected}
@@ -112,14 +100,14 @@ def test_a_name_that_is_not_utf8_is_rejected_escaped_and_the_listing_goes_on(wat
 
 
 def test_symlink_loops_anywhere_are_rejected_and_the_listing_goes_on(watch: Path) -> None:
-    _write(watch / "good.mp4")
+    write(watch / "good.mp4")
     (watch / "a").mkdir()
     (watch / "a" / "self.mp4").symlink_to("self.mp4")
     (watch / "a" / "ping.mp4").symlink_to("pong.mp4")
     (watch / "a" / "pong.mp4").symlink_to("ping.mp4")
     (watch / "circle").symlink_to(watch / "circle" / "x")  # a folder link through itself
 
-    files, rejected = _listing(LocalSourceClient(watch))
+    files, rejected = listing(LocalSourceClient(watch))
 
     assert files == {"good.mp4"}
     assert {(e.remote_path, e.reason, e.skip_reason) for e in rejected} == {
@@ -133,10 +121,10 @@ def test_symlink_loops_anywhere_are_rejected_and_the_listing_goes_on(watch: Path
 def test_a_path_longer_than_the_system_allows_is_rejected_and_the_listing_goes_on(
     watch: Path,
 ) -> None:
-    _write(watch / "good.mp4")
+    write(watch / "good.mp4")
     _deep_folder(watch, levels=25)  # 5000 characters below the root
 
-    files, rejected = _listing(LocalSourceClient(watch))
+    files, rejected = listing(LocalSourceClient(watch))
 
     assert files == {"good.mp4"}
     [entry] = rejected
@@ -145,15 +133,15 @@ def test_a_path_longer_than_the_system_allows_is_rejected_and_the_listing_goes_o
     assert len(entry.remote_path) <= MAX_REMOTE_PATH
     assert entry.remote_path.startswith("00dddd")
     # The same folder is named the same way on every scan: one catalog row.
-    [again] = _listing(LocalSourceClient(watch))[1]
+    [again] = listing(LocalSourceClient(watch))[1]
     assert again == entry
 
 
 def test_an_unusual_error_on_one_folder_becomes_a_rejected_entry(
     watch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _write(watch / "good.mp4")
-    _write(watch / "flaky" / "lost.mp4")
+    write(watch / "good.mp4")
+    write(watch / "flaky" / "lost.mp4")
     real_scandir = os.scandir
 
     def scandir(path):
@@ -163,7 +151,7 @@ def test_an_unusual_error_on_one_folder_becomes_a_rejected_entry(
 
     monkeypatch.setattr(local_module.os, "scandir", scandir)
 
-    files, rejected = _listing(LocalSourceClient(watch))
+    files, rejected = listing(LocalSourceClient(watch))
 
     assert files == {"good.mp4"}
     assert rejected == [
@@ -197,7 +185,7 @@ def test_an_unusable_root_is_a_source_error_with_a_clear_message(
 
 def test_resolve_root_refuses_unusable_folders(watch: Path) -> None:
     (watch / "loop").symlink_to(watch / "loop")
-    _write(watch / "file")
+    write(watch / "file")
 
     with pytest.raises(SourceNotFoundError, match="does not exist"):
         resolve_root(watch, "missing")
@@ -236,7 +224,7 @@ def test_a_root_that_leads_out_of_the_watch_folder_is_refused(
 
 
 def test_a_root_inside_the_watch_folder_through_a_symlink_is_accepted(watch: Path) -> None:
-    _write(watch / "teams" / "a" / "talk.mp4")
+    write(watch / "teams" / "a" / "talk.mp4")
     (watch / "alias").symlink_to(watch / "teams" / "a", target_is_directory=True)
 
     assert resolve_root(watch, "alias") == (watch / "teams" / "a").resolve()
@@ -246,10 +234,10 @@ def test_a_root_inside_the_watch_folder_through_a_symlink_is_accepted(watch: Pat
     assert {e.remote_path for e in client.list_files()} == {"talk.mp4"}
 
 
-def test_a_root_swapped_for_a_link_out_after_the_client_was_made_is_refused_at_listing(
+def test_a_root_swapped_for_a_link_out_after_the_client_was_made_is_refused_atlisting(
     watch: Path, outside: Path
 ) -> None:
-    _write(watch / "inbox" / "talk.mp4")
+    write(watch / "inbox" / "talk.mp4")
     client = create_client(
         SimpleNamespace(source_type="local", local_path="inbox"), watch_folder=watch
     )
@@ -289,7 +277,7 @@ def swap_before_access(monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
 def test_a_folder_swapped_for_a_link_out_after_the_listing_is_never_followed(
     watch: Path, outside: Path, swap_before_access: list
 ) -> None:
-    _write(watch / "sub" / "clip.mp4", b"mine")
+    write(watch / "sub" / "clip.mp4", b"mine")
     client = LocalSourceClient(watch, watch_root=watch)
     assert {e.remote_path for e in client.list_files()} == {"sub/clip.mp4"}
 
@@ -317,7 +305,7 @@ def test_a_folder_swapped_for_a_link_out_after_the_listing_is_never_followed(
 def test_a_file_swapped_for_a_link_out_is_neither_read_nor_its_target_deleted(
     watch: Path, outside: Path
 ) -> None:
-    _write(watch / "clip.mp4", b"mine")
+    write(watch / "clip.mp4", b"mine")
     client = LocalSourceClient(watch, watch_root=watch)
     (watch / "clip.mp4").unlink()
     (watch / "clip.mp4").symlink_to(outside / "clip.mp4")
@@ -332,7 +320,7 @@ def test_a_file_swapped_for_a_link_out_is_neither_read_nor_its_target_deleted(
 
 def test_links_inside_the_root_keep_working_relative_and_absolute(tmp_path: Path) -> None:
     real = tmp_path / "real-watch"
-    _write(real / "inbox" / "take" / "clip.mp4", b"abc")
+    write(real / "inbox" / "take" / "clip.mp4", b"abc")
     configured = tmp_path / "watch-link"
     configured.symlink_to(real, target_is_directory=True)  # WATCH_FOLDER_PATH via a link
     root = configured / "inbox"
@@ -341,7 +329,7 @@ def test_links_inside_the_root_keep_working_relative_and_absolute(tmp_path: Path
     (real / "inbox" / "dotted.mp4").symlink_to("take/../take/./clip.mp4")
     client = LocalSourceClient(root, watch_root=configured)
 
-    files, rejected = _listing(client)
+    files, rejected = listing(client)
 
     assert files == {"take/clip.mp4", "relative.mp4", "absolute.mp4", "dotted.mp4"}
     assert rejected == []
