@@ -271,9 +271,10 @@ def test_dropped_file_becomes_a_transcript_through_the_containers(
                 "SELECT count(*), count(*) FILTER (WHERE tableowner <> current_user)"
                 " FROM pg_tables WHERE schemaname = 'public'").one()
             assert tables > 0 and foreign == 0, (tables, foreign)
-    with pytest.raises(sa.exc.ProgrammingError, match="permission denied"), \
-            stack.catalog().connect() as conn:
-        conn.exec_driver_sql("CREATE ROLE intruder SUPERUSER")
+    for statement in ("CREATE ROLE intruder", "CREATE ROLE intruder SUPERUSER"):
+        with pytest.raises(sa.exc.ProgrammingError, match="InsufficientPrivilege"), \
+                stack.catalog().connect() as conn:
+            conn.exec_driver_sql(statement)
 
     # The media went to the S3 server (moto here, MinIO in production), in the bucket that the
     # setup services created; the app's key is an IAM user whose one policy reaches only that
