@@ -325,9 +325,26 @@ def ensure_media(catalog: Catalog, item: ImportItem, *, content_type: str | None
         return media
 
 
+# Longest object name segment, in UTF-8 bytes: file systems allow 255 per name, and a store may
+# add a temporary suffix while it writes.
+_MAX_KEY_NAME_BYTES = 180
+
+
 def object_key(owner_id: int, media_id: int, filename: str) -> str:
-    """Where a media item lives in the object store: ``user_{owner}/file_{id}/{filename}``."""
-    safe = filename.replace("/", "_").replace("\\", "_") or "media"
+    """Where a media item lives in the object store: ``user_{owner}/file_{id}/{filename}``.
+
+    The name is made safe for every store: separators and control characters become ``_``,
+    and a long name is shortened (its extension kept) so the key fits a file system's limit.
+    """
+    safe = "".join("_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in filename)
+    safe = safe.strip() or "media"
+    if len(safe.encode("utf-8", "surrogateescape")) > _MAX_KEY_NAME_BYTES:
+        stem, dot, ext = safe.rpartition(".")
+        ext = (dot + ext) if dot and len(ext) <= 10 else ""
+        stem = stem if ext else safe
+        budget = _MAX_KEY_NAME_BYTES - len(ext.encode("utf-8", "surrogateescape"))
+        stem = stem.encode("utf-8", "surrogateescape")[:budget].decode("utf-8", "ignore")
+        safe = stem + ext
     return f"user_{owner_id}/file_{media_id}/{safe}"
 
 
