@@ -79,14 +79,17 @@ def int_range(field: str, value: object, low: int, high: int) -> int:
     return value
 
 
-def extensions(values: Iterable[str] | str | None) -> list[str]:
-    """Normalise extensions to lower-case, dot-prefixed, de-duplicated (``MP4`` → ``.mp4``)."""
+def comma_list(values: Iterable[str] | str | None) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` or ``None`` as a list of the raw items."""
     if values is None:
         return []
-    if isinstance(values, str):
-        values = values.split(",")
+    return values.split(",") if isinstance(values, str) else list(values)
+
+
+def extensions(values: Iterable[str] | str | None) -> list[str]:
+    """Normalise extensions to lower-case, dot-prefixed, de-duplicated (``MP4`` → ``.mp4``)."""
     result: list[str] = []
-    for raw in values:
+    for raw in comma_list(values):
         ext = raw.strip().lower()
         if not ext:
             continue
@@ -101,12 +104,8 @@ def extensions(values: Iterable[str] | str | None) -> list[str]:
 
 def labels(field: str, values: Iterable[str] | str | None) -> list[str]:
     """Collections or tags: trimmed, non-empty, at most 100 characters, de-duplicated in order."""
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = values.split(",")
     result: list[str] = []
-    for raw in values:
+    for raw in comma_list(values):
         text = printable_text(field, raw.strip())
         if not text:
             continue
@@ -300,14 +299,8 @@ def email_address(field: str, value: str) -> str:
 
 def split_addresses(values: Iterable[str] | str | None) -> list[str]:
     """Addresses from a list and/or ``a@x, b@y; c@z`` strings, blanks dropped."""
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    result: list[str] = []
-    for value in values:
-        result.extend(part for part in _SEPARATORS.split(value or "") if part)
-    return result
+    return [part for value in ([values] if isinstance(values, str) else values or [])
+            for part in _SEPARATORS.split(value or "") if part]
 
 
 def recipients(config_defaults: Iterable[str] | str | None,

@@ -32,6 +32,7 @@ from watch_pipeline.pipeline import plan
 from watch_pipeline.pipeline import scan as scanner
 from watch_pipeline.sources.base import SourceClient, SourceError
 from watch_pipeline.sources.connect import client_for_source
+from watch_pipeline.sources.local import resolve_root
 
 _OPTIONS: list[FieldOption] = [
     (("--name",), "name", {"help": "Unique display name (1-200 characters)."}),
@@ -120,6 +121,29 @@ def _secret(params: dict[str, Any], source_type: str, fields: dict[str, Any], *,
     return None
 
 
+def _check_inside_watch_folder(cli: CliContext, source: svc.WatchSource) -> None:
+    """Refuse a local source whose folder resolves outside ``WATCH_FOLDER_PATH``.
+
+    The path was checked as text by the catalog; here its symlinks are followed (``escape`` ->
+    ``/etc`` is refused). The folder need not exist yet; every scan checks again.
+
+    Raises:
+        ValidationError: The folder leaves the watch folder, or is a symlink loop.
+    """
+    if source.source_type != "local":
+        return
+    try:
+        watch_root = cli.watch_root()
+    except SourceError:
+        click.echo("warning: WATCH_FOLDER_PATH is not set here, so the folder could not be "
+                   "checked; each scan checks that it lies inside the watch folder", err=True)
+        return
+    try:
+        resolve_root(watch_root, source.local_path or ".", must_exist=False)
+    except SourceError as exc:
+        raise ValidationError("local_path", str(exc)) from None
+
+
 def _location(source: svc.WatchSource) -> str:
     if source.source_type == "local":
         return f"./{source.local_path}" if source.local_path != "." else "./"
@@ -147,6 +171,7 @@ def add(cli: CliContext, **params: Any) -> None:
     box = cli.box() if secret is not None else None
     with cli.session() as session:
         created = svc.create_source(session, box, fields=fields, secret=secret)
+        _check_inside_watch_folder(cli, created)
         click.echo(f"added {created.source_type} source {created.name!r} (id {created.id})")
 
 
@@ -164,6 +189,7 @@ def update(cli: CliContext, ref: str, **params: Any) -> None:
             raise ValidationError("options", "nothing to update: give at least one option")
         box = cli.box() if secret is not None else None
         svc.update_source(session, box, target, fields=fields, secret=secret)
+        _check_inside_watch_folder(cli, target)
         changed = sorted(fields) + (["secret"] if secret is not None else [])
         click.echo(f"updated source {target.name!r}: {', '.join(changed)}")
 
@@ -466,6 +492,8 @@ def test(cli: CliContext, ref: str, as_json: bool) -> None:
         name, kind, location = target.name, target.source_type, _location(target)
         extensions = tuple(target.file_extensions or ())
         try:
+            if kind == "local":  # the folder exists and its symlinks stay inside the watch folder
+                resolve_root(cli.watch_root(), target.local_path or ".")
             client = _client_for(cli, target)
         except SourceError as exc:
             fail(f"source {name!r} ({location}): {exc}")
@@ -490,7 +518,7 @@ def test(cli: CliContext, ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
-    click.echo(f"source {name!r} ({location}): OK, connected in {data['connect_ms']} ms, "
+    click.echo(f"source {name!r} ({safe(location)}): OK, connected in {data['connect_ms']} ms, "
                f"root listed in {data['list_ms']} ms: {folders} folder(s), {len(files)} "
                f"file(s), {len(media)} of them media")
 

@@ -41,6 +41,12 @@ def _create(catalog, box=None, secret=None, **fields):
     ({"source_type": "ftp"}, "source_type", "one of"),
     ({"s3_bucket_name": "b"}, "s3_bucket_name", "only applies to s3"),
     ({"smb_domain": "CORP"}, "smb_domain", "only applies to smb"),
+    ({"multipart_regex": r"^(a+)+(\d)(x)$"}, "multipart_regex", "nested quantifier"),
+    ({"multipart_regex": r"^(a|ab)*(\d)(x)$"}, "multipart_regex", "alternation"),
+    ({"name": "cam\x1b[31m"}, "name", "control characters"),
+    ({"local_path": "cams/\x07"}, "local_path", "control characters"),
+    ({"local_path": "d" * 1025}, "local_path", "at most 1024 characters"),
+    ({"tags": ["ok", "b\rad"]}, "tags", "control characters"),
 ])
 def test_rules(sqlite_catalog, fields, field, rule):
     with pytest.raises(ValidationError) as info:
@@ -137,3 +143,25 @@ def test_settings_defaults_and_validation(any_catalog):
         snapshot = WatchSettings.load(s)
     assert snapshot.enabled is False and snapshot.max_concurrent_imports == 7
     assert snapshot.file_stability_seconds == 30 and snapshot.fs_events_enabled is False
+
+
+@pytest.mark.parametrize(("fields", "field", "rule"), [
+    ({"s3_region": "r" * 65}, "s3_region", "at most 64 characters"),
+    ({"s3_prefix": "in\ncoming/"}, "s3_prefix", "control characters"),
+    ({"s3_endpoint_url": "https://minio.example/" + "x" * 1010}, "s3_endpoint_url",
+     "at most 1024"),
+])
+def test_s3_columns_hold_what_they_are_given(sqlite_catalog, fields, field, rule):
+    s3 = {"name": "b", "source_type": "s3", "s3_bucket_name": "media-in"}
+    with pytest.raises(ValidationError) as info, sqlite_catalog.session() as s:
+        create_source(s, None, fields={**s3, **fields})
+    assert (info.value.field, rule in info.value.rule) == (field, True)
+
+
+@pytest.mark.parametrize("smb_path", ["/a:b", "/x*", "/q?", '/"q"', "/<a>", "/a|b"])
+def test_smb_path_refuses_what_smb_refuses(sqlite_catalog, smb_path):
+    smb = {"name": "s", "source_type": "smb", "smb_server": "files.example", "smb_share": "rec"}
+    with pytest.raises(ValidationError, match="SMB refuses") as info, \
+            sqlite_catalog.session() as s:
+        create_source(s, None, fields={**smb, "smb_path": smb_path})
+    assert info.value.field == "smb_path"

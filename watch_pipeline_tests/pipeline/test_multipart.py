@@ -10,6 +10,7 @@ import pytest
 from watch_pipeline.catalog.models import DEFAULT_MULTIPART_REGEX
 from watch_pipeline.pipeline.fingerprint import imohash_path
 from watch_pipeline.pipeline.multipart import (
+    MAX_PART_NAME_LENGTH,
     GroupingResult,
     MultipartRegexError,
     PartFile,
@@ -296,3 +297,23 @@ def test_failures_do_not_count_as_waiting():
 def test_group_wait_scans_keeps_the_longest_wait():
     assert group_wait_scans([2, 0, 1]) == 2  # a late part (0) does not reset the group's wait
     assert group_wait_scans([]) == 0
+
+
+@pytest.mark.parametrize("pattern", [
+    r"^(a+)+(\d)(x)$",  # 12.5 s on a 28-character name before it was refused
+    r"^(a|a)*(\d)(x)$",
+    r"^(\w+\s?)*(\d)(x)$",
+    r"^(.*)(.*)(.*).*_P\d+\.mp4$",
+])
+def test_a_regex_that_could_backtrack_for_long_is_refused(pattern):
+    with pytest.raises(MultipartRegexError, match=r"quantifier|alternation"):
+        compile_part_regex(pattern)
+
+
+def test_names_longer_than_the_cap_are_never_parts():
+    regex = compile_part_regex(DEFAULT_MULTIPART_REGEX)
+    suffix = "_P001.mp4"
+    at_cap = "a" * (MAX_PART_NAME_LENGTH - len(suffix)) + suffix
+    assert parse_part(regex, "folder/" + at_cap) == PartName("a" * (255 - len(suffix)), 1, ".mp4")
+    assert parse_part(regex, "b" + at_cap) is None
+    assert parse_part(regex, "x" * 5000 + suffix) is None
