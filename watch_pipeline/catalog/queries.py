@@ -437,6 +437,30 @@ def fail_import(catalog: Catalog, fingerprint: str, reason: str, *,
         return len(rows)
 
 
+def release_stranded(catalog: Catalog, run_id: str, run_key: str | None, failed_at: datetime,
+                     now: datetime | None = None) -> int:
+    """Make the files of a run a crash stranded retryable now, without counting the failure.
+
+    A crash is not the file's fault: the rows the failure path marked ``error`` for run
+    ``run_id`` (held by it, or requested under ``run_key``) at or after ``failed_at`` get their
+    retry count back and no backoff. Rows already released are left alone, so a second call
+    changes nothing. Returns how many rows were released.
+    """
+    now = now or _now()
+    f = WatchSourceFile
+    of_run = f.import_run_id == run_id
+    if run_key is not None:
+        of_run = sa.or_(of_run, f.run_key == run_key)
+    with catalog.session() as session:
+        rows = session.scalars(sa.select(f).where(
+            of_run, f.status == FileStatus.ERROR, f.processed_at >= failed_at,
+            f.next_retry_at > now)).all()
+        for row in rows:
+            row.retry_count = max((row.retry_count or 0) - 1, 0)
+            row.next_retry_at = now
+        return len(rows)
+
+
 def assign_run_key(catalog: Catalog, keys: list[str], run_key: str) -> None:
     """Record that partitions ``keys`` are imported by the run ``run_key`` (a batch)."""
     f = WatchSourceFile
