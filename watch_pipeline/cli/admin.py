@@ -13,7 +13,7 @@ from watch_pipeline.catalog import db as catalog_db
 from watch_pipeline.catalog import keys
 from watch_pipeline.catalog import settings as settings_mod
 from watch_pipeline.catalog.secrets import SecretBox
-from watch_pipeline.cli.context import CliContext, emit_json, pass_cli
+from watch_pipeline.cli.context import CliContext, emit_json, pass_cli, safe
 
 
 @click.group()
@@ -173,7 +173,7 @@ def fingerprints_recompute(cli: CliContext, dry_run: bool) -> None:
                                                                       watch_folder=cli.watch_root),
                        store=cli.object_store(), dry_run=dry_run)
     for problem in report.problems[:20]:
-        click.echo(f"problem: {problem}", err=True)
+        click.echo(f"problem: {safe(problem)}", err=True)  # names files
     verb = "would update" if dry_run else "updated"
     click.echo(f"files: {report.files_updated} {verb}, {report.files_unchanged} unchanged; "
                f"media: {report.media_updated} {verb}, {report.media_unchanged} unchanged; "

@@ -334,7 +334,7 @@ def scan(cli: CliContext, ref: str, dry_run: bool, as_json: bool) -> None:
         if not enabled:
             click.echo(f"note: source {name!r} is disabled; scanned because you asked")
         mode = " (dry run, nothing written)" if dry_run else ""
-        click.echo(f"scan of {kind} source {name!r}{mode}: {report.summary}")
+        click.echo(f"scan of {kind} source {name!r}{mode}: {safe(report.summary)}")
         if dry_run:
             _print_decisions(report.decisions, files_seen=report.files_seen)
         count = len(report.new_pending)

@@ -54,6 +54,23 @@ def test_slow_multipart_regex_is_refused_everywhere(run, watch, regex):
     assert "invalid multipart_regex" in tried.stderr and len(tried.stderr.splitlines()) == 1
 
 
+def test_a_slow_regex_stored_before_the_check_fails_the_scan_at_once(run, watch,
+                                                                     dagster_home):
+    """A row written before the rule existed: the scan reports it instead of backtracking."""
+    from watch_pipeline.catalog.db import Catalog, default_catalog_url
+
+    (watch / "cams" / ("a" * 28 + "!.mp4")).write_bytes(b"\0" * 64)
+    run(*LOCAL, "--multipart")
+    catalog = Catalog(default_catalog_url(dagster_home))
+    try:
+        with catalog.session() as session:
+            session.query(WatchSource).one().multipart_regex = EVIL_REGEX
+    finally:
+        catalog.dispose()
+    result = run("source", "scan", "cams", code=1)
+    assert "multi-part regex is unusable" in result.stderr and "nested quantifier" in result.stderr
+
+
 def test_normal_regex_still_works_and_long_names_are_not_parts(run):
     long_name = "a" * 300 + "_P001.mp4"
     data = json.loads(run("multipart", "test-regex", "default", "talk_P001.mp4", long_name,
