@@ -3,17 +3,20 @@
 The rules are in ``pipeline/recovery.py``; this module reads the facts from the Dagster instance
 (run records, the run worker's "Started process for run (pid: N)" event, the launcher's health
 check) and marks stranded runs failed with ``instance.report_run_failed``. That failure takes the
-usual path: ``import_failure_sensor`` marks the run's files ``error`` and the watch sensor
-retries them with new run keys after the backoff. The media row of a partition is unique, so a
-retry never imports a file twice.
+usual path: ``import_failure_sensor`` marks the run's files ``error``; on its next ticks this
+sensor releases those rows for an immediate, uncounted retry (only after the failure path has
+written them, so it cannot overwrite the retry), and the watch sensor requests them again with
+new run keys. The media row of a partition is unique, so a retry never imports a file twice.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import dagster as dg
 
+from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.pipeline import recovery
 
 STRANDED_TAG = "watch_pipeline/stranded"
@@ -21,6 +24,8 @@ _UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED]
 # Engine events read per run to find its worker's pid (it is among the first few).
 _ENGINE_EVENTS_READ = 50
+# How long after being marked failed a stranded run's files are looked for, to be released.
+_RELEASE_WINDOW_SECONDS = 3600
 
 
 def worker_check(instance: dg.DagsterInstance) -> recovery.WorkerCheck:
@@ -93,6 +98,20 @@ def fail_stranded_runs(instance: dg.DagsterInstance, log: dg.DagsterLogManager |
     return failed
 
 
+def release_stranded_files(instance: dg.DagsterInstance, catalog: CatalogResource) -> int:
+    """Release the files of recently stranded runs once the failure path has marked them."""
+    released = 0
+    for record in instance.get_run_records(dg.RunsFilter(
+            tags={STRANDED_TAG: "true"}, statuses=[dg.DagsterRunStatus.FAILURE],
+            updated_after=datetime.fromtimestamp(time.time() - _RELEASE_WINDOW_SECONDS, UTC))):
+        run = record.dagster_run
+        failed_at = datetime.fromtimestamp(record.end_time or record.update_timestamp.timestamp(),
+                                           UTC)
+        released += recovery.release_files(catalog.get(), run.run_id,
+                                           run.tags.get("dagster/run_key"), failed_at)
+    return released
+
+
 def build_stranded_run_sensor(interval_seconds: int = 30) -> dg.SensorDefinition:
     """The stranded-run sensor, ticking every ``interval_seconds``."""
 
@@ -101,13 +120,19 @@ def build_stranded_run_sensor(interval_seconds: int = 30) -> dg.SensorDefinition
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Marks import runs whose worker died with a crash (power cut, OOM kill, "
-                    "reboot) failed, so their files are retried; a run whose worker is alive "
-                    "is never touched.",
+                    "reboot) failed, and has their files retried at once; a run whose worker "
+                    "is alive is never touched.",
     )
-    def stranded_run_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    def stranded_run_sensor(context: dg.SensorEvaluationContext,
+                            catalog: CatalogResource) -> dg.SkipReason:
+        released = release_stranded_files(context.instance, catalog)
         failed = fail_stranded_runs(context.instance, context.log)
+        if released:
+            context.log.info(f"released {released} file(s) of stranded runs for a retry now")
         if not failed:
-            return dg.SkipReason("no stranded import run")
+            return dg.SkipReason("no stranded import run"
+                                 + (f"; {released} file(s) released for retry" if released
+                                    else ""))
         return dg.SkipReason(f"marked {len(failed)} stranded import run(s) failed: "
                              + "; ".join(f"{run_id}: {reason}" for run_id, reason in failed))
 

@@ -21,7 +21,11 @@ A run is stranded when:
 4. With any other launcher, nothing was written to the run's event log for
    :data:`SILENT_RUN_SECONDS`: a worker that is alive reports at least every step's start and end.
 
-A run whose worker is alive is never touched. Nothing here imports Dagster.
+A run whose worker is alive is never touched. Once the failure path has marked a stranded
+run's files ``error``, :func:`release_files` makes them retryable at once and gives back the
+retry the crash cost them: a crash is not the file's fault, and its retry must not wait for the
+backoff (two minutes by the second crash) or use up the automatic retries.
+Nothing here imports Dagster.
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
+
+from watch_pipeline.catalog import queries
+from watch_pipeline.catalog.db import Catalog
 
 # A live launch reports its worker's pid within seconds; a minute covers a loaded machine.
 LOST_LAUNCH_SECONDS = 60.0
@@ -155,3 +163,13 @@ def stranded_reason(run: InFlightRun, check: WorkerCheck, *, now: float,
     if check is WorkerCheck.EVENTS_ONLY and silent > SILENT_RUN_SECONDS:
         return f"its event log has been silent for {silent / 3600:.1f}h"
     return None
+
+
+def release_files(catalog: Catalog, run_id: str, run_key: str | None,
+                  failed_at: datetime) -> int:
+    """Retry now, uncounted, the files stranded run ``run_id`` left in ``error``.
+
+    Only rows the failure path marked after ``failed_at`` (when the run was marked failed) are
+    released, so the failure path can no longer overwrite them, and a row is released once.
+    """
+    return queries.release_stranded(catalog, run_id, run_key, failed_at)

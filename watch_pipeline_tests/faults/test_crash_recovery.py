@@ -28,8 +28,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
+from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.defs.recovery import STRANDED_TAG, build_stranded_run_sensor
-from watch_pipeline.pipeline import recovery
+from watch_pipeline.pipeline import claims, recovery
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -127,7 +129,13 @@ def _started_run(instance: dg.DagsterInstance, pid: int, tags: dict[str, str]) -
     return run
 
 
-def test_the_sensor_fails_a_dead_workers_import_run_and_never_a_live_one():
+def _tick(sensor: dg.SensorDefinition, instance: dg.DagsterInstance, catalog) -> str:
+    context = dg.build_sensor_context(
+        instance=instance, resources={"catalog": CatalogResource(url=str(catalog.url))})
+    return sensor(context).skip_message
+
+
+def test_the_sensor_fails_a_dead_workers_import_run_and_never_a_live_one(sqlite_catalog):
     sleeper = subprocess.Popen(["sleep", "120"])
     try:
         with dg.instance_for_test() as instance:
@@ -135,8 +143,7 @@ def test_the_sensor_fails_a_dead_workers_import_run_and_never_a_live_one():
             dead = _started_run(instance, _dead_pid(), IMPORT_TAGS)
             other = _started_run(instance, _dead_pid(), {"watch_pipeline/kind": "maintenance"})
             sensor = build_stranded_run_sensor(30)
-            result = sensor(dg.build_sensor_context(instance=instance))
-            assert dead.run_id in result.skip_message
+            assert dead.run_id in _tick(sensor, instance, sqlite_catalog)
             status = {r.run_id: instance.get_run_by_id(r.run_id).status
                       for r in (alive, dead, other)}
             assert status == {alive.run_id: dg.DagsterRunStatus.STARTED,
@@ -145,11 +152,40 @@ def test_the_sensor_fails_a_dead_workers_import_run_and_never_a_live_one():
             assert instance.get_run_by_id(dead.run_id).tags[STRANDED_TAG] == "true"
             assert STRANDED_TAG not in instance.get_run_by_id(alive.run_id).tags
             # the next tick finds nothing more to do
-            again = sensor(dg.build_sensor_context(instance=instance))
-            assert again.skip_message == "no stranded import run"
+            assert _tick(sensor, instance, sqlite_catalog) == "no stranded import run"
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_stranded_runs_files_are_retried_at_once_and_the_crash_is_not_counted(
+        sqlite_catalog):
+    fingerprint, run_key = "f" * 32, "f" * 32
+    with dg.instance_for_test() as instance:
+        dead = _started_run(instance, _dead_pid(), {**IMPORT_TAGS, "dagster/run_key": run_key})
+        with sqlite_catalog.session() as session:
+            source = WatchSource(name="watch", source_type="local", local_path=".")
+            session.add(source)
+            session.flush()
+            source_id = source.id
+            session.add(WatchSourceFile(
+                watch_source_id=source_id, remote_path="clip.wav", filename="clip.wav",
+                imohash=fingerprint, partition_key=fingerprint, status="importing",
+                run_key=run_key, import_run_id=dead.run_id))
+        sensor = build_stranded_run_sensor(30)
+        assert dead.run_id in _tick(sensor, instance, sqlite_catalog)
+        # what import_failure_sensor does with the failure: error, counted, with a backoff
+        assert claims.fail(sqlite_catalog, fingerprint, f"run {dead.run_id} failed: stranded",
+                           run_key=run_key) == 1
+        assert claims.claim_imports(sqlite_catalog, [source_id], slots=5) == []
+
+        assert "1 file(s) released" in _tick(sensor, instance, sqlite_catalog)
+        assert "released" not in _tick(sensor, instance, sqlite_catalog)  # released once
+        with sqlite_catalog.session() as session:
+            row = session.scalars(sa.select(WatchSourceFile)).one()
+            assert (row.status, row.retry_count) == ("error", 0)
+        (request,) = claims.claim_imports(sqlite_catalog, [source_id], slots=5)
+        assert request.fingerprint == fingerprint and request.run_key != run_key
 
 
 # ---------------------------------------------------------------- the real crash, twice
