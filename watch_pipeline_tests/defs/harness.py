@@ -35,6 +35,9 @@ def env(dagster_home, tmp_path, monkeypatch):
     watch.mkdir()
     monkeypatch.setenv("WATCH_FOLDER_PATH", str(watch))
     monkeypatch.setenv("WATCH_TEMP_DIR", str(tmp_path / "scratch"))
+    # The resources read the key's location at launch; instance_for_test below moves
+    # DAGSTER_HOME, so name the key file for both the resources and the test's own box.
+    monkeypatch.setenv("WATCH_SECRET_KEY_FILE", str(Path(dagster_home) / "watch_pipeline.key"))
     catalog = Catalog(default_catalog_url(dagster_home))
     with catalog.session() as s:
         set_setting(s, "watch.file_stability_seconds", 2)
