@@ -78,10 +78,9 @@ def normalize_audio(
     cap = f"{limits.describe_seconds(max_seconds)} limit"
     duration, counted = _probed_duration(src, max_seconds)
     if duration is not None and duration > max_seconds:
-        lasts = "decodes to more than the" if counted else (
-            f"lasts {limits.describe_seconds(duration)}, over the"
-        )
-        raise AudioTooLong(f"{src.name}: {lasts} {cap}")
+        if counted:
+            raise AudioTooLong(f"{src.name}: decodes to more than the {cap}")
+        raise AudioTooLong(f"{src.name}: lasts {limits.describe_seconds(duration)}, over the {cap}")
     if timeout is None:
         timeout = limits.ffmpeg_timeout(max_seconds if duration is None else duration)
     command = [

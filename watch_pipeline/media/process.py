@@ -1,8 +1,10 @@
-"""Run ffmpeg/ffprobe with a deadline, in their own process group, keeping only stderr's tail.
+"""Run ffmpeg/ffprobe with a deadline that kills their whole tree, keeping only stderr's tail.
 
 Every media subprocess of the package goes through :class:`ToolProcess` (or :func:`run_tool`):
 
-* it starts in a new session, so a timeout kills the process *and its children* (``killpg``);
+* a timeout kills the process *and its descendants*: each is stopped as it is found (through
+  ``/proc``, so none can fork while the tree is walked), then all are killed. The process stays
+  in our process group, so a supervisor that kills the group (a crashed run worker's) ends it too;
 * stderr is drained by a thread as it comes and only its last ``STDERR_TAIL_BYTES`` are kept,
   so a corrupt input that makes ffmpeg log an error per packet costs no memory and can never
   block ffmpeg on a full pipe;
@@ -21,7 +23,7 @@ import subprocess
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import IO
 
 from watch_pipeline.media.errors import ToolTimeout
@@ -111,7 +113,6 @@ class ToolProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group: killpg reaches its children
         )
         self._readers = [
             threading.Thread(target=_drain, args=(pipe, tail), daemon=True)
@@ -123,7 +124,7 @@ class ToolProcess:
 
     @property
     def pid(self) -> int:
-        """The process id (also its process group id)."""
+        """The process id."""
         return self._proc.pid
 
     def wait(self, timeout: float | None) -> ToolResult:
@@ -136,7 +137,8 @@ class ToolProcess:
             The exit status and the kept ends of its output.
 
         Raises:
-            ToolTimeout: The deadline passed; the process group has been killed and reaped.
+            ToolTimeout: The deadline passed; the process and its descendants have been killed
+                and it has been reaped.
         """
         try:
             self._proc.wait(timeout=timeout)
@@ -149,10 +151,9 @@ class ToolProcess:
         return self.result()
 
     def kill(self) -> None:
-        """Kill the process group unless the process has ended, and reap it."""
+        """Kill the process and its descendants unless it has ended, and reap it."""
         if self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
+            _kill_tree(self._proc.pid)
         self._proc.wait()
         self._join()
 
@@ -167,8 +168,8 @@ class ToolProcess:
         )
 
     def _join(self) -> None:
-        # The pipes close when the last process holding them exits; a grandchild that left the
-        # group could hold one open, so the wait is bounded.
+        # The pipes close when the last process holding them exits; a descendant that escaped
+        # the kill (reparented before the walk) could hold one open, so the wait is bounded.
         for reader in self._readers:
             reader.join(_JOIN_SECONDS)
 
@@ -177,6 +178,31 @@ class ToolProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.kill()
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every descendant, stopping each as it is found so none forks anew."""
+    tree = [pid]
+    for parent in tree:  # grows while it is walked: breadth first
+        _signal(parent, signal.SIGSTOP)
+        tree.extend(_children(parent))
+    for member in tree:
+        _signal(member, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    """The child process ids of ``pid`` (Linux); none where ``/proc`` cannot tell."""
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                children.extend(int(c) for c in (task / "children").read_text().split())
+    return children
+
+
+def _signal(pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
 
 
 def run_tool(
@@ -190,7 +216,7 @@ def run_tool(
 
     Args:
         command: The argument vector.
-        timeout: Seconds before the process group is killed; ``None`` waits as long as it takes.
+        timeout: Seconds before the process tree is killed; ``None`` waits as long as it takes.
         capture_stdout: Keep the end of stdout.
         stdout_limit: Bytes of stdout kept when captured.
 
@@ -199,7 +225,7 @@ def run_tool(
 
     Raises:
         FileNotFoundError: The executable does not exist.
-        ToolTimeout: The deadline passed (the process group was killed).
+        ToolTimeout: The deadline passed (the process and its descendants were killed).
     """
     with ToolProcess(command, capture_stdout=capture_stdout, stdout_limit=stdout_limit) as proc:
         return proc.wait(timeout)

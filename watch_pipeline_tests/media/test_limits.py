@@ -180,21 +180,28 @@ def test_the_setting_defaults_to_twelve_hours_and_takes_positive_hours(sqlite_ca
 # -- deadlines -----------------------------------------------------------------------------------
 
 
-def _group_alive(pgid: int) -> list[str]:
-    """Names of the live (not zombie) processes in process group ``pgid``."""
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        state, _ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(pgrp) == pgid and state != "Z":
-            alive.append(name)
-    return alive
+def _descendants(pid: int) -> list[int]:
+    """Process ids below ``pid`` (Linux ``/proc``)."""
+    found, queue = [], [pid]
+    while queue:
+        for task in Path(f"/proc/{queue.pop()}/task").glob("*"):
+            children = [int(c) for c in (task / "children").read_text().split()]
+            found += children
+            queue += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed but not yet reaped by init, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _name(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
 def _eventually(condition, seconds: float = 10.0) -> bool:
@@ -234,14 +241,18 @@ def test_ffprobe_on_a_pipe_that_never_gets_data_is_killed(fifo):
 
 def test_a_timeout_kills_ffmpeg_and_its_children(fifo):
     command = ["sh", "-c", f"ffmpeg -nostdin -i '{fifo}' -f null - & wait"]
-    proc = ToolProcess(command)
-    assert _eventually(lambda: "ffmpeg" in _group_alive(proc.pid))
+    with ToolProcess(command) as proc:
+        assert _eventually(lambda: "ffmpeg" in [_name(p) for p in _descendants(proc.pid)])
+        [ffmpeg] = _descendants(proc.pid)
+        try:
+            with pytest.raises(ToolTimeout, match=r"sh did not finish within 0\.2 s and was kil"):
+                proc.wait(0.2)
 
-    with pytest.raises(ToolTimeout, match=r"sh did not finish within 0\.2 s and was killed"):
-        proc.wait(0.2)
-
-    assert _eventually(lambda: _group_alive(proc.pid) == [])
-    assert not _has_reader(fifo)
+            assert _eventually(lambda: not _alive(ffmpeg))
+            assert not _has_reader(fifo)
+        finally:
+            if _alive(ffmpeg):  # only when the test fails: leave nothing running
+                os.kill(ffmpeg, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -302,6 +313,6 @@ def _comparable(text: str) -> str:
 
 def test_a_process_killed_from_outside_reports_its_signal(fifo):
     # Not a timeout: the exit status says what happened, and nothing is raised.
-    proc = ToolProcess(["ffmpeg", "-nostdin", "-i", str(fifo), "-f", "null", "-"])
-    os.killpg(proc.pid, signal.SIGTERM)
-    assert proc.wait(30).returncode == -signal.SIGTERM
+    with ToolProcess(["ffmpeg", "-nostdin", "-i", str(fifo), "-f", "null", "-"]) as proc:
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(30).returncode == -signal.SIGTERM
