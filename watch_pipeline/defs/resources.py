@@ -55,7 +55,7 @@ WhisperDevice = Literal["auto", "cpu", "cuda"]
 
 @dataclass(frozen=True)
 class _Environ:
-    """Typed reads of the launch environment; the only reader of variables in the package."""
+    """Typed reads of the launch environment (the CLI reads its own at its entry, cli/main.py)."""
 
     values: Mapping[str, str]
 
