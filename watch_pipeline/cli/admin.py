@@ -13,7 +13,14 @@ from watch_pipeline.catalog import db as catalog_db
 from watch_pipeline.catalog import keys
 from watch_pipeline.catalog import settings as settings_mod
 from watch_pipeline.catalog.secrets import SecretBox
-from watch_pipeline.cli.context import CliContext, emit_json, pass_cli, safe
+from watch_pipeline.cli.context import (
+    CliContext,
+    Column,
+    emit_json,
+    pass_cli,
+    print_table,
+    safe,
+)
 
 
 @click.group()
@@ -33,17 +40,20 @@ def settings_get(cli: CliContext, key: str | None, as_json: bool) -> None:
             if as_json:
                 emit_json({key: value})
             else:
-                click.echo(str(value).lower() if isinstance(value, bool) else value)
+                click.echo(_shown(value))
             return
         values = settings_mod.all_settings(session)
     if as_json:
         emit_json(values)
         return
-    for name, value in values.items():
-        spec = settings_mod.SETTINGS[name]
-        shown = str(value).lower() if isinstance(value, bool) else str(value)
-        default = str(spec.default).lower() if isinstance(spec.default, bool) else spec.default
-        click.echo(f"{name:<32} {shown:<8} (default {default}) {spec.help}")
+    print_table((Column("SETTING", 32), Column("VALUE", 8), Column("DEFAULT", 8),
+                 Column("MEANING")),
+                ((name, _shown(value), _shown(settings_mod.SETTINGS[name].default),
+                  settings_mod.SETTINGS[name].help) for name, value in values.items()))
+
+
+def _shown(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 @settings.command("set")
@@ -59,7 +69,7 @@ def settings_set(cli: CliContext, key: str, value: str) -> None:
     """
     with cli.session() as session:
         typed = settings_mod.set_setting(session, key, value)
-    click.echo(f"{key} = {str(typed).lower() if isinstance(typed, bool) else typed}")
+    click.echo(f"{key} = {_shown(typed)}")
     if key == "watch.max_concurrent_imports":
         _apply_import_pool(cli, typed)
 
