@@ -17,8 +17,17 @@ def _say(message: str) -> None:
     sys.stdout.write(message + "\n")
 
 
+# Starting a dagster CLI takes seconds of CPU; on a busy host (2 cores, load 13) the daemon's
+# liveness check took 33 s, so both limits leave room for that (the HEALTHCHECK allows 60 s).
+_CHECK_TIMEOUT_S = 50
+
+
 def _run(*cmd: str) -> int:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=15)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_CHECK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _say(f"{cmd[0]} gave no answer within {_CHECK_TIMEOUT_S} s")
+        return 1
     if proc.returncode:
         _say((proc.stdout + proc.stderr).strip()[-500:] or f"{cmd[0]} failed")
     return 1 if proc.returncode else 0

@@ -301,7 +301,7 @@ def test_dropped_file_becomes_a_transcript_through_the_containers(
 
     # Long-lived services report healthy; the UI answers; no password reached any log.
     for service in ("code-server", "webserver", "daemon"):
-        stack.wait_for(lambda s=service: stack.health(s) == "healthy", 120, f"{service} healthy")
+        stack.wait_for(lambda s=service: stack.health(s) == "healthy", 300, f"{service} healthy")
     with urllib.request.urlopen(
             f"http://127.0.0.1:{stack.ports['web']}/server_info", timeout=30) as response:
         assert response.status == 200
