@@ -314,8 +314,19 @@ def test_two_crashes_with_imports_in_flight_lose_nothing_and_double_nothing(
     retry_delays: list[float] = []
 
     def in_flight() -> bool:
-        return (embedded.statuses().get("importing", 0) >= 1
-                and bool(_import_runs(dagster, statuses=[dg.DagsterRunStatus.STARTED])))
+        """A live import run holds files it is importing."""
+        started = {r.dagster_run.run_id
+                   for r in _import_runs(dagster, statuses=[dg.DagsterRunStatus.STARTED])}
+        holders = {r[0] for r in embedded.rows(
+            "SELECT import_run_id FROM watch_source_file WHERE status = 'importing'")}
+        return bool(started & holders)
+
+    def retried_since(restart: datetime) -> bool:
+        """Every file not yet imported has been requested again after ``restart``."""
+        waiting = embedded.rows(
+            "SELECT run_requested_at FROM watch_source_file WHERE status != 'imported'")
+        return all(at is not None and datetime.fromisoformat(str(at)).replace(tzinfo=UTC)
+                   >= restart for (at,) in waiting)
 
     embedded.start()
     for _ in range(2):
@@ -329,9 +340,8 @@ def test_two_crashes_with_imports_in_flight_lose_nothing_and_double_nothing(
         embedded.wait_for(lambda s=stranded: all(
             dagster.get_run_by_id(r).status == dg.DagsterRunStatus.FAILURE for r in s),
             240, "the stranded runs to be marked failed")
-        embedded.wait_for(lambda: bool(_import_runs(
-            dagster, created_after=crashes[-1])) or embedded.statuses().get("imported") == 12,
-            300, "a retry after the restart")
+        embedded.wait_for(lambda c=crashes[-1]: retried_since(c), 300,
+                          "every unfinished file requested again")
         retry_delays.append(time.monotonic() - restarted)
 
     embedded.wait_for(lambda: embedded.statuses().get("imported") == len(names), 420,
