@@ -1,0 +1,366 @@
+"""Remote servers that go away: moto's S3 server killed mid-download, ``smbd`` stopped mid-scan
+and mid-download, each started again on the same port.
+
+Through the real watch sensors and import steps in-process, beside a local source and a healthy
+remote source of the same kind: the source whose server died records the error (on its row for
+a scan, on the file's row for a download), the other sources keep importing in the same ticks,
+and once the server is back the interrupted download continues from its ``.part`` file instead
+of starting over, and the stored object is byte for byte the original.
+
+Evidence that a download resumed: an open descriptor on the ``.part`` file left by the failed
+attempt. A resumed download appends to that very file and renames it, so the descriptor ends up
+on the whole recording; a download that starts over unlinks it and the descriptor keeps only the
+bytes of the first attempt. For S3, moto's recorder also shows the ``Range`` of the GETs after
+the restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from watch_pipeline.catalog.keys import active_box
+from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
+from watch_pipeline.catalog.secrets import KeyConfig
+from watch_pipeline.catalog.settings import set_setting
+from watch_pipeline.catalog.sources import create_source
+from watch_pipeline.defs.sensors import build_watch_sensor
+from watch_pipeline_tests.defs.harness import (
+    add_source,
+    age,
+    media_rows,
+    rewind_scans,
+    run_request,
+)
+from watch_pipeline_tests.fixtures.s3_server import S3Server
+
+pytestmark = pytest.mark.slow
+
+MIB = 1024 * 1024
+BIG_MIB = 96  # big enough that a kill after a few MiB lands mid-download on any machine
+KILL_AFTER = 6 * MIB  # the .part size at which the server is taken away
+WAIT_S = 120.0  # generous: a loaded 2-core machine
+log = logging.getLogger(__name__)
+SENSORS = {kind: build_watch_sensor(kind) for kind in ("local", "s3", "smb")}
+
+
+# -- drivers ---------------------------------------------------------------------------------
+
+
+def tick(env, kind: str) -> list[dg.RunRequest]:
+    """One tick of the ``kind`` watch sensor; its partitions are added as the daemon would."""
+    ctx = dg.build_sensor_context(instance=env["instance"], resources=env["resources"])
+    result = SENSORS[kind](ctx)
+    if isinstance(result, dg.SkipReason):
+        return []
+    for req in result.dynamic_partitions_requests:
+        env["instance"].add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return list(result.run_requests)
+
+
+def ticks_until_requested(env, kind: str, tries: int = 3) -> list[dg.RunRequest]:
+    """Tick (each time as if the polling interval had passed) until imports are requested."""
+    for _ in range(tries):
+        rewind_scans(env)
+        requests = tick(env, kind)
+        if requests:
+            return requests
+    return []
+
+
+def run_all(env, requests: list[dg.RunRequest]) -> list[bool]:
+    return [run_request(env, r).success for r in requests]
+
+
+def add(env, secret: str, **fields) -> int:
+    box = active_box(KeyConfig.from_environ(os.environ))[0]
+    with env["catalog"].session() as s:
+        return create_source(s, box, fields=fields, secret=secret).id
+
+
+def s3_source(env, name: str, endpoint_url: str, bucket: str) -> int:
+    return add(env, "testing", name=name, source_type="s3", s3_bucket_name=bucket,
+               s3_endpoint_url=endpoint_url, s3_region="us-east-1", s3_access_key_id="testing",
+               s3_use_ssl=False, auto_transcribe=False)
+
+
+def smb_source(env, name: str, smb, path: str) -> int:
+    return add(env, smb.password, name=name, source_type="smb", smb_server=smb.host,
+               smb_share=smb.share, smb_port=smb.port, smb_username=smb.username,
+               smb_domain=smb.domain, smb_path=path, auto_transcribe=False)
+
+
+def source_row(env, name: str) -> WatchSource:
+    with env["catalog"].session() as s:
+        return s.scalar(sa.select(WatchSource).where(WatchSource.name == name))
+
+
+def file_row(env, source: str, path: str) -> WatchSourceFile:
+    with env["catalog"].session() as s:
+        return s.scalar(sa.select(WatchSourceFile).join(WatchSource).where(
+            WatchSource.name == source, WatchSourceFile.remote_path == path))
+
+
+def file_rows(env, source: str) -> list[WatchSourceFile]:
+    with env["catalog"].session() as s:
+        return list(s.scalars(sa.select(WatchSourceFile).join(WatchSource).where(
+            WatchSource.name == source)))
+
+
+def skip_backoff(env) -> None:
+    """Let every ``error`` row be retried now instead of after its backoff."""
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    with env["catalog"].session() as s:
+        s.execute(sa.update(WatchSourceFile).where(WatchSourceFile.status == "error")
+                  .values(next_retry_at=past))
+
+
+def imported(env, source: str) -> set[str]:
+    return {r.remote_path for r in file_rows(env, source) if r.status == "imported"}
+
+
+def stored_object(env, filename: str) -> Path:
+    (media,) = [m for m in media_rows(env) if m.filename == filename]
+    assert media.status == "completed", media.error_message
+    return env["home"] / "object_store" / media.object_key
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fd_sha256(fd: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, MIB, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()
+
+
+# -- media -----------------------------------------------------------------------------------
+
+
+def wav_header(data_bytes: int, rate: int = 48_000) -> bytes:
+    """A 16-bit mono PCM WAV header announcing ``data_bytes`` of samples."""
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+            + b"data" + struct.pack("<I", data_bytes))
+
+
+def big_wav(path: Path, mib: int = BIG_MIB) -> Path:
+    """``mib`` MiB of random samples behind a valid header (noise, but a real recording)."""
+    data = mib * MIB - 44
+    with open(path, "wb") as fh:
+        fh.write(wav_header(data))
+        for _ in range(mib):
+            fh.write(os.urandom(MIB))
+        fh.truncate(mib * MIB)
+    return path
+
+
+def small_wav(path: Path, samples: int = 800) -> Path:
+    """A short WAV of random samples: every call makes new content."""
+    path.write_bytes(wav_header(samples * 2) + os.urandom(samples * 2))
+    return path
+
+
+def tone(path: Path, freq: int) -> Path:
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    f"sine=frequency={freq}:duration=1", str(path)], check=True)
+    return path
+
+
+def drop_local(env, name: str, freq: int) -> None:
+    """A new recording in the local source's folder, old enough to be stable."""
+    path = tone(env["watch"] / "local" / name, freq)
+    age(path)
+
+
+# -- taking a server away at the right moment ------------------------------------------------
+
+
+@dataclass
+class Trigger:
+    """What the watcher saw when it acted."""
+
+    fired: bool = False
+    observed: int = 0
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def when(probe: Callable[[], int], threshold: int, action: Callable[[], None]
+         ) -> Iterator[Trigger]:
+    """Run ``action`` from a thread as soon as ``probe()`` reaches ``threshold``.
+
+    The caller's block runs meanwhile (the import or the scan the action interrupts); on leaving
+    it the watcher is stopped and joined.
+    """
+    trigger = Trigger()
+    stop = threading.Event()
+
+    def watch() -> None:
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while not stop.is_set() and time.monotonic() < deadline:
+                seen = probe()
+                if seen >= threshold:
+                    trigger.observed = seen
+                    action()
+                    trigger.fired = True
+                    return
+                time.sleep(0.002)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            trigger.error = exc
+        finally:
+            trigger.done.set()
+
+    thread = threading.Thread(target=watch, name="take-server-away", daemon=True)
+    thread.start()
+    try:
+        yield trigger
+    finally:
+        stop.set()
+        thread.join(WAIT_S)
+    if trigger.error is not None:
+        raise trigger.error
+
+
+def part_size(scratch: Path, filename: str) -> Callable[[], int]:
+    """The size of the download's ``.part`` file below ``scratch`` (0 while there is none)."""
+
+    def size() -> int:
+        for part in scratch.rglob(filename + ".part"):
+            try:
+                return part.stat().st_size
+            except FileNotFoundError:
+                return 0
+        return 0
+
+    return size
+
+
+def range_bytes(header: str, size: int) -> int:
+    """How many bytes a ``Range: bytes=a-b`` (or ``a-``, or none) asks for."""
+    if not header:
+        return size
+    first, _, last = header.removeprefix("bytes=").partition("-")
+    return (int(last) if last else size - 1) - int(first) + 1
+
+
+def the_part(scratch: Path, filename: str) -> Path:
+    (part,) = scratch.rglob(filename + ".part")
+    return part
+
+
+# -- S3 --------------------------------------------------------------------------------------
+
+
+def test_s3_server_killed_mid_download_resumes_after_restart(env, s3_server, s3_bucket,
+                                                              moto_server, tmp_path,
+                                                              record_property):
+    with env["catalog"].session() as s:
+        set_setting(s, "watch.file_stability_seconds", 0)
+    scratch = tmp_path / "scratch"
+    big = big_wav(tmp_path / "big.wav")
+    big_sha = sha256(big)
+    flaky = moto_server.endpoint_url
+    client = s3_server.client()
+    own = S3Server(endpoint_url=flaky).client()
+    own.create_bucket(Bucket="flaky")
+    etag = own.put_object(Bucket="flaky", Key="big.wav", Body=big.read_bytes())["ETag"]
+    client.upload_file(str(tone(tmp_path / "h1.wav", 310)), s3_bucket, "h1.wav")
+    add_source(env, name="local", path="local", auto_transcribe=False)
+    drop_local(env, "l1.wav", 410)
+    s3_source(env, "flaky", flaky, "flaky")
+    s3_source(env, "healthy", s3_server.endpoint_url, s3_bucket)
+
+    requests = tick(env, "s3")
+    assert sorted(r.tags["watch_pipeline/source"] for r in requests) == ["flaky", "healthy"]
+    (big_request,) = [r for r in requests if r.tags["watch_pipeline/source"] == "flaky"]
+    with when(part_size(scratch, "big.wav"), KILL_AFTER, moto_server.kill) as killed:
+        assert not run_request(env, big_request).success
+    assert killed.fired, "the download finished before the server could be killed"
+
+    # The failed download is recorded on the file's row; its partial file stays for the retry.
+    row = file_row(env, "flaky", "big.wav")
+    assert row.status == "error" and row.retry_count == 1
+    assert row.error_message.startswith("raw_file: cannot reach S3 endpoint " + flaky)
+    part = the_part(scratch, "big.wav")
+    kept = part.stat().st_size
+    assert KILL_AFTER <= kept < big.stat().st_size
+    part_fd = os.open(part, os.O_RDONLY)
+    try:
+        # While the server is down: the other S3 source and the local source import, in the
+        # same ticks in which the dead server's source records its error.
+        assert run_all(env, [r for r in requests if r is not big_request]) == [True]
+        assert run_all(env, tick(env, "local")) == [True]
+        client.upload_file(str(tone(tmp_path / "h2.wav", 320)), s3_bucket, "h2.wav")
+        drop_local(env, "l2.wav", 420)
+        rewind_scans(env)
+        during = tick(env, "s3")
+        flaky_row = source_row(env, "flaky")
+        assert flaky_row.last_scan_status == "error"
+        assert "cannot reach" in flaky_row.last_scan_message
+        assert flaky_row.consecutive_scan_failures == 1
+        assert source_row(env, "healthy").last_scan_status == "success"
+        assert [r.tags["watch_pipeline/source"] for r in during] == ["healthy"]
+        assert run_all(env, during + tick(env, "local")) == [True, True]
+        assert imported(env, "healthy") == {"h1.wav", "h2.wav"}
+        assert imported(env, "local") == {"l1.wav", "l2.wav"}
+
+        # The server comes back on the same port, empty: the same bytes are uploaded again.
+        moto_server.start()
+        own.create_bucket(Bucket="flaky")
+        assert own.put_object(Bucket="flaky", Key="big.wav", Body=big.read_bytes())["ETag"] \
+            == etag
+        moto_server.start_recording()
+        skip_backoff(env)
+        rewind_scans(env)
+        # moto lost the object's LastModified: the listing shows a new version, which waits
+        # for a second listing to agree before it is fingerprinted again (same content).
+        after = ticks_until_requested(env, "s3")
+        assert [r.tags["watch_pipeline/source"] for r in after] == ["flaky"]
+        assert run_all(env, after) == [True]
+        resumed_size = os.fstat(part_fd).st_size
+        resumed_sha = fd_sha256(part_fd)
+    finally:
+        os.close(part_fd)
+
+    flaky_row = source_row(env, "flaky")
+    assert (flaky_row.last_scan_status, flaky_row.consecutive_scan_failures) == ("success", 0)
+    assert file_row(env, "flaky", "big.wav").status == "imported"
+    assert sha256(stored_object(env, "big.wav")) == big_sha
+    # The kept partial file was continued, not replaced: it grew into the whole recording ...
+    assert (resumed_size, resumed_sha) == (big.stat().st_size, big_sha)
+    # ... and after the restart the download asked only for the missing bytes (the other GETs
+    # are the scan's small fingerprint windows).
+    ranges = [r["headers"].get("Range", "") for r in moto_server.recorded_requests()
+              if r["method"] == "GET" and "/flaky/big.wav" in r["url"]]
+    assert [r for r in ranges if r.endswith("-")] == [f"bytes={kept}-"]
+    fetched = sum(range_bytes(r, big.stat().st_size) for r in ranges)
+    assert fetched < big.stat().st_size - kept + MIB
+    record_property("bytes_kept_at_kill", kept)
+    record_property("bytes_fetched_after_restart", fetched)
+    log.info("S3: %d of %d bytes kept at the kill, %d fetched after the restart", kept,
+             big.stat().st_size, fetched)
