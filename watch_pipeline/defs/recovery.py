@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from watch_pipeline.catalog.resource import CatalogResource
+from watch_pipeline.defs.jobs import IMPORT_TAGS
 from watch_pipeline.pipeline import recovery
 
 STRANDED_TAG = "watch_pipeline/stranded"
+_KIND = "watch_pipeline/kind"
 _UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
                dg.DagsterRunStatus.STARTED]
 # Engine events read per run to find its worker's pid (it is among the first few).
@@ -80,7 +82,7 @@ def fail_stranded_runs(instance: dg.DagsterInstance, log: dg.DagsterLogManager |
     check = worker_check(instance)
     failed: list[tuple[str, str]] = []
     records = instance.get_run_records(dg.RunsFilter(
-        tags={"watch_pipeline/kind": "import"}, statuses=_UNFINISHED))
+        tags={_KIND: IMPORT_TAGS[_KIND]}, statuses=_UNFINISHED))
     for record in records:
         reason = recovery.stranded_reason(in_flight_run(instance, record, check), check,
                                           now=time.time())
