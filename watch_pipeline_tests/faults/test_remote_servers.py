@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import struct
 import subprocess
 import threading
@@ -364,3 +365,90 @@ def test_s3_server_killed_mid_download_resumes_after_restart(env, s3_server, s3_
     record_property("bytes_fetched_after_restart", fetched)
     log.info("S3: %d of %d bytes kept at the kill, %d fetched after the restart", kept,
              big.stat().st_size, fetched)
+
+
+# -- SMB -------------------------------------------------------------------------------------
+
+
+def share_file(smb, rel: str, make: Callable[[Path], Path]) -> Path:
+    """Create ``rel`` on ``smb``'s share (folders included), owned by the share's user."""
+    path = smb.share_path / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make(path)
+    rel_path = Path(rel)
+    for item in (rel_path, *rel_path.parents[:-1]):  # not the share itself
+        shutil.chown(smb.share_path / item, smb.username)
+    return path
+
+
+def test_smbd_stopped_mid_download_resumes_after_restart(env, smb_server, samba_server,
+                                                         tmp_path, record_property):
+    with env["catalog"].session() as s:
+        set_setting(s, "watch.file_stability_seconds", 0)
+    scratch = tmp_path / "scratch"
+    big = share_file(samba_server, "rec/big.wav", big_wav)
+    size, big_sha = big.stat().st_size, sha256(big)
+    share_file(smb_server, "healthy-dl/h1.wav", lambda p: tone(p, 330))
+    add_source(env, name="local", path="local", auto_transcribe=False)
+    drop_local(env, "l1.wav", 430)
+    smb_source(env, "flaky", samba_server, "/rec")
+    smb_source(env, "healthy", smb_server, "/healthy-dl")
+
+    requests = tick(env, "smb")
+    assert sorted(r.tags["watch_pipeline/source"] for r in requests) == ["flaky", "healthy"]
+    (big_request,) = [r for r in requests if r.tags["watch_pipeline/source"] == "flaky"]
+    with when(part_size(scratch, "big.wav"), KILL_AFTER, samba_server.stop) as stopped:
+        assert not run_request(env, big_request).success
+    assert stopped.fired, "the download finished before smbd could be stopped"
+
+    # The download retried while smbd was down, then gave up: recorded on the file's row, with
+    # the partial file kept for the next attempt.
+    part = the_part(scratch, "big.wav")
+    kept = part.stat().st_size
+    assert KILL_AFTER <= kept < size
+    row = file_row(env, "flaky", "big.wav")
+    assert row.status == "error" and row.retry_count == 1
+    assert row.error_message.startswith("raw_file: ")
+    assert f"{kept} bytes kept in big.wav.part" in row.error_message
+    assert samba_server.password not in row.error_message
+    part_fd = os.open(part, os.O_RDONLY)
+    try:
+        # While smbd is down: the healthy share and the local source import, in the same ticks
+        # in which the dead server's source records its error.
+        assert run_all(env, [r for r in requests if r is not big_request]) == [True]
+        assert run_all(env, tick(env, "local")) == [True]
+        share_file(smb_server, "healthy-dl/h2.wav", lambda p: tone(p, 340))
+        drop_local(env, "l2.wav", 440)
+        rewind_scans(env)
+        during = tick(env, "smb")
+        flaky_row = source_row(env, "flaky")
+        assert flaky_row.last_scan_status == "error"
+        assert f"{samba_server.host}:{samba_server.port}" in flaky_row.last_scan_message
+        assert flaky_row.consecutive_scan_failures == 1
+        assert source_row(env, "healthy").last_scan_status == "success"
+        assert [r.tags["watch_pipeline/source"] for r in during] == ["healthy"]
+        assert run_all(env, during + tick(env, "local")) == [True, True]
+        assert imported(env, "healthy") == {"h1.wav", "h2.wav"}
+        assert imported(env, "local") == {"l1.wav", "l2.wav"}
+
+        # smbd comes back on the same port with the same share; the retry continues the file.
+        samba_server.start()
+        skip_backoff(env)
+        after = ticks_until_requested(env, "smb")
+        assert [r.tags["watch_pipeline/source"] for r in after] == ["flaky"]
+        assert run_all(env, after) == [True]
+        resumed_size = os.fstat(part_fd).st_size
+        resumed_sha = fd_sha256(part_fd)
+    finally:
+        os.close(part_fd)
+
+    flaky_row = source_row(env, "flaky")
+    assert (flaky_row.last_scan_status, flaky_row.consecutive_scan_failures) == ("success", 0)
+    assert file_row(env, "flaky", "big.wav").status == "imported"
+    assert sha256(stored_object(env, "big.wav")) == big_sha
+    # The kept partial file was continued, not replaced: it grew into the whole recording.
+    assert (resumed_size, resumed_sha) == (size, big_sha)
+    record_property("smb_bytes_kept_at_stop", kept)
+    record_property("smb_bytes_fetched_after_restart", size - kept)
+    log.info("SMB: %d of %d bytes kept at the stop, %d fetched after the restart", kept, size,
+             size - kept)
