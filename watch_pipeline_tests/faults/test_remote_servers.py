@@ -452,3 +452,70 @@ def test_smbd_stopped_mid_download_resumes_after_restart(env, smb_server, samba_
     record_property("smb_bytes_fetched_after_restart", size - kept)
     log.info("SMB: %d of %d bytes kept at the stop, %d fetched after the restart", kept, size,
              size - kept)
+
+
+FOLDERS, PER_FOLDER = 7, 100  # the scan writes its first 500 decisions, then smbd goes
+
+
+def test_smbd_stopped_mid_scan_is_the_sources_error(env, smb_server, samba_server, tmp_path):
+    with env["catalog"].session() as s:
+        set_setting(s, "watch.file_stability_seconds", 0)
+    # One recording under many names: the scan opens every file (a long scan to interrupt),
+    # yet it is one partition to import, so the other sources' files are claimed in the tick.
+    one = small_wav(tmp_path / "one.wav")
+    for folder in range(FOLDERS):
+        for n in range(PER_FOLDER):
+            share_file(samba_server, f"many/f{folder}/r{n:03}.wav",
+                       lambda p: shutil.copyfile(one, p))
+    share_file(smb_server, "healthy-scan/h1.wav", lambda p: tone(p, 350))
+    add_source(env, name="local", path="local", auto_transcribe=False)
+    drop_local(env, "l1.wav", 450)
+    smb_source(env, "flaky", samba_server, "/many")
+    smb_source(env, "healthy", smb_server, "/healthy-scan")
+
+    def rows_written() -> int:
+        return len(file_rows(env, "flaky"))
+
+    with when(rows_written, 1, samba_server.stop) as stopped:
+        requests = tick(env, "smb")
+    assert stopped.fired, "the scan ended before smbd could be stopped"
+    where = f"SMB server {samba_server.host}:{samba_server.port} unreachable"
+    flaky = source_row(env, "flaky")
+    assert flaky.last_scan_status == "error"
+    assert flaky.last_scan_message.startswith(f"scan failed: {where}")
+    assert flaky.consecutive_scan_failures == 1
+    assert samba_server.password not in flaky.last_scan_message
+    written = len(file_rows(env, "flaky"))
+    assert 0 < written < FOLDERS * PER_FOLDER  # what the scan saw before smbd went is kept
+    # In the same tick the healthy share was scanned and its file claimed; the local source
+    # imports beside it.
+    assert source_row(env, "healthy").last_scan_status == "success"
+    healthy = [r for r in requests if r.tags["watch_pipeline/source"] == "healthy"]
+    assert run_all(env, healthy + tick(env, "local")) == [True, True]
+
+    # Still down on the next tick: the streak grows, the others go on importing.
+    share_file(smb_server, "healthy-scan/h2.wav", lambda p: tone(p, 360))
+    drop_local(env, "l2.wav", 460)
+    rewind_scans(env)
+    during = tick(env, "smb")
+    flaky = source_row(env, "flaky")
+    assert (flaky.last_scan_status, flaky.consecutive_scan_failures) == ("error", 2)
+    assert flaky.last_scan_message.startswith(f"scan failed: {where}")
+    assert [r.tags["watch_pipeline/source"] for r in during] == ["healthy"]
+    assert run_all(env, during + tick(env, "local")) == [True, True]
+    assert imported(env, "healthy") == {"h1.wav", "h2.wav"}
+    assert imported(env, "local") == {"l1.wav", "l2.wav"}
+
+    # smbd is back on the same port: the next scan sees every file and the recording imports.
+    samba_server.start()
+    rewind_scans(env)
+    after = tick(env, "smb")
+    flaky = source_row(env, "flaky")
+    assert (flaky.last_scan_status, flaky.consecutive_scan_failures) == ("success", 0)
+    assert flaky.last_scan_message.startswith(f"{FOLDERS * PER_FOLDER} files seen")
+    assert [r.tags["watch_pipeline/source"] for r in after] == ["flaky"]
+    assert run_all(env, after) == [True]
+    statuses = sorted((r.status, r.skip_reason) for r in file_rows(env, "flaky"))
+    # every name seen: one imported, the other names of the same recording skipped as such
+    assert statuses == [("imported", None)] + [
+        ("skipped_duplicate", "duplicate_same_source")] * (FOLDERS * PER_FOLDER - 1)
