@@ -20,7 +20,9 @@ process that uses them and shows the variable's name, never its value, in run co
 - transcriber (the model is the ``transcript`` asset's code version):
   ``WATCH_TRANSCRIBER_BACKEND`` = ``whisper`` (default: ``WATCH_WHISPER_MODEL``, a CTranslate2
   model directory, default the bundled tiny.en; ``WATCH_WHISPER_DEVICE`` ``cpu``/``cuda``/
-  ``auto``; ``WATCH_WHISPER_COMPUTE_TYPE``) or ``riva`` (``RIVA_URI`` host:port, ``RIVA_USE_SSL``,
+  ``auto``; ``WATCH_WHISPER_COMPUTE_TYPE``; ``WATCH_WHISPER_PRESET`` ``accurate`` (default,
+  faster-whisper's own decoding, beam 5) or ``fast`` (greedy, beam 1: quicker, less accurate))
+  or ``riva`` (``RIVA_URI`` host:port, ``RIVA_USE_SSL``,
   ``RIVA_SSL_CERT``, ``RIVA_LANGUAGE_CODE``, ``RIVA_MODEL``, ``RIVA_API_KEY``,
   ``RIVA_ALLOW_INSECURE_API_KEY``);
 - mailer: ``WATCH_SMTP_CA_FILE``, ``WATCH_GRAPH_BASE_URL``, ``WATCH_M365_AUTHORITY_BASE_URL``;
@@ -51,6 +53,7 @@ from watch_pipeline.transcribe.resource import TranscriberResource
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 WhisperDevice = Literal["auto", "cpu", "cuda"]
+WhisperPreset = Literal["accurate", "fast"]
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,15 @@ def _transcriber(env: _Environ) -> TranscriberResource:
         backend="whisper",
         whisper_model=env.text("WATCH_WHISPER_MODEL"),
         whisper_device=cast(WhisperDevice, env.text("WATCH_WHISPER_DEVICE") or "cpu"),
-        whisper_compute_type=env.text("WATCH_WHISPER_COMPUTE_TYPE") or "int8")
+        whisper_compute_type=env.text("WATCH_WHISPER_COMPUTE_TYPE") or "int8",
+        whisper_preset=_whisper_preset(env))
+
+
+def _whisper_preset(env: _Environ) -> WhisperPreset:
+    preset = (env.text("WATCH_WHISPER_PRESET") or "accurate").lower()
+    if preset not in ("accurate", "fast"):
+        raise ValueError(f"WATCH_WHISPER_PRESET={preset!r}: expected 'accurate' or 'fast'")
+    return cast(WhisperPreset, preset)
 
 
 def _mailer(env: _Environ) -> MailerResource:

@@ -47,8 +47,14 @@ class TranscriberResource(dg.ConfigurableResource):
     whisper_compute_type: str = Field(
         default="int8", description="CTranslate2 compute type, e.g. int8, int8_float16, float16."
     )
-    whisper_beam_size: int = Field(
-        default=1, ge=1, description="Beam width; 1 (greedy) is the fastest on CPU."
+    whisper_preset: Literal["accurate", "fast"] = Field(
+        default="accurate",
+        description="Decoding: 'accurate' = faster-whisper's own defaults (beam 5), never worse "
+        "than the plain library call; 'fast' = greedy (beam 1), about 1.05x to 1.6x quicker on "
+        "CPU at a measured cost (WER 0.050 against 0.000 on a 44 s human reading).",
+    )
+    whisper_beam_size: int | None = Field(
+        default=None, ge=1, description="Overrides the preset's beam width; unset keeps it."
     )
     whisper_language: str | None = Field(
         default=None,
@@ -128,6 +134,7 @@ class TranscriberResource(dg.ConfigurableResource):
                 model=self.whisper_model,
                 device=self.whisper_device,
                 compute_type=self.whisper_compute_type,
+                preset=self.whisper_preset,
                 beam_size=self.whisper_beam_size,
                 language=self.whisper_language,
                 vad_filter=self.whisper_vad_filter,
@@ -156,5 +163,5 @@ class TranscriberResource(dg.ConfigurableResource):
 
     @property
     def model_id(self) -> str:
-        """The configured transcriber's model id (``whisper:tiny.en:int8:beam1``, ``riva:...``)."""
+        """The configured transcriber's model id (``whisper:tiny.en:int8:beam5``, ``riva:...``)."""
         return self.get_transcriber().model_id

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from watch_pipeline.defs.resources import build_transcriber
 from watch_pipeline.transcribe.resource import TranscriberResource
-from watch_pipeline.transcribe.whisper import WhisperTranscriber
+from watch_pipeline.transcribe.whisper import PRESETS, WhisperTranscriber
 
 
 def test_defaults_build_the_bundled_whisper():
@@ -15,7 +16,31 @@ def test_defaults_build_the_bundled_whisper():
     transcriber = resource.get_transcriber()
 
     assert isinstance(transcriber, WhisperTranscriber)
-    assert transcriber.model_id == resource.model_id == "whisper:tiny.en:int8:beam1"
+    assert transcriber.model_id == resource.model_id == "whisper:tiny.en:int8:beam5"
+    assert transcriber.decode_options == PRESETS["accurate"]
+
+
+def test_fast_preset_is_one_setting_away():
+    resource = TranscriberResource(whisper_preset="fast")
+
+    assert resource.model_id == "whisper:tiny.en:int8:beam1"
+    assert resource.get_transcriber().decode_options.beam_size == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, "whisper:tiny.en:int8:beam5"), ("accurate", "whisper:tiny.en:int8:beam5"),
+     ("fast", "whisper:tiny.en:int8:beam1"), ("FAST", "whisper:tiny.en:int8:beam1")],
+)
+def test_the_preset_comes_from_the_environment(value, expected):
+    environ = {} if value is None else {"WATCH_WHISPER_PRESET": value}
+
+    assert build_transcriber(environ).model_id == expected
+
+
+def test_an_unknown_preset_in_the_environment_is_refused():
+    with pytest.raises(ValueError, match="WATCH_WHISPER_PRESET='greedy'"):
+        build_transcriber({"WATCH_WHISPER_PRESET": "greedy"})
 
 
 def test_whisper_fields_reach_the_transcriber(tmp_path):
@@ -35,6 +60,8 @@ def test_invalid_config_is_refused():
         TranscriberResource(backend="nemo")  # type: ignore[arg-type]
     with pytest.raises(Exception, match="whisper_beam_size"):
         TranscriberResource(whisper_beam_size=0)
+    with pytest.raises(Exception, match="whisper_preset"):
+        TranscriberResource(whisper_preset="greedy")  # type: ignore[arg-type]
 
 
 def test_resource_is_injected_into_an_asset():

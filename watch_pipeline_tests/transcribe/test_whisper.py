@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import subprocess
 import tempfile
@@ -23,6 +24,7 @@ from watch_pipeline_tests.fixtures.speech import SPEECH_SENTENCE
 pytestmark = pytest.mark.slow
 
 SPOKEN_WORDS = {"quick", "brown", "fox"}
+_LIBRARY_TRANSCRIBE = inspect.signature(faster_whisper.WhisperModel.transcribe)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def test_wav_transcript_contains_the_spoken_words(transcriber, speech_wav, priva
     assert transcript.language == "en"
     assert 2.0 < transcript.audio_duration < 6.0
     assert transcript.processing_seconds > 0
-    assert transcript.extra["model_id"] == "whisper:tiny.en:int8:beam1"
+    assert transcript.extra["model_id"] == "whisper:tiny.en:int8:beam5"
     assert list(private_tempdir.iterdir()) == []  # the temporary WAV is gone
 
 
@@ -102,7 +104,7 @@ def test_non_media_file_raises_and_cleans_up(transcriber, tmp_path, private_temp
 def test_missing_model_directory_raises(tmp_path, speech_wav):
     broken = WhisperTranscriber(model=tmp_path / "no-such-model")
 
-    assert broken.model_id == "whisper:no-such-model:int8:beam1"
+    assert broken.model_id == "whisper:no-such-model:int8:beam5"
     with pytest.raises(TranscriptionError, match="model directory not found"):
         broken.transcribe(speech_wav)
 
@@ -131,10 +133,13 @@ def test_model_loads_once_per_key_and_lazily(monkeypatch, speech_wav):
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({}, "whisper:tiny.en:int8:beam1"),
-        ({"beam_size": 5, "compute_type": "float32"}, "whisper:tiny.en:float32:beam5"),
-        ({"language": "en", "vad_filter": True}, "whisper:tiny.en:int8:beam1:lang=en:vad"),
-        ({"device": "cuda", "cpu_threads": 4}, "whisper:tiny.en:int8:beam1"),
+        ({}, "whisper:tiny.en:int8:beam5"),
+        ({"preset": "accurate"}, "whisper:tiny.en:int8:beam5"),
+        ({"preset": "fast"}, "whisper:tiny.en:int8:beam1"),
+        ({"preset": "fast", "beam_size": 3}, "whisper:tiny.en:int8:beam3"),
+        ({"beam_size": 2, "compute_type": "float32"}, "whisper:tiny.en:float32:beam2"),
+        ({"language": "en", "vad_filter": True}, "whisper:tiny.en:int8:beam5:lang=en:vad"),
+        ({"device": "cuda", "cpu_threads": 4}, "whisper:tiny.en:int8:beam5"),
     ],
 )
 def test_model_id_names_what_changes_output(options, expected):
@@ -146,6 +151,55 @@ def test_invalid_options_are_refused():
         WhisperTranscriber(beam_size=0)
     with pytest.raises(ValueError, match="device"):
         WhisperTranscriber(device="tpu")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="preset"):
+        WhisperTranscriber(preset="greedy")  # type: ignore[arg-type]
+
+
+# -- decoding presets --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def decode_calls(monkeypatch) -> list[dict[str, object]]:
+    """The keyword arguments of every real ``WhisperModel.transcribe`` call, in order."""
+    calls: list[dict[str, object]] = []
+    real_transcribe = faster_whisper.WhisperModel.transcribe
+
+    def recording_transcribe(self, audio, **kwargs):
+        calls.append(kwargs)
+        return real_transcribe(self, audio, **kwargs)
+
+    monkeypatch.setattr(faster_whisper.WhisperModel, "transcribe", recording_transcribe)
+    return calls
+
+
+def _library_defaults(names) -> dict[str, object]:
+    """faster-whisper's own ``transcribe()`` defaults for ``names``, read from the installed one."""
+    return {name: _LIBRARY_TRANSCRIBE.parameters[name].default for name in names}
+
+
+def test_default_decoding_is_faster_whispers_own(speech_wav, decode_calls):
+    transcript = WhisperTranscriber().transcribe(speech_wav)
+
+    assert {"fox", "brown"} <= _words(transcript.text)
+    (passed,) = decode_calls
+    decoding = {name: value for name, value in passed.items()
+                if name not in ("language", "vad_filter", "word_timestamps")}
+    assert decoding["beam_size"] == 5
+    assert decoding == _library_defaults(decoding)
+    assert transcript.extra["model_id"] == "whisper:tiny.en:int8:beam5"
+
+
+def test_fast_preset_decodes_greedily(speech_wav, decode_calls):
+    transcript = TranscriberResource(whisper_preset="fast").get_transcriber().transcribe(speech_wav)
+
+    (passed,) = decode_calls
+    assert passed["beam_size"] == 1
+    # only the beam differs from the library's defaults
+    others = {name: value for name, value in passed.items()
+              if name not in ("beam_size", "language", "vad_filter", "word_timestamps")}
+    assert others == _library_defaults(others)
+    assert transcript.extra["model_id"] == "whisper:tiny.en:int8:beam1"
+    assert transcript.text  # still a transcript
 
 
 def test_srt_and_vtt_parse_back(transcriber, speech_wav):
