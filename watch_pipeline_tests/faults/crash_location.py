@@ -7,7 +7,7 @@ test's :class:`SlowTranscriberResource`, so import runs stay in flight long enou
 
 import dagster as dg
 
-from watch_pipeline.definitions import defs as real_defs
+from watch_pipeline import definitions
 from watch_pipeline_tests.defs.pool_location import SlowTranscriberResource
 
 TRANSCRIBE_SECONDS = 6.0
@@ -16,7 +16,7 @@ TRANSCRIBE_SECONDS = 6.0
 @dg.definitions
 def defs() -> dg.Definitions:
     """The real definitions, the transcriber swapped for a slow fake."""
-    real = real_defs()
+    real = definitions.defs()
     return dg.Definitions(
         assets=real.assets, jobs=real.jobs, schedules=real.schedules, sensors=real.sensors,
         resources={**(real.resources or {}),
