@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from watch_pipeline.catalog import queries
 from watch_pipeline.catalog import sources as svc
-from watch_pipeline.catalog.models import FileStatus, WatchSourceFile
+from watch_pipeline.catalog.models import FileStatus, SourceType, WatchSourceFile
 from watch_pipeline.catalog.settings import WatchSettings
 from watch_pipeline.catalog.validation import ValidationError
 from watch_pipeline.cli.context import (
@@ -37,7 +37,8 @@ from watch_pipeline.sources.local import resolve_root
 _OPTIONS: list[FieldOption] = [
     (("--name",), "name", {"help": "Unique display name (1-200 characters)."}),
     (("--type", "source_type"), "source_type",
-     {"type": click.Choice(["local", "s3", "smb"]), "help": "Source kind (fixed at creation)."}),
+     {"type": click.Choice([t.value for t in SourceType]),
+      "help": "Source kind (fixed at creation)."}),
     (("--path", "local_path"), "local_path",
      {"help": "local: folder relative to WATCH_FOLDER_PATH ('.' = the root)."}),
     (("--delete-after-import/--keep-after-import",), "delete_after_import",
@@ -106,15 +107,15 @@ def _fields(params: dict[str, Any]) -> dict[str, Any]:
 
 def _secret(params: dict[str, Any], source_type: str, fields: dict[str, Any], *,
             creating: bool) -> str | None:
-    if params.get("secret_key_stdin") and source_type != "s3":
+    if params.get("secret_key_stdin") and source_type != SourceType.S3:
         raise ValidationError("secret-key", "--secret-key-stdin only applies to s3 sources")
-    if params.get("password_stdin") and source_type != "smb":
+    if params.get("password_stdin") and source_type != SourceType.SMB:
         raise ValidationError("password", "--password-stdin only applies to smb sources")
-    if source_type == "s3":
+    if source_type == SourceType.S3:
         needed = creating and bool(fields.get("s3_access_key_id"))
         return read_secret(params.get("secret_key_stdin", False), prompt="S3 secret key",
                            required=needed, field="secret-key")
-    if source_type == "smb":
+    if source_type == SourceType.SMB:
         needed = creating and bool(fields.get("smb_username"))
         return read_secret(params.get("password_stdin", False), prompt="SMB password",
                            required=needed, field="password")
@@ -130,7 +131,7 @@ def _check_inside_watch_folder(cli: CliContext, source: svc.WatchSource) -> None
     Raises:
         ValidationError: The folder leaves the watch folder, or is a symlink loop.
     """
-    if source.source_type != "local":
+    if source.source_type != SourceType.LOCAL:
         return
     try:
         watch_root = cli.watch_root()
@@ -145,9 +146,9 @@ def _check_inside_watch_folder(cli: CliContext, source: svc.WatchSource) -> None
 
 
 def _location(source: svc.WatchSource) -> str:
-    if source.source_type == "local":
+    if source.source_type == SourceType.LOCAL:
         return f"./{source.local_path}" if source.local_path != "." else "./"
-    if source.source_type == "s3":
+    if source.source_type == SourceType.S3:
         return f"s3://{source.s3_bucket_name}/{source.s3_prefix or ''}"
     return f"//{source.smb_server}/{source.smb_share}{source.smb_path or '/'}"
 
@@ -201,7 +202,7 @@ _LIST_COLUMNS = (Column("ID", 4, right=True), Column("NAME", 24), Column("TYPE",
 
 @source.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--type", "source_type", type=click.Choice(["local", "s3", "smb"]))
+@click.option("--type", "source_type", type=click.Choice([t.value for t in SourceType]))
 @pass_cli
 def list_(cli: CliContext, as_json: bool, source_type: str | None) -> None:
     """List watch sources with their last scan."""
@@ -492,7 +493,8 @@ def test(cli: CliContext, ref: str, as_json: bool) -> None:
         name, kind, location = target.name, target.source_type, _location(target)
         extensions = tuple(target.file_extensions or ())
         try:
-            if kind == "local":  # the folder exists and its symlinks stay inside the watch folder
+            # a local folder must exist, and its symlinks must stay inside the watch folder
+            if kind == SourceType.LOCAL:
                 resolve_root(cli.watch_root(), target.local_path or ".")
             client = _client_for(cli, target)
         except SourceError as exc:

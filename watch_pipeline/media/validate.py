@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import BinaryIO
+
+from watch_pipeline.catalog.models import SkipReason
 
 HEAD_SIZE = 64 * 1024
 """The most bytes ``validate_media`` reads from a file."""
-
-SkipReason = Literal["validation_failed", "invalid_type"]
 
 _FTYP_BRANDS: dict[bytes, str] = {
     b"qt  ": "video/quicktime",
@@ -115,23 +115,23 @@ def validate_media(fh: BinaryIO, size: int) -> ValidationResult:
 
     """
     if size <= 0:
-        return _failed("validation_failed", "file is empty (0 bytes)")
+        return _failed(SkipReason.VALIDATION_FAILED, "file is empty (0 bytes)")
     want = min(size, HEAD_SIZE)
     try:
         if fh.seekable():
             fh.seek(0, os.SEEK_SET)
         head = _read_up_to(fh, want)
     except (OSError, ValueError) as exc:
-        return _failed("validation_failed", f"file could not be read: {exc}")
+        return _failed(SkipReason.VALIDATION_FAILED, f"file could not be read: {exc}")
     if len(head) < want:
         return _failed(
-            "validation_failed",
+            SkipReason.VALIDATION_FAILED,
             f"file could not be read: got {len(head)} of the first {want} bytes",
         )
     content_type = sniff(head)
     if content_type is None:
         return _failed(
-            "invalid_type",
+            SkipReason.INVALID_TYPE,
             f"not a known media container (first bytes: {head[:16]!r})",
         )
     return ValidationResult(

@@ -21,7 +21,9 @@ from watch_pipeline.catalog import email as email_svc
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import (
     EmailNotificationConfig,
+    FileStatus,
     MediaFile,
+    ScanStatus,
     WatchSource,
     WatchSourceEmail,
     WatchSourceFile,
@@ -61,7 +63,8 @@ def _busy_sources(session, source_ids: list[int]) -> set[int]:  # type: ignore[n
     return set(session.scalars(
         sa.select(f.watch_source_id).distinct().where(
             f.watch_source_id.in_(source_ids),
-            f.status.in_(("pending", "importing", "downloading", "waiting_for_parts")))))
+            f.status.in_((FileStatus.PENDING, FileStatus.IMPORTING, FileStatus.DOWNLOADING,
+                         FileStatus.WAITING_FOR_PARTS)))))
 
 
 def collect_activity(catalog: Catalog, cursors: dict[int, datetime], until: datetime, *,
@@ -104,17 +107,17 @@ def collect_activity(catalog: Catalog, cursors: dict[int, datetime], until: date
                 .order_by(f.processed_at)
             ).all()
             for r in rows:
-                if r.status == "imported":
+                if r.status == FileStatus.IMPORTED:
                     act.imported.append((r.title or r.remote_path, run_url(r.imohash or "")))
-                elif r.status == "stitched_part":
+                elif r.status == FileStatus.STITCHED_PART:
                     group = r.part_group or r.remote_path
                     if group not in act.stitched:
                         act.stitched.append(group)
-                elif r.status == "error":
+                elif r.status == FileStatus.ERROR:
                     act.errors.append((r.remote_path, r.error_message or "unknown error"))
                 elif r.skip_reason:
                     act.skipped[r.skip_reason] += 1
-            if (source.last_scan_status == "error" and source.last_scan_at is not None
+            if (source.last_scan_status == ScanStatus.ERROR and source.last_scan_at is not None
                     and since < source.last_scan_at <= until):
                 act.errors.append(("(scan)", source.last_scan_message or "scan failed"))
             by_source[source.id] = act

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
 
-from watch_pipeline.catalog.models import FileStatus, SkipReason
+from watch_pipeline.catalog.models import FileStatus, SkipReason, SourceType
 from watch_pipeline.catalog.queries import SeenRow
 from watch_pipeline.pipeline import dedup
 from watch_pipeline.pipeline.multipart import (
@@ -121,7 +121,7 @@ def classify(seen: Seen | None, *, size: int, mtime: datetime, etag: str | None,
                                      stability_seconds=stability_seconds, trust_mtime=True):
             return Action.FINGERPRINT
         return Action.CHANGED
-    if seen.status == "pending" and seen.imohash is None:
+    if seen.status == FileStatus.PENDING and seen.imohash is None:
         if is_stable(stable_since=seen.stable_since, mtime=mtime, now=now,
                      stability_seconds=stability_seconds, trust_mtime=trust_mtime):
             return Action.FINGERPRINT
@@ -163,7 +163,7 @@ class SourceRules:
                  if source.multipart_enabled else None)
         return cls(source.id, source.name, bool(source.recursive),
                    tuple(source.file_extensions or ()), source.skip_files_older_than_days,
-                   source.source_type == "local", parts)
+                   source.source_type == SourceType.LOCAL, parts)
 
 
 # -- decisions ---------------------------------------------------------------------------------

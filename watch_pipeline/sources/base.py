@@ -26,6 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from watch_pipeline.catalog.models import SkipReason
+
 
 @dataclass(frozen=True)
 class SourceEntry:
@@ -50,19 +52,6 @@ class SourceEntry:
         return self.remote_path.rsplit("/", 1)[-1]
 
 
-class SkipCode:
-    """Why a listing entry was rejected: the values of the catalog's ``SkipReason`` members.
-
-    Plain strings, so that ``sources`` (a lower room) need not import the catalog.
-    """
-
-    VALIDATION_FAILED = "validation_failed"
-    UNREADABLE_NAME = "unreadable_name"  # not valid in the file system's encoding (UTF-8)
-    SYMLINK_LOOP = "symlink_loop"
-    PATH_TOO_LONG = "path_too_long"
-    OUTSIDE_ROOT = "outside_root"  # a link or key that leads out of the source's root
-
-
 MAX_REMOTE_PATH = 2048
 """The longest ``remote_path`` the catalog stores (``watch_source_file.remote_path``)."""
 
@@ -78,12 +67,12 @@ class RejectedEntry:
             UTF-8 is escaped (see :func:`escape_path`) and a path longer than
             :data:`MAX_REMOTE_PATH` is shortened to a stable form (see :func:`storable_path`).
         reason: A sentence for the operator.
-        skip_reason: One of the :class:`SkipCode` values.
+        skip_reason: Why, as the catalog stores it.
     """
 
     remote_path: str
     reason: str
-    skip_reason: str = SkipCode.VALIDATION_FAILED
+    skip_reason: SkipReason = SkipReason.VALIDATION_FAILED
 
 
 def escape_path(path: str) -> str:

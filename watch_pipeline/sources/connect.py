@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from watch_pipeline.catalog.models import WatchSource
+from watch_pipeline.catalog.models import SourceType, WatchSource
 from watch_pipeline.catalog.secrets import SecretBox
 from watch_pipeline.catalog.sources import SECRET_COLUMN, source_secret
 from watch_pipeline.sources.base import SourceClient
@@ -33,5 +33,5 @@ def client_for_source(source: WatchSource, *, box: Callable[[], SecretBox],
         secret = source_secret(box(), source)
         if secret is not None:
             secrets["secret"] = secret
-    root = watch_folder() if source.source_type == "local" else Path(".")
+    root = watch_folder() if source.source_type == SourceType.LOCAL else Path(".")
     return create_client(source, watch_folder=root, secrets=secrets)

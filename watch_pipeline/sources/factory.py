@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from watch_pipeline.catalog.models import SourceType
 from watch_pipeline.sources.base import SourceClient, SourceError
 from watch_pipeline.sources.local import LocalSourceClient, resolve_root
 from watch_pipeline.sources.s3 import S3SourceClient
@@ -66,9 +67,9 @@ def _build_smb(
 
 
 _BUILDERS: dict[str, _Builder] = {
-    "local": _build_local,
-    "s3": _build_s3,
-    "smb": _build_smb,
+    SourceType.LOCAL: _build_local,
+    SourceType.S3: _build_s3,
+    SourceType.SMB: _build_smb,
 }
 
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from watch_pipeline.catalog.models import SkipReason
 from watch_pipeline.sources import _transfer
 from watch_pipeline.sources._beneath import (
     OutsideRootError,
@@ -55,7 +56,6 @@ from watch_pipeline.sources.base import (
     MAX_REMOTE_PATH,
     BrowseEntry,
     RejectedEntry,
-    SkipCode,
     SourceClient,
     SourceEntry,
     SourceError,
@@ -483,13 +483,13 @@ def _classify_symlink(
         # Whether it leads to a folder only decides whether to mention it; nothing is opened.
         to_folder = _follows_to_folder(entry)
         if (to_folder and recursive) or (not to_folder and wanted):
-            return RejectedEntry(rel, OUTSIDE_ROOT, SkipCode.OUTSIDE_ROOT)
+            return RejectedEntry(rel, OUTSIDE_ROOT, SkipReason.OUTSIDE_ROOT)
         return None
     except (FileNotFoundError, NotADirectoryError):
         return RejectedEntry(rel, BROKEN_SYMLINK) if wanted else None
     except OSError as exc:
         if exc.errno == errno.ELOOP and (recursive or wanted):
-            return RejectedEntry(rel, SYMLINK_LOOP, SkipCode.SYMLINK_LOOP)
+            return RejectedEntry(rel, SYMLINK_LOOP, SkipReason.SYMLINK_LOOP)
         if exc.errno == errno.ELOOP:
             return None
         raise
@@ -509,14 +509,14 @@ def _name_problem(root: _OpenRoot, rel: str) -> RejectedEntry | None:
     """Reject a path the catalog cannot store as it is, or that the system cannot open."""
     if not is_decodable(rel):
         return RejectedEntry(storable_path(escape_path(rel)), UNREADABLE_NAME,
-                             SkipCode.UNREADABLE_NAME)
+                             SkipReason.UNREADABLE_NAME)
     size = len(os.fsencode(rel))
     if len(rel) > MAX_REMOTE_PATH or root.path_bytes + 1 + size >= PATH_MAX:
         return RejectedEntry(
             storable_path(rel),
             f"path is too long ({size} bytes below the watch root; at most {MAX_REMOTE_PATH} "
             f"characters and {PATH_MAX - 1} bytes in all)",
-            SkipCode.PATH_TOO_LONG,
+            SkipReason.PATH_TOO_LONG,
         )
     return None
 
@@ -525,12 +525,12 @@ def _rejected(rel: str, exc: BaseException) -> RejectedEntry:
     """The listing's answer to a system error on one entry or sub-folder."""
     path = storable_path(escape_path(rel))
     if isinstance(exc, OutsideRootError):
-        return RejectedEntry(path, OUTSIDE_ROOT, SkipCode.OUTSIDE_ROOT)
+        return RejectedEntry(path, OUTSIDE_ROOT, SkipReason.OUTSIDE_ROOT)
     code = getattr(exc, "errno", None)
     if code == errno.ELOOP:
-        return RejectedEntry(path, SYMLINK_LOOP, SkipCode.SYMLINK_LOOP)
+        return RejectedEntry(path, SYMLINK_LOOP, SkipReason.SYMLINK_LOOP)
     if code == errno.ENAMETOOLONG:
-        return RejectedEntry(path, "path is too long for the system", SkipCode.PATH_TOO_LONG)
+        return RejectedEntry(path, "path is too long for the system", SkipReason.PATH_TOO_LONG)
     if isinstance(exc, PermissionError):
         return RejectedEntry(path, PERMISSION_DENIED)
     detail = getattr(exc, "strerror", None) or type(exc).__name__

@@ -45,11 +45,11 @@ import urllib3.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.client import BaseClient
 
+from watch_pipeline.catalog.models import SkipReason
 from watch_pipeline.sources import _transfer
 from watch_pipeline.sources.base import (
     BrowseEntry,
     RejectedEntry,
-    SkipCode,
     SourceAuthError,
     SourceChangedError,
     SourceClient,
@@ -654,14 +654,14 @@ def _unsafe_reason(rel: str) -> tuple[str, str] | None:
     problem = _escapes(rel)
     if problem is not None:
         escapes = problem.startswith("starts") or "'..'" in problem
-        return problem, SkipCode.OUTSIDE_ROOT if escapes else SkipCode.VALIDATION_FAILED
+        return problem, SkipReason.OUTSIDE_ROOT if escapes else SkipReason.VALIDATION_FAILED
     segments = rel.split("/")
     if "." in segments:
-        return "contains a '.' segment", SkipCode.VALIDATION_FAILED
+        return "contains a '.' segment", SkipReason.VALIDATION_FAILED
     if "" in segments:
-        return "contains an empty segment ('//' or a trailing '/')", SkipCode.VALIDATION_FAILED
+        return "contains an empty segment ('//' or a trailing '/')", SkipReason.VALIDATION_FAILED
     if any(len(segment.encode("utf-8", "surrogatepass")) > NAME_MAX for segment in segments):
-        return f"has a segment longer than {NAME_MAX} bytes", SkipCode.PATH_TOO_LONG
+        return f"has a segment longer than {NAME_MAX} bytes", SkipReason.PATH_TOO_LONG
     return None
 
 

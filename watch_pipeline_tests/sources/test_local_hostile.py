@@ -13,12 +13,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from watch_pipeline.catalog.models import SkipReason
 from watch_pipeline.sources import local as local_module
 from watch_pipeline.sources.base import (
     MAX_REMOTE_PATH,
     RejectedEntry,
-    SkipCode,
     SourceError,
     SourceNotFoundError,
     UnsafePathError,
@@ -62,14 +60,6 @@ def _deep_folder(top: Path, *, levels: int, name_length: int = 200) -> Path:
     finally:
         os.close(fd)
     return top.joinpath(*(f"{level:02d}" + "d" * (name_length - 2) for level in range(levels)))
-
-
-def test_skip_codes_are_the_catalogs_skip_reasons() -> None:
-    assert SkipCode.VALIDATION_FAILED == SkipReason.VALIDATION_FAILED.value
-    assert SkipCode.UNREADABLE_NAME == SkipReason.UNREADABLE_NAME.value
-    assert SkipCode.SYMLINK_LOOP == SkipReason.SYMLINK_LOOP.value
-    assert SkipCode.PATH_TOO_LONG == SkipReason.PATH_TOO_LONG.value
-    assert SkipCode.OUTSIDE_ROOT == SkipReason.OUTSIDE_ROOT.value
 
 
 # -- one bad entry never stops a listing ---
