@@ -81,13 +81,10 @@ def _apply_import_pool(cli: CliContext, limit: int) -> None:
                    "the import pool's limit on their next tick")
         return
     # Dagster is imported only here: every other command stays quick to start.
-    import dagster as dg
-
-    from watch_pipeline.defs.pools import IMPORT_POOL, sync_import_pool
+    from watch_pipeline.defs.pools import IMPORT_POOL, sync_current_instance
 
     try:
-        with dg.DagsterInstance.get() as instance:
-            sync = sync_import_pool(instance, limit)
+        sync = sync_current_instance(limit)
     except Exception as exc:  # the setting is stored either way; the sensors apply it later
         click.echo(f"warning: could not set the Dagster pool {IMPORT_POOL} to {limit} "
                    f"({type(exc).__name__}: {exc}); the watch sensors set it on their next tick",

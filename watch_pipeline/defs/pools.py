@@ -76,3 +76,14 @@ def sync_import_pool(instance: dg.DagsterInstance, limit: int) -> PoolSync:
     if sync.changed:
         storage.set_concurrency_slots(IMPORT_POOL, limit)
     return sync
+
+
+def sync_current_instance(limit: int) -> PoolSync:
+    """:func:`sync_import_pool` on the instance ``DAGSTER_HOME`` names (for the CLI).
+
+    Raises:
+        PoolSyncError: The instance's storage has no concurrency pools.
+        Exception: The instance cannot be opened.
+    """
+    with dg.DagsterInstance.get() as instance:
+        return sync_import_pool(instance, limit)
