@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from watch_pipeline.media.errors import MediaTooLong, ProbeError
 
-if TYPE_CHECKING:
-    from watch_pipeline.media.probe import MediaInfo
+
+class Measured(Protocol):
+    """What :func:`check_duration` reads of a probe result (``probe.MediaInfo`` fits)."""
+
+    duration: float | None
+    duration_counted: bool
 
 PROBE_TIMEOUT_SECONDS = 60.0
 """Deadline of one ffprobe run."""
@@ -83,7 +87,7 @@ def hours_to_seconds(hours: float) -> float:
     return hours * 3600.0
 
 
-def check_duration(info: MediaInfo | Sequence[MediaInfo], max_hours: float) -> float:
+def check_duration(info: Measured | Sequence[Measured], max_hours: float) -> float:
     """Refuse media longer than ``max_hours``; for several parts, their summed duration.
 
     Call it after :func:`~watch_pipeline.media.probe.probe`, with the value of the setting
