@@ -13,9 +13,10 @@ retries with exponential backoff. No message raised here contains the client sec
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -167,7 +168,7 @@ class GraphMailer(Mailer):
 
     def _client(self) -> msal.ConfidentialClientApplication:
         if self._app is None:
-            try:
+            with self._login_endpoint("is not usable (check the tenant id)"):
                 # instance_discovery=False: MSAL would otherwise ask login.microsoftonline.com
                 # whether a non-Microsoft authority host (a sovereign cloud, a test server) is
                 # known; the tenant's OpenID configuration is still fetched and checked.
@@ -175,28 +176,30 @@ class GraphMailer(Mailer):
                     self.client_id, client_credential=self._client_secret,
                     authority=self.authority, instance_discovery=False,
                     http_client=self._session())
-            except requests.RequestException as exc:
-                raise MailError(self._scrub(
-                    f"cannot reach the Microsoft 365 login endpoint {self.authority}: "
-                    f"{_request_reason(exc)}")) from None
-            except ValueError as exc:
-                raise MailError(self._scrub(
-                    f"the Microsoft 365 login endpoint {self.authority} is not usable (check "
-                    f"the tenant id): {one_line(str(exc))[:300]}")) from None
         return self._app
 
-    def _token(self) -> str:
-        app = self._client()
+    @contextlib.contextmanager
+    def _login_endpoint(self, bad_answer: str) -> Iterator[None]:
+        """Turn a failed call to the login endpoint into a :class:`MailError`.
+
+        Args:
+            bad_answer: What an unusable answer means here, after "the ... login endpoint".
+        """
         try:
-            result = app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
+            yield
         except requests.RequestException as exc:
             raise MailError(self._scrub(
                 f"cannot reach the Microsoft 365 login endpoint {self.authority}: "
                 f"{_request_reason(exc)}")) from None
         except ValueError as exc:
             raise MailError(self._scrub(
-                f"the Microsoft 365 login endpoint {self.authority} answered nonsense: "
+                f"the Microsoft 365 login endpoint {self.authority} {bad_answer}: "
                 f"{one_line(str(exc))[:300]}")) from None
+
+    def _token(self) -> str:
+        app = self._client()
+        with self._login_endpoint("answered nonsense"):
+            result = app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
         token = (result or {}).get("access_token")
         if not token:
             error = (result or {}).get("error", "no access token")

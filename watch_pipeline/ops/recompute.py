@@ -9,8 +9,10 @@ fingerprints that are not of the current version.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 
@@ -42,6 +44,14 @@ def recompute(catalog: Catalog, *, client_for: Callable[[WatchSource], SourceCli
               store: ObjectStore | None, dry_run: bool = False) -> RecomputeReport:
     """Re-fingerprint every row whose ``imohash_version`` is not the current algorithm's."""
     report = RecomputeReport()
+    _recompute_files(catalog, report, client_for, dry_run)
+    if store is not None:
+        _recompute_media(catalog, report, store, dry_run)
+    return report
+
+
+def _recompute_files(catalog: Catalog, report: RecomputeReport,
+                     client_for: Callable[[WatchSource], SourceClient], dry_run: bool) -> None:
     f = WatchSourceFile
     with catalog.session() as session:
         source_ids = list(session.scalars(sa.select(f.watch_source_id).distinct().where(
@@ -58,37 +68,41 @@ def recompute(catalog: Catalog, *, client_for: Callable[[WatchSource], SourceCli
                 report.problems.append(f"source {source.name!r}: {exc}")
                 continue
         with client:
-            for row in rows:
-                try:
-                    with client.open(row.remote_path) as fh:
-                        value = imohash_fileobj(fh)
-                except (SourceError, OSError, EOFError) as exc:
-                    report.problems.append(f"{row.remote_path}: {exc}")
-                    continue
-                _count(report, "files", value != row.imohash)
-                if not dry_run:
-                    with catalog.session() as session:
-                        session.execute(sa.update(f).where(f.id == row.id).values(
-                            imohash=value, imohash_version=ALGORITHM_VERSION))
-    if store is not None:
-        with catalog.session() as session:
-            media = session.execute(sa.select(MediaFile.id, MediaFile.object_key,
-                                              MediaFile.imohash, MediaFile.partition_key)
-                                    .where(MediaFile.object_key.is_not(None),
-                                           _stale(MediaFile.imohash_version))).all()
-        for m in media:
-            try:
-                with store.open(m.object_key) as fh:
-                    value = imohash_fileobj(fh)
-            except (ObjectStoreError, OSError, EOFError) as exc:
-                report.problems.append(f"media {m.id}: {exc}")
-                continue
-            _count(report, "media", value != m.imohash)
-            if not dry_run:
-                with catalog.session() as session:
-                    session.execute(sa.update(MediaFile).where(MediaFile.id == m.id).values(
-                        imohash=value, imohash_version=ALGORITHM_VERSION))
-    return report
+            _refresh(catalog, report, "files", f, rows, dry_run,
+                     read=client.open, where=lambda row: row.remote_path,
+                     label=lambda row: row.remote_path, errors=(SourceError,))
+
+
+def _recompute_media(catalog: Catalog, report: RecomputeReport, store: ObjectStore,
+                     dry_run: bool) -> None:
+    with catalog.session() as session:
+        media = session.execute(sa.select(MediaFile.id, MediaFile.object_key,
+                                          MediaFile.imohash, MediaFile.partition_key)
+                                .where(MediaFile.object_key.is_not(None),
+                                       _stale(MediaFile.imohash_version))).all()
+    _refresh(catalog, report, "media", MediaFile, media, dry_run,
+             read=store.open, where=lambda m: m.object_key,
+             label=lambda m: f"media {m.id}", errors=(ObjectStoreError,))
+
+
+def _refresh(catalog: Catalog, report: RecomputeReport, what: str,
+             table: type[WatchSourceFile] | type[MediaFile], rows: Sequence[sa.Row[Any]],
+             dry_run: bool, *, read: Callable[[str], AbstractContextManager[BinaryIO]],
+             where: Callable[[sa.Row[Any]], str], label: Callable[[sa.Row[Any]], str],
+             errors: tuple[type[Exception], ...]) -> None:
+    """Fingerprint each row's bytes (``read(where(row))``), count it, store it unless dry."""
+    for row in rows:
+        try:
+            with read(where(row)) as fh:
+                value = imohash_fileobj(fh)
+        except (*errors, OSError, EOFError) as exc:
+            report.problems.append(f"{label(row)}: {exc}")
+            continue
+        _count(report, what, value != row.imohash)
+        if not dry_run:
+            with catalog.session() as session:
+                session.execute(sa.update(table).where(table.id == row.id).values(
+                    imohash=value, imohash_version=ALGORITHM_VERSION))
 
 
 def _count(report: RecomputeReport, what: str, changed: bool) -> None:
