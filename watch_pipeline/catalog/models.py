@@ -215,6 +215,11 @@ class WatchSource(Base):
     total_files_imported: Mapped[int] = mapped_column(default=0)
     # Scans that failed in a row (reset by a successful scan): the health sensor's signal.
     consecutive_scan_failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Set by the ``watch-pipeline events`` watcher (migration 0008): ``events`` while inotify
+    # watches the root, ``polling`` with the reason when it cannot (NULL: never watched).
+    fs_events_mode: Mapped[str | None] = mapped_column(sa.String(16))
+    fs_events_reason: Mapped[str | None] = mapped_column(sa.Text)
+    fs_events_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -316,6 +321,27 @@ class WatchSourceFile(Base):
 
     source: Mapped[WatchSource] = relationship(back_populates="files")
     media_file: Mapped[MediaFile | None] = relationship()
+
+
+class WatchEvent(Base):
+    """A file-system event the watcher saw below a local source's root (migration 0008).
+
+    ``kind`` is ``closed`` (closed after writing), ``moved`` (moved or renamed into place),
+    ``modified``, ``created``, ``deleted``, or ``rescan`` (events may have been lost, e.g. the
+    watcher (re)started or the kernel's queue overflowed; ``remote_path`` is empty). Rows are
+    hints that make a scan come sooner; the scan's own listing stays the truth.
+    """
+
+    __tablename__ = "watch_event"
+    __table_args__ = (sa.Index("ix_watch_event_source_at", "watch_source_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    watch_source_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("watch_source.id", ondelete="CASCADE")
+    )
+    remote_path: Mapped[str] = mapped_column(sa.String(2048))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class EmailNotificationConfig(Base):

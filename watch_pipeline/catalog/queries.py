@@ -25,6 +25,7 @@ from watch_pipeline.catalog.models import (
     MediaOrigin,
     MediaStatus,
     SkipReason,
+    WatchEvent,
     WatchSource,
     WatchSourceFile,
 )
@@ -712,6 +713,7 @@ class EnabledSource:
     name: str
     last_scan_at: datetime | None
     polling_interval_minutes: int
+    events_on: bool = False  # use_fs_events and the watcher holds it in ``events`` mode
 
 
 def enabled_sources(session: Session, kind: str) -> list[EnabledSource]:
@@ -720,7 +722,8 @@ def enabled_sources(session: Session, kind: str) -> list[EnabledSource]:
         sa.select(WatchSource).where(WatchSource.source_type == kind,
                                      WatchSource.is_enabled.is_(True))
         .order_by(WatchSource.last_scan_at.is_not(None), WatchSource.last_scan_at)).all()
-    return [EnabledSource(r.id, r.name, r.last_scan_at, r.polling_interval_minutes)
+    return [EnabledSource(r.id, r.name, r.last_scan_at, r.polling_interval_minutes,
+                          bool(r.use_fs_events) and r.fs_events_mode == EVENTS_MODE)
             for r in rows]
 
 
@@ -731,3 +734,80 @@ def sources_with_ripe_files(session: Session, source_ids: list[int],
         sa.select(_F.watch_source_id).distinct()
         .where(_F.watch_source_id.in_(source_ids), _F.status == FileStatus.PENDING,
                _F.imohash.is_(None), _F.stable_since <= cutoff)))
+
+
+# -- file-system events (the ``watch-pipeline events`` watcher; migration 0008) -----------------
+
+EVENTS_MODE, POLLING_MODE = "events", "polling"
+# Event kinds after which a file's content is complete (closed after writing, moved in whole).
+SETTLED_KINDS = ("closed", "moved")
+RESCAN = "rescan"  # events may have been lost: scan the source whatever its interval
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """A local source as the watcher sees it."""
+
+    id: int
+    name: str
+    local_path: str
+    recursive: bool
+    wanted: bool  # enabled, use_fs_events, and watch.fs_events_enabled
+    fs_events_mode: str | None
+    fs_events_reason: str | None
+
+
+def event_sources(session: Session, *, setting_on: bool) -> list[EventSource]:
+    """Every local source, and whether the watcher should watch it."""
+    rows = session.scalars(sa.select(WatchSource).where(WatchSource.source_type == "local")
+                           .order_by(WatchSource.id)).all()
+    return [EventSource(r.id, r.name, r.local_path or "", bool(r.recursive),
+                        setting_on and bool(r.is_enabled) and bool(r.use_fs_events),
+                        r.fs_events_mode, r.fs_events_reason) for r in rows]
+
+
+def set_fs_events_mode(session: Session, source_id: int, mode: str, reason: str | None,
+                       at: datetime) -> bool:
+    """Record the source's event mode and why; returns whether anything changed."""
+    source = session.get(WatchSource, source_id)
+    if source is None or (source.fs_events_mode, source.fs_events_reason) == (mode, reason):
+        return False
+    source.fs_events_mode, source.fs_events_reason = mode, reason
+    source.fs_events_changed_at = at
+    return True
+
+
+def record_events(session: Session, rows: list[dict]) -> None:
+    """Insert watcher events: dicts of ``watch_source_id``, ``remote_path``, ``kind``, ``at``."""
+    if rows:
+        session.execute(sa.insert(WatchEvent), rows)
+
+
+def prune_events(session: Session, before: datetime) -> int:
+    """Forget events older than ``before`` (a scan has long since seen their files)."""
+    return session.execute(sa.delete(WatchEvent).where(WatchEvent.at < before)).rowcount or 0
+
+
+def latest_events(session: Session, source_ids: list[int]) -> dict[int, datetime]:
+    """The time of each source's newest event (sources without one are left out)."""
+    if not source_ids:
+        return {}
+    rows = session.execute(sa.select(WatchEvent.watch_source_id, sa.func.max(WatchEvent.at))
+                           .where(WatchEvent.watch_source_id.in_(source_ids))
+                           .group_by(WatchEvent.watch_source_id)).tuples()
+    return {sid: _aware(at) for sid, at in rows if at is not None}
+
+
+def path_events(session: Session, source_id: int,
+                since: datetime) -> dict[str, tuple[str, datetime]]:
+    """Per path, the kind and time of its newest event since ``since``."""
+    rows = session.execute(
+        sa.select(WatchEvent.remote_path, WatchEvent.kind, WatchEvent.at)
+        .where(WatchEvent.watch_source_id == source_id, WatchEvent.at >= since,
+               WatchEvent.kind != RESCAN)
+        .order_by(WatchEvent.at, WatchEvent.id)).tuples()
+    return {path: (kind, _aware(at)) for path, kind, at in rows}
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -44,6 +44,10 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec("watch.fs_events_enabled", bool, False,
                     "Allow sources with use_fs_events to react to file-system events.",
                     minimum=None, maximum=None),
+        SettingSpec("watch.fs_events_quiet_seconds", float, 1.0,
+                    "With events on, a file closed after writing or moved into place is stable "
+                    "once this long passed with no further event on it.",
+                    minimum=0, maximum=3_600),
         # At most 36 h: a normalised 16 kHz mono WAV of it stays under RIFF's 4 GiB; the
         # default equals media.limits.DEFAULT_MAX_DURATION_HOURS (a test keeps them equal).
         SettingSpec("watch.max_media_duration_hours", float, 12.0,
@@ -162,6 +166,7 @@ class WatchSettings:
     max_concurrent_imports: int
     fs_events_enabled: bool
     max_media_duration_hours: float = 12.0
+    fs_events_quiet_seconds: float = 1.0
 
     @classmethod
     def load(cls, session: Session) -> WatchSettings:
@@ -173,5 +178,6 @@ class WatchSettings:
             max_concurrent_imports=values["watch.max_concurrent_imports"],
             fs_events_enabled=values["watch.fs_events_enabled"],
             max_media_duration_hours=values["watch.max_media_duration_hours"],
+            fs_events_quiet_seconds=values["watch.fs_events_quiet_seconds"],
         )
 

@@ -10,7 +10,16 @@ import os
 
 import click
 
-from watch_pipeline.cli import admin, email, media, multipart, sources, store, transcriber
+from watch_pipeline.cli import (
+    admin,
+    email,
+    events,
+    media,
+    multipart,
+    sources,
+    store,
+    transcriber,
+)
 from watch_pipeline.cli.context import Boundary, CliContext
 
 
@@ -26,7 +35,7 @@ def cli(ctx: click.Context, catalog_url: str | None) -> None:
 
 for _command in (sources.source, media.media, admin.settings, admin.db, admin.secrets,
                  admin.fingerprints, transcriber.transcriber, store.store, multipart.multipart,
-                 email.email):
+                 email.email, events.events):
     cli.add_command(_command)
 
 

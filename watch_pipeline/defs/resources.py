@@ -26,8 +26,12 @@ process that uses them and shows the variable's name, never its value, in run co
   ``RIVA_SSL_CERT``, ``RIVA_LANGUAGE_CODE``, ``RIVA_MODEL``, ``RIVA_API_KEY``,
   ``RIVA_ALLOW_INSECURE_API_KEY``);
 - mailer: ``WATCH_SMTP_CA_FILE``, ``WATCH_GRAPH_BASE_URL``, ``WATCH_M365_AUTHORITY_BASE_URL``;
-- sensors: ``WATCH_SENSOR_INTERVAL_SECONDS`` (watch sensors, 30), ``WATCH_NOTIFY_INTERVAL_SECONDS``
-  (notification and health sensors, 60), ``WATCH_DAGSTER_URL`` (links in mails).
+- sensors: ``WATCH_SENSOR_INTERVAL_SECONDS`` (watch sensors, 30),
+  ``WATCH_LOCAL_SENSOR_INTERVAL_SECONDS`` (the local watch sensor: else
+  ``WATCH_SENSOR_INTERVAL_SECONDS`` when that is set, else 3; a tick with nothing due costs
+  milliseconds, and a source with file-system events is scanned on the next one),
+  ``WATCH_NOTIFY_INTERVAL_SECONDS`` (notification and health sensors, 60), ``WATCH_DAGSTER_URL``
+  (links in mails).
 """
 
 from __future__ import annotations
@@ -105,7 +109,8 @@ class Launch:
         object_store: Where media and transcripts are stored.
         transcriber: The transcription backend.
         mailer: Mail delivery (CA file, Microsoft 365 endpoints, key location).
-        sensor_interval_seconds: How often the watch sensors tick.
+        sensor_interval_seconds: How often the watch sensors tick (the local one aside).
+        local_sensor_interval_seconds: How often the local watch sensor ticks.
         notify_interval_seconds: How often the notification and health sensors tick.
         dagster_url: The UI's address for links in mails; ``None`` leaves links out.
     """
@@ -117,6 +122,7 @@ class Launch:
     mailer: MailerResource
     sensor_interval_seconds: int = 30
     notify_interval_seconds: int = 60
+    local_sensor_interval_seconds: int = 3
     dagster_url: str | None = None
 
     def resources(self) -> dict[str, dg.ConfigurableResource]:
@@ -223,6 +229,9 @@ def launch(environ: Mapping[str, str] | None = None) -> Launch:
         mailer=_mailer(env),
         sensor_interval_seconds=env.seconds("WATCH_SENSOR_INTERVAL_SECONDS", 30),
         notify_interval_seconds=env.seconds("WATCH_NOTIFY_INTERVAL_SECONDS", 60),
+        local_sensor_interval_seconds=env.seconds(
+            "WATCH_LOCAL_SENSOR_INTERVAL_SECONDS",
+            env.seconds("WATCH_SENSOR_INTERVAL_SECONDS", 3)),
         dagster_url=dagster_url.rstrip("/") if dagster_url else None,
     )
 

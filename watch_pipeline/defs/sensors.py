@@ -28,6 +28,9 @@ from watch_pipeline.sources.resource import SourcesResource
 SOURCE_KINDS = ("local", "s3", "smb")
 # Work per tick stays well under the daemon's 60 s sensor timeout.
 TICK_BUDGET_SECONDS = 40.0
+# Once a scan found new content it stops this much later (the next tick resumes it), so the
+# first import run is requested within seconds even when a burst makes the listing long.
+FIRST_IMPORT_SECONDS = 2.0
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
@@ -78,7 +81,8 @@ def build_watch_sensor(kind: str, *, interval_seconds: int = 30) -> dg.SensorDef
             return dg.SkipReason(f"no enabled {kind} watch source")
         tick = scan.scan_due_sources(cat, enabled, settings=settings,
                                      client_for=sources.client_for,
-                                     budget_seconds=TICK_BUDGET_SECONDS, log=context.log)
+                                     budget_seconds=TICK_BUDGET_SECONDS, log=context.log,
+                                     first_import_seconds=FIRST_IMPORT_SECONDS)
         slots = settings.max_concurrent_imports - in_flight_imports(context.instance)
         # Each run may carry a batch of partitions, so claim up to a full batch per free slot.
         requests = claims.claim_imports(
@@ -116,9 +120,16 @@ def _run_request(run: claims.RunPlan) -> dg.RunRequest:
                   sorted({r.source_name for r in run.requests}))[:200]})
 
 
-def build_watch_sensors(interval_seconds: int = 30) -> list[dg.SensorDefinition]:
-    """One watch sensor per source kind, ticking every ``interval_seconds``."""
-    return [build_watch_sensor(kind, interval_seconds=interval_seconds) for kind in SOURCE_KINDS]
+def build_watch_sensors(interval_seconds: int = 30,
+                        local_interval_seconds: int | None = None) -> list[dg.SensorDefinition]:
+    """One watch sensor per source kind, ticking every ``interval_seconds``.
+
+    The local sensor ticks every ``local_interval_seconds`` when given: listing a local folder
+    is cheap, and a source with fresh file-system events is scanned on the next tick.
+    """
+    return [build_watch_sensor(kind, interval_seconds=local_interval_seconds
+                               if kind == "local" and local_interval_seconds else interval_seconds)
+            for kind in SOURCE_KINDS]
 
 
 @dg.run_failure_sensor(

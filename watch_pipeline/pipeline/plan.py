@@ -84,16 +84,34 @@ def _same_version(seen: Seen, size: int, mtime: datetime, etag: str | None) -> b
             and (seen.etag or None) == (etag or None))
 
 
+@dataclass(frozen=True)
+class FileEvents:
+    """What the file-system watcher saw of one path (a local source with events on)."""
+
+    last_at: datetime  # the newest event on the path
+    settled: bool      # that event was a close after writing or a move into place
+    quiet_seconds: float = 1.0
+
+    def settled_by(self, mtime: datetime, now: datetime) -> bool:
+        """Closed or moved in, nothing since for ``quiet_seconds``, no write after it."""
+        return (self.settled and mtime <= self.last_at
+                and now - self.last_at >= timedelta(seconds=self.quiet_seconds))
+
+
 def is_stable(*, stable_since: datetime | None, mtime: datetime, now: datetime,
-              stability_seconds: int, trust_mtime: bool) -> bool:
+              stability_seconds: int, trust_mtime: bool, events: FileEvents | None = None) -> bool:
     """Whether a file's current version may be imported.
 
     Remote sources need two listings at least ``stability_seconds`` apart that agree (the
     version first seen at ``stable_since`` is still there). A local file's own mtime is trusted
-    too: untouched for ``stability_seconds`` means nobody is writing it.
+    too: untouched for ``stability_seconds`` means nobody is writing it. With file-system
+    events, a file whose writer closed it (or that was moved in whole) is stable after a short
+    quiet delay with no further event (``events``); without such an event the window applies.
     """
     window = timedelta(seconds=stability_seconds)
     if stability_seconds == 0:
+        return True
+    if events is not None and events.settled_by(mtime, now):
         return True
     if trust_mtime and now - mtime >= window:
         return True
@@ -102,12 +120,12 @@ def is_stable(*, stable_since: datetime | None, mtime: datetime, now: datetime,
 
 def classify(seen: Seen | None, *, size: int, mtime: datetime, etag: str | None, now: datetime,
              skip_older_than_days: int | None, stability_seconds: int,
-             trust_mtime: bool) -> Action:
+             trust_mtime: bool, events: FileEvents | None = None) -> Action:
     """Decide what a scan does with one listed file, given what the catalog remembers of it."""
     if seen is None:
         if is_too_old(mtime, skip_older_than_days, now):
             return Action.TOO_OLD
-        if is_stable(stable_since=now, mtime=mtime, now=now,
+        if is_stable(stable_since=now, mtime=mtime, now=now, events=events,
                      stability_seconds=stability_seconds, trust_mtime=trust_mtime):
             return Action.FINGERPRINT
         return Action.RECORD_NEW
@@ -117,12 +135,12 @@ def classify(seen: Seen | None, *, size: int, mtime: datetime, etag: str | None,
         # Replaced or still growing. A replaced file is new content: look at it again.
         if is_too_old(mtime, skip_older_than_days, now):
             return Action.TOO_OLD
-        if trust_mtime and is_stable(stable_since=now, mtime=mtime, now=now,
+        if trust_mtime and is_stable(stable_since=now, mtime=mtime, now=now, events=events,
                                      stability_seconds=stability_seconds, trust_mtime=True):
             return Action.FINGERPRINT
         return Action.CHANGED
     if seen.status == FileStatus.PENDING and seen.imohash is None:
-        if is_stable(stable_since=seen.stable_since, mtime=mtime, now=now,
+        if is_stable(stable_since=seen.stable_since, mtime=mtime, now=now, events=events,
                      stability_seconds=stability_seconds, trust_mtime=trust_mtime):
             return Action.FINGERPRINT
     return Action.NOTHING
@@ -265,14 +283,17 @@ def decide_rejected(entry, seen: Seen | None) -> FileDecision | None:  # type: i
 
 
 def decide_listed(entry, seen: Seen | None, rules: SourceRules, *, stability_seconds: int,  # type: ignore[no-untyped-def]
-                  now: datetime) -> FileDecision | NeedsFingerprint | None:
+                  now: datetime, events: FileEvents | None = None,
+                  ) -> FileDecision | NeedsFingerprint | None:
     """Step 1: change detection, age and stability for one listed file.
 
+    ``events``: what the file-system watcher saw of the path, when the source has events on.
     Returns ``None`` when nothing changed and nothing is due.
     """
     action = classify(seen, size=entry.size, mtime=entry.mtime, etag=entry.etag, now=now,
                       skip_older_than_days=rules.skip_older_than_days,
-                      stability_seconds=stability_seconds, trust_mtime=rules.trust_mtime)
+                      stability_seconds=stability_seconds, trust_mtime=rules.trust_mtime,
+                      events=events)
     if action is Action.NOTHING and seen is not None and seen.status == FileStatus.ERROR \
             and seen.imohash is None:
         action = Action.FINGERPRINT  # a read error at scan time: look again

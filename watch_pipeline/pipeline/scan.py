@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Decisions written per transaction: a crash loses at most this many, and the next scan redoes them.
 _BATCH = 500
+# Watcher events older than this are not read: by then the stability window decides anyway.
+_EVENT_HORIZON = timedelta(hours=1)
 
 
 @dataclass
@@ -94,12 +96,20 @@ def read_fingerprint(client: SourceClient, entry: SourceEntry) -> planner.Finger
 
 def scan_source(catalog: Catalog, source_id: int, client: SourceClient, *,
                 settings: WatchSettings, budget_seconds: float = 40.0, dry_run: bool = False,
-                now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> ScanReport:
+                now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                first_import_seconds: float | None = None) -> ScanReport:
     """Scan one source once and record what it found (nothing is written when ``dry_run``).
 
     Never raises for a source problem: an unreachable root, a refused login, a permission
     error or an unexpected failure of the listing is recorded on the source row and returned in
     ``report.error``.
+
+    With ``first_import_seconds``, the scan stops that long after it found its first new
+    content (unfinished: the next tick resumes), so the first import starts without waiting
+    for a long listing to end. A local source with file-system events on (the setting
+    ``watch.fs_events_enabled``, its ``use_fs_events``, and the watcher holding it in ``events``
+    mode) passes the watcher's events to the planner: a closed or moved-in file is stable
+    sooner.
     """
     started = time.monotonic()
     scan_time = now()
@@ -113,11 +123,15 @@ def scan_source(catalog: Catalog, source_id: int, client: SourceClient, *,
         if not dry_run:
             queries.mark_scan_running(session, source_id)
         seen = queries.load_seen(session, source_id)
+        events = (queries.path_events(session, source_id, scan_time - _EVENT_HORIZON)
+                  if settings.fs_events_enabled and source.use_fs_events
+                  and source.fs_events_mode == queries.EVENTS_MODE else {})
     writer = _Writer(catalog, source_id, dry_run)
     if rules is not None:
         try:
             _plan_listing(client, rules, seen, scan_plan, writer, settings,
-                          deadline=started + budget_seconds, now=now)
+                          deadline=started + budget_seconds, now=now, events=events,
+                          first_import_seconds=first_import_seconds)
         except SourceError as exc:
             scan_plan.error = str(exc)
         except Exception as exc:  # anything else the listing throws is this source's problem
@@ -143,7 +157,8 @@ def scan_source(catalog: Catalog, source_id: int, client: SourceClient, *,
 def _plan_listing(client: SourceClient, rules: planner.SourceRules,
                   seen: dict[str, planner.Seen], scan_plan: planner.ScanPlan, writer: _Writer,
                   settings: WatchSettings, *, deadline: float,
-                  now: Callable[[], datetime]) -> None:
+                  now: Callable[[], datetime], events: dict[str, tuple[str, datetime]],
+                  first_import_seconds: float | None) -> None:
     """Steps 1 and 2 of the plan for every listed entry, written in batches as they come."""
     view = _CatalogView(writer.catalog)
     first_path_of: dict[str, str] = {}
@@ -156,9 +171,12 @@ def _plan_listing(client: SourceClient, rules: planner.SourceRules,
         if isinstance(entry, RejectedEntry):
             decision = planner.decide_rejected(entry, known)
         else:
-            decision = planner.decide_listed(entry, known, rules,
-                                             stability_seconds=settings.file_stability_seconds,
-                                             now=now())
+            seen_event = events.get(entry.remote_path)
+            decision = planner.decide_listed(
+                entry, known, rules, stability_seconds=settings.file_stability_seconds,
+                now=now(), events=None if seen_event is None else planner.FileEvents(
+                    seen_event[1], seen_event[0] in queries.SETTLED_KINDS,
+                    settings.fs_events_quiet_seconds))
             if isinstance(decision, planner.NeedsFingerprint):
                 decision = planner.decide_fingerprinted(
                     entry, known, rules, read_fingerprint(client, entry), view,
@@ -166,6 +184,8 @@ def _plan_listing(client: SourceClient, rules: planner.SourceRules,
         if decision is not None:
             scan_plan.files.append(decision)
             writer.add(decision, known, now())
+            if first_import_seconds is not None and decision.new_import:
+                deadline = min(deadline, time.monotonic() + first_import_seconds)
 
 
 def _plan_groups(catalog: Catalog, rules: planner.SourceRules, scan_plan: planner.ScanPlan,
@@ -310,13 +330,18 @@ class TickReport:
 def scan_due_sources(catalog: Catalog, sources: list[queries.EnabledSource], *,
                      settings: WatchSettings, client_for: Callable[[object], SourceClient],
                      budget_seconds: float, log: logging.Logger | logging.LoggerAdapter,
-                     now: datetime | None = None) -> TickReport:
+                     now: datetime | None = None,
+                     first_import_seconds: float | None = None) -> TickReport:
     """Scan the sources that are due, within the tick's time budget; never raises.
 
     A source is due by its polling interval, or when it holds files whose stability window
     has passed (those are looked at again on the next tick rather than a whole interval
-    later). Any failure of one source — no client, a refused key, an unexpected exception — is
-    recorded on that source and the tick goes on to the next.
+    later), or, with file-system events on, when the watcher recorded an event since its last
+    scan (or within the quiet delay before it, so a file that settled just after a scan is seen
+    on the next tick). Any failure of one source — no client, a refused key, an unexpected
+    exception — is recorded on that source and the tick goes on to the next.
+    ``first_import_seconds`` caps each scan once it found new content (see
+    :func:`scan_source`).
     """
     started = time.monotonic()
     now = now or datetime.now(UTC)
@@ -327,9 +352,15 @@ def scan_due_sources(catalog: Catalog, sources: list[queries.EnabledSource], *,
             log.warning(f"source {name!r}: its previous scan was interrupted; scanning again")
         ripe = queries.sources_with_ripe_files(
             session, ids, now - timedelta(seconds=settings.file_stability_seconds))
+        latest = queries.latest_events(
+            session, [s.id for s in sources if s.events_on]) if settings.fs_events_enabled else {}
+    # The quiet delay and a second of slack: an event that settled after a scan began.
+    lookback = timedelta(seconds=settings.fs_events_quiet_seconds + 1)
     for source in sources:
+        eventful = source.id in latest and (
+            source.last_scan_at is None or latest[source.id] > source.last_scan_at - lookback)
         if not (planner.is_due(source.last_scan_at, source.polling_interval_minutes, now)
-                or source.id in ripe):
+                or source.id in ripe or eventful):
             continue
         remaining = budget_seconds - (time.monotonic() - started)
         if remaining <= 1:
@@ -337,7 +368,8 @@ def scan_due_sources(catalog: Catalog, sources: list[queries.EnabledSource], *,
             continue
         tick.scanned += 1
         report = _scan_one(catalog, source, settings=settings, client_for=client_for,
-                           budget_seconds=remaining, log=log)
+                           budget_seconds=remaining, log=log,
+                           first_import_seconds=first_import_seconds)
         if report is None:
             tick.lines.append(f"{source.name}: error")
             continue
@@ -350,14 +382,16 @@ def scan_due_sources(catalog: Catalog, sources: list[queries.EnabledSource], *,
 
 def _scan_one(catalog: Catalog, source: queries.EnabledSource, *, settings: WatchSettings,
               client_for: Callable[[object], SourceClient], budget_seconds: float,
-              log: logging.Logger | logging.LoggerAdapter) -> ScanReport | None:
+              log: logging.Logger | logging.LoggerAdapter,
+              first_import_seconds: float | None = None) -> ScanReport | None:
     """One source's scan, its every failure recorded on the source row."""
     try:
         with catalog.session() as session:
             client = client_for(queries.get_source(session, source.id))
         with client:
             return scan_source(catalog, source.id, client, settings=settings,
-                               budget_seconds=budget_seconds)
+                               budget_seconds=budget_seconds,
+                               first_import_seconds=first_import_seconds)
     except Exception as exc:  # one source's trouble never stops the tick
         message = str(exc) if isinstance(exc, SourceError) else \
             f"unexpected {type(exc).__name__}: {exc}"

@@ -138,7 +138,8 @@ def test_settings_get_set(run):
     assert json.loads(run("settings", "get", "--json").output) == {
         "watch.enabled": True, "watch.file_stability_seconds": 30,
         "watch.max_concurrent_imports": 5, "watch.fs_events_enabled": False,
-        "fingerprints.recompute_complete": False, "watch.max_media_duration_hours": 12.0}
+        "fingerprints.recompute_complete": False, "watch.max_media_duration_hours": 12.0,
+        "watch.fs_events_quiet_seconds": 1.0}
     run("settings", "set", "watch.max_concurrent_imports", "2")
     assert run("settings", "get", "watch.max_concurrent_imports").output.strip() == "2"
     assert json.loads(run("settings", "get", "watch.max_concurrent_imports", "--json").output) \
