@@ -10,6 +10,7 @@ holding ESC, BEL or CR shows as ``\x1b``, ``\x07``, ``\r`` and never acts on the
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import sys
@@ -184,6 +185,29 @@ def pass_cli(func: Callable[..., Any]) -> Callable[..., Any]:
         return func(obj, *args, **kwargs)
 
     return wrapper
+
+
+def list_options(statuses: type[enum.StrEnum], noun: str) -> Callable[[Callable[..., Any]],
+                                                                         Callable[..., Any]]:
+    """Decorator adding ``--status``, ``--limit N`` and ``--json`` to a list of catalog rows.
+
+    Args:
+        statuses: The status enum ``--status`` chooses from.
+        noun: What is listed, for the help texts ("files", "media").
+    """
+
+    def attach(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed((
+            click.option("--status", type=click.Choice([s.value for s in statuses]),
+                         help=f"Only {noun} with this status."),
+            click.option("--limit", type=click.IntRange(min=1), metavar="N",
+                         help=f"At most N {noun} (default all)."),
+            click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+        )):
+            func = option(func)
+        return func
+
+    return attach
 
 
 def read_secret(from_stdin: bool, *, prompt: str, required: bool, field: str) -> str | None:

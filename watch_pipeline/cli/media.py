@@ -1,7 +1,8 @@
-"""``watch-pipeline media ...``: list and show imported media, print their transcripts."""
+"""``watch-pipeline media ...``: list, show, print transcripts, and stats of their lag."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,12 +11,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from watch_pipeline.catalog.crud import NotFoundError
-from watch_pipeline.catalog.models import MediaFile, MediaStatus
+from watch_pipeline.catalog.models import FileStatus, MediaFile, MediaStatus, WatchSourceFile
 from watch_pipeline.cli.context import (
     CliContext,
     Column,
     emit_json,
     fail,
+    list_options,
     pass_cli,
     print_fields,
     print_table,
@@ -62,11 +64,7 @@ def media() -> None:
 
 
 @media.command("list")
-@click.option("--status", type=click.Choice([s.value for s in MediaStatus]),
-              help="Only media with this status.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N",
-              help="At most N media (default all).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@list_options(MediaStatus, "media")
 @pass_cli
 def list_(cli: CliContext, status: str | None, limit: int | None, as_json: bool) -> None:
     """List imported media, newest first."""
@@ -149,3 +147,64 @@ def transcript(cli: CliContext, media_id: int, fmt: str) -> None:
         fail(f"cannot read the transcript of media {media_id}: {exc}")
         return
     click.echo(text, nl=bool(text) and not text.endswith("\n"))
+
+
+# -- stats ---------------------------------------------------------------------------------------
+
+STATS_KEYS = ("transcripts", "landed_unknown", "landed_to_transcript_seconds")
+"""The keys of ``media stats --json``; the last holds ``count``, ``p50``, ``p95`` and ``max``."""
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of ``values``; ``None`` when there are none.
+
+    That is the smallest value with at least ``fraction`` of the values at or below it.
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def landed_to_transcript_seconds(session: Session) -> tuple[int, list[float]]:
+    """Seconds from landing to transcript of every transcribed media, and how many have none.
+
+    Landing is the newest mtime (``file_modified_at``) of the media's origin rows (a multi-part
+    recording's newest part); the transcript's time is the completed row's ``updated_at``,
+    written when the transcript was stored. Media whose source reported no mtime are counted
+    as unknown. A source clock ahead of ours counts as 0 s, as in the ``transcript`` asset.
+    """
+    f = WatchSourceFile
+    origin = sa.and_(f.media_file_id == MediaFile.id,
+                     f.status.in_((FileStatus.IMPORTED, FileStatus.STITCHED_PART)))
+    rows = session.execute(
+        sa.select(MediaFile.id, MediaFile.updated_at, sa.func.max(f.file_modified_at))
+        .outerjoin(f, origin)
+        .where(MediaFile.status == MediaStatus.COMPLETED, MediaFile.transcript_key.is_not(None))
+        .group_by(MediaFile.id, MediaFile.updated_at)).all()
+    lags = [max(0.0, (done - landed).total_seconds()) for _, done, landed in rows if landed]
+    return len(rows) - len(lags), lags
+
+
+@media.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_cli
+def stats(cli: CliContext, as_json: bool) -> None:
+    """Show how long transcripts took from the file landing (p50, p95, max seconds)."""
+    with cli.session() as session:
+        unknown, lags = landed_to_transcript_seconds(session)
+    distribution = {"count": len(lags), "p50": percentile(lags, 0.50),
+                    "p95": percentile(lags, 0.95), "max": max(lags, default=None)}
+    data = {"transcripts": len(lags) + unknown, "landed_unknown": unknown,
+            "landed_to_transcript_seconds": distribution}
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"transcripts: {data['transcripts']}"
+               + (f" ({unknown} without a landing time)" if unknown else ""))
+    if not lags:
+        click.echo("landed to transcript: no data yet")
+        return
+    click.echo(f"landed to transcript: p50 {distribution['p50']:.1f} s, "
+               f"p95 {distribution['p95']:.1f} s, max {distribution['max']:.1f} s "
+               f"(of {len(lags)})")

@@ -22,6 +22,7 @@ from watch_pipeline.cli.context import (
     fail,
     field_options,
     given_fields,
+    list_options,
     pass_cli,
     print_fields,
     print_table,
@@ -420,11 +421,7 @@ def files() -> None:
 
 @files.command("list")
 @click.argument("ref", metavar="NAME")
-@click.option("--status", type=click.Choice([s.value for s in FileStatus]),
-              help="Only files with this status.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N",
-              help="At most N files (default all).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@list_options(FileStatus, "files")
 @pass_cli
 def files_list(cli: CliContext, ref: str, status: str | None, limit: int | None,
                as_json: bool) -> None:

@@ -66,9 +66,9 @@ from watch_pipeline.store.s3 import (
     MAX_CONCURRENCY,
     MULTIPART_CHUNKSIZE,
     MULTIPART_THRESHOLD,
+    S3Connection,
     S3RangeReader,
     describe_error,
-    make_s3_client,
 )
 
 MIB = _transfer.MIB
@@ -154,21 +154,14 @@ class S3SourceClient(SourceClient):
     ) -> None:
         if not bucket:
             raise SourceError("an S3 source needs a bucket name")
-        if bool(access_key_id) != bool(secret_access_key):
+        self._s3 = S3Connection(endpoint_url, region, access_key_id, secret_access_key, use_ssl,
+                                connect_timeout, read_timeout)
+        if self._s3.half_credentials:
             raise SourceAuthError(
                 "S3 credentials are incomplete: give both access key id and secret, or neither"
             )
-        if endpoint_url and "://" not in endpoint_url:
-            endpoint_url = f"{'https' if use_ssl else 'http'}://{endpoint_url}"
         self._bucket = bucket
         self._prefix = _normalise_prefix(prefix)
-        self._endpoint_url = endpoint_url or None
-        self._region = region or None
-        self._access_key_id = access_key_id or None
-        self._secret_access_key = secret_access_key or None
-        self._use_ssl = use_ssl
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
         self._page_size = page_size
         self._client = client
         self._owns_client = client is None
@@ -178,7 +171,7 @@ class S3SourceClient(SourceClient):
         # Spelled out so that no default repr can ever show the secret.
         return (
             f"S3SourceClient(bucket={self._bucket!r}, prefix={self._prefix!r}, "
-            f"endpoint_url={self._endpoint_url!r})"
+            f"endpoint_url={self._s3.endpoint_url!r})"
         )
 
     @property
@@ -473,7 +466,7 @@ class S3SourceClient(SourceClient):
                     raise SourceUnreachableError(
                         f"S3 download of {self._url(remote_path)} failed: the connection "
                         f"dropped {failures} times in a row "
-                        f"({describe_error(exc, endpoint=self._endpoint_url)})"
+                        f"({describe_error(exc, endpoint=self._s3.endpoint_url)})"
                     ) from exc
             finally:
                 body.close()
@@ -560,8 +553,8 @@ class S3SourceClient(SourceClient):
 
         ``remote_path`` is ``None`` for bucket-level calls, where a bare 404 means the bucket.
         """
-        where = self._endpoint_url or "AWS S3"
-        detail = describe_error(exc, endpoint=self._endpoint_url)
+        where = self._s3.endpoint_url or "AWS S3"
+        detail = describe_error(exc, endpoint=self._s3.endpoint_url)
         code = _error_code(exc)
         error: SourceError
         if code == "NoSuchBucket" or (remote_path is None and code in _MISSING_CODES):
@@ -589,21 +582,17 @@ class S3SourceClient(SourceClient):
     def _scrubbed(self, error: SourceError) -> SourceError:
         # SigV4 never sends the secret, so no server or botocore text should contain it; this is
         # the belt to that braces.
-        if self._secret_access_key and self._secret_access_key in str(error):
-            return type(error)(str(error).replace(self._secret_access_key, "***"))
+        if self._s3.secret_access_key and self._s3.secret_access_key in str(error):
+            return type(error)(str(error).replace(self._s3.secret_access_key, "***"))
         return error
 
     def _make_client(self) -> BaseClient:
         try:
-            return make_s3_client(
-                endpoint_url=self._endpoint_url, region=self._region,
-                access_key_id=self._access_key_id, secret_access_key=self._secret_access_key,
-                use_ssl=self._use_ssl, connect_timeout=self._connect_timeout,
-                read_timeout=self._read_timeout)
+            return self._s3.client()
         except (botocore.exceptions.BotoCoreError, ValueError) as exc:
             raise SourceError(
                 f"cannot set up the S3 client for bucket {self._bucket}: "
-                f"{describe_error(exc, endpoint=self._endpoint_url)}"
+                f"{describe_error(exc, endpoint=self._s3.endpoint_url)}"
             ) from exc
 
 

@@ -24,6 +24,7 @@ import errno
 import hashlib
 import io
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,49 @@ def make_s3_client(*, endpoint_url: str | None, region: str | None,
         response_checksum_validation="when_required",
     )
     return session.client("s3", endpoint_url=endpoint_url, use_ssl=use_ssl, config=config)
+
+
+@dataclass(frozen=True)
+class S3Connection:
+    """Where S3 is and as whom to call it: what :meth:`client` builds a boto3 client from.
+
+    The object store and the S3 watch source both hold one. Empty strings become ``None``, an
+    endpoint without a scheme gets ``https://`` or ``http://`` according to ``use_ssl``, and the
+    secret is left out of ``repr``.
+    """
+
+    endpoint_url: str | None
+    region: str | None
+    access_key_id: str | None
+    secret_access_key: str | None = field(repr=False)
+    use_ssl: bool
+    connect_timeout: float
+    read_timeout: float
+
+    def __post_init__(self) -> None:
+        endpoint_url = self.endpoint_url
+        if endpoint_url and "://" not in endpoint_url:
+            endpoint_url = f"{'https' if self.use_ssl else 'http'}://{endpoint_url}"
+        object.__setattr__(self, "endpoint_url", endpoint_url or None)
+        for name in ("region", "access_key_id", "secret_access_key"):
+            object.__setattr__(self, name, getattr(self, name) or None)
+
+    @property
+    def half_credentials(self) -> bool:
+        """Only one of access key id and secret was given."""
+        return bool(self.access_key_id) != bool(self.secret_access_key)
+
+    def client(self) -> BaseClient:
+        """A new boto3 client (see :func:`make_s3_client`).
+
+        Raises:
+            botocore.exceptions.BotoCoreError, ValueError: Invalid region or endpoint.
+        """
+        return make_s3_client(
+            endpoint_url=self.endpoint_url, region=self.region,
+            access_key_id=self.access_key_id, secret_access_key=self.secret_access_key,
+            use_ssl=self.use_ssl, connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout)
 
 
 def describe_error(exc: BaseException, *, endpoint: str | None) -> str:
@@ -414,22 +458,15 @@ class S3ObjectStore(ObjectStore):
     ) -> None:
         if not bucket:
             raise ObjectStoreError("an S3 object store needs a bucket name")
-        if bool(access_key_id) != bool(secret_access_key):
+        self._s3 = S3Connection(endpoint_url, region, access_key_id, secret_access_key, use_ssl,
+                                connect_timeout, read_timeout)
+        if self._s3.half_credentials:
             raise ObjectStoreError(
                 "S3 credentials are incomplete: give both access key id and secret, or neither"
             )
-        if endpoint_url and "://" not in endpoint_url:
-            endpoint_url = f"{'https' if use_ssl else 'http'}://{endpoint_url}"
         self._bucket = bucket
-        self._endpoint_url = endpoint_url or None
-        self._region = region or None
-        self._access_key_id = access_key_id or None
-        self._secret_access_key = secret_access_key or None
-        self._use_ssl = use_ssl
         prefix = prefix.strip("/")
         self._prefix = f"{check_key(prefix)}/" if prefix else ""
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
         self._transfer_config = TransferConfig(
             multipart_threshold=multipart_threshold,
             multipart_chunksize=multipart_chunksize,
@@ -447,7 +484,7 @@ class S3ObjectStore(ObjectStore):
     def __repr__(self) -> str:
         # Spelled out so that no default repr can ever show the secret.
         return (
-            f"S3ObjectStore(bucket={self._bucket!r}, endpoint_url={self._endpoint_url!r}, "
+            f"S3ObjectStore(bucket={self._bucket!r}, endpoint_url={self._s3.endpoint_url!r}, "
             f"prefix={self._prefix!r})"
         )
 
@@ -462,16 +499,12 @@ class S3ObjectStore(ObjectStore):
         with self._client_lock:
             if self._client is None:
                 try:
-                    self._client = make_s3_client(
-                        endpoint_url=self._endpoint_url, region=self._region,
-                        access_key_id=self._access_key_id,
-                        secret_access_key=self._secret_access_key, use_ssl=self._use_ssl,
-                        connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
+                    self._client = self._s3.client()
                 except (botocore.exceptions.BotoCoreError, ValueError) as exc:
                     # e.g. an invalid region name or endpoint URL
                     raise ObjectStoreError(
                         f"cannot set up the S3 client for bucket {self._bucket!r}: "
-                        f"{describe_error(exc, endpoint=self._endpoint_url)}"
+                        f"{describe_error(exc, endpoint=self._s3.endpoint_url)}"
                     ) from exc
             return self._client
 
@@ -606,7 +639,7 @@ class S3ObjectStore(ObjectStore):
             ObjectStoreError: The server is unreachable, the credentials are refused, or the
                 bucket is missing and ``create`` is false.
         """
-        where = f" at {self._endpoint_url}" if self._endpoint_url else ""
+        where = f" at {self._s3.endpoint_url}" if self._s3.endpoint_url else ""
         try:
             self.client.head_bucket(Bucket=self._bucket)
             return False
@@ -616,12 +649,12 @@ class S3ObjectStore(ObjectStore):
             if not missing:
                 raise ObjectStoreError(
                     f"S3 bucket {self._bucket!r}{where} cannot be checked: "
-                    f"{describe_error(exc, endpoint=self._endpoint_url)}") from exc
+                    f"{describe_error(exc, endpoint=self._s3.endpoint_url)}") from exc
         if not create:
             raise ObjectStoreError(f"S3 bucket {self._bucket!r}{where} does not exist")
         kwargs: dict[str, Any] = {"Bucket": self._bucket}
-        if self._region and self._region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
+        if self._s3.region and self._s3.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._s3.region}
         try:
             self.client.create_bucket(**kwargs)
         except _BOTO_ERRORS as exc:
@@ -630,7 +663,7 @@ class S3ObjectStore(ObjectStore):
                 return False  # created by a concurrent call
             raise ObjectStoreError(
                 f"S3 bucket {self._bucket!r}{where} cannot be created: "
-                f"{describe_error(exc, endpoint=self._endpoint_url)}") from exc
+                f"{describe_error(exc, endpoint=self._s3.endpoint_url)}") from exc
         return True
 
     def url(self, key: str) -> str:
@@ -640,10 +673,10 @@ class S3ObjectStore(ObjectStore):
     def _error(self, action: str, key: str, exc: BaseException) -> ObjectStoreError:
         # The secret never crosses the wire (SigV4 sends only a signature), so neither a server
         # message nor botocore's can contain it; the message is built from safe parts only.
-        where = f" at {self._endpoint_url}" if self._endpoint_url else ""
+        where = f" at {self._s3.endpoint_url}" if self._s3.endpoint_url else ""
         return ObjectStoreError(
             f"S3 {action} of {self.url(key)}{where} failed: "
-            f"{describe_error(exc, endpoint=self._endpoint_url)}"
+            f"{describe_error(exc, endpoint=self._s3.endpoint_url)}"
         )
 
 
