@@ -14,7 +14,6 @@ import grpc
 import pytest
 from riva.client.proto import riva_audio_pb2 as raudio
 
-from watch_pipeline.media import limits
 from watch_pipeline.transcribe.base import TranscriptionError
 from watch_pipeline.transcribe.formats import to_srt, to_vtt
 from watch_pipeline.transcribe.resource import TranscriberResource
@@ -427,23 +426,14 @@ def _parse_vtt(vtt: str) -> list[tuple[float, float, str]]:
     return _parse_cues(blocks, r"\.")
 
 
-def test_normalisation_for_riva_has_a_deadline(riva_server, speech_wav, monkeypatch):
-    # Derived ffmpeg deadlines of a few microseconds: every real decode outlives them.
-    monkeypatch.setattr(limits, "FFMPEG_TIMEOUT_BASE_SECONDS", 0.0)
-    monkeypatch.setattr(limits, "FFMPEG_SECONDS_PER_MEDIA_SECOND", 1e-6)
-
+def test_normalisation_for_riva_has_a_deadline(riva_server, speech_wav, instant_deadlines):
     with pytest.raises(TranscriptionError, match=r"\.wav: ffmpeg timed out after"):
         _transcriber(riva_server).transcribe(speech_wav)
     assert riva_server.calls == []
 
 
-def test_audio_longer_than_the_cap_never_reaches_riva(riva_server, tmp_path):
-    silence = tmp_path / "silence.flac"
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi",
-         "-i", "anullsrc=r=16000:cl=mono", "-t", "120", str(silence)],
-        check=True,
-    )  # fmt: skip
+def test_audio_longer_than_the_cap_never_reaches_riva(riva_server, two_minutes_of_silence):
+    silence = two_minutes_of_silence
     resource = TranscriberResource(backend="riva", riva_uri=riva_server.uri, max_audio_hours=12)
 
     with pytest.raises(TranscriptionError, match=r"silence\.flac: lasts 2\.0 min, over the 60"):
