@@ -37,7 +37,10 @@ from typing import Any, Protocol
 
 from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.db import Catalog
-from watch_pipeline.catalog.models import FileStatus, WatchSource
+from watch_pipeline.catalog.models import FileStatus, SkipReason, WatchSource, WatchSourceFile
+from watch_pipeline.catalog.settings import get_setting
+from watch_pipeline.media import limits
+from watch_pipeline.media.errors import MediaTooLong
 from watch_pipeline.media.probe import MediaInfo, ProbeError, content_type_for, probe
 from watch_pipeline.media.stitch import StitchError, StitchResult, stitch
 from watch_pipeline.media.validate import validate_media
@@ -154,7 +157,8 @@ class RawFile:
 
     Attributes:
         already_imported: The media id when an earlier run imported this partition.
-        skipped: Why the file was refused for good (recorded on its row), else ``None``.
+        skipped: Why the file was refused for good (recorded on its rows as ``skipped_invalid``
+            with its skip reason, e.g. ``too_long``), else ``None``. Nothing was stored.
     """
 
     source: str = ""
@@ -196,9 +200,12 @@ class StitchedMedia:
     parts_duration: float = 0.0
     missing: tuple[int, ...] = ()
     reencode_reason: str | None = None
+    skipped: str | None = None
 
     def metadata(self) -> Metadata:
         """The materialization's metadata."""
+        if self.skipped is not None:
+            return {"skipped": self.skipped}
         if not self.parts:
             return {"mode": "single file (pass-through)", "filename": self.filename,
                     "bytes": self.size}
@@ -224,20 +231,24 @@ class MediaObject:
     Attributes:
         done_before: An earlier run stored it; only ``object_key``, ``media_id`` and ``cached``
             are meaningful then.
+        skipped: Why nothing was stored (the partition was refused by ``raw_file``).
     """
 
-    object_key: str
-    media_id: int
-    cached: bool
+    object_key: str = ""
+    media_id: int = 0
+    cached: bool = False
     done_before: bool = False
     url: str = ""
     size: int = 0
     sha256: str = ""
     duplicates_marked: int = 0
     written_back: str | None = None
+    skipped: str | None = None
 
     def metadata(self) -> Metadata:
         """The materialization's metadata (``url`` is a link when it is an HTTP URL)."""
+        if self.skipped is not None:
+            return {"skipped": self.skipped}
         if self.done_before:
             return {"object_key": self.object_key, "media_id": self.media_id, "cached": True}
         meta: Metadata = {
@@ -265,7 +276,7 @@ class Transcription:
     words: int = 0
     audio_seconds: float = 0.0
     real_time_factor: float = 0.0
-    detection_to_transcript_seconds: float = 0.0
+    landed_to_transcript_seconds: float = 0.0
     preview: str = ""
 
     def metadata(self) -> Metadata:
@@ -279,7 +290,7 @@ class Transcription:
             "words": self.words,
             "audio_seconds": round(self.audio_seconds, 2),
             "real_time_factor": round(self.real_time_factor, 3),
-            "detection_to_transcript_seconds": round(self.detection_to_transcript_seconds, 1),
+            "landed_to_transcript_seconds": round(self.landed_to_transcript_seconds, 1),
             "preview": self.preview,
         }
 
@@ -459,11 +470,40 @@ def fetch_raw_file(ctx: StepContext, catalog: Catalog, sources: SourceAccess) ->
                 infos.append(probe(path))
             except ProbeError as exc:
                 raise _Failed(f"corrupt or unreadable media {path.name}: {exc}") from None
+        try:
+            limits.check_duration(infos, _max_duration_hours(catalog))
+        except MediaTooLong as exc:
+            return _refuse(ctx, catalog, sources, item, SkipReason.TOO_LONG,
+                           f"{exc}; not imported (a retry would refuse it again)")
     if item.missing:
         ctx.log.warning(f"parts {item.missing} never arrived; importing the rest")
     return RawFile(source=item.source_name, path=item.remote_path, size=item.file_size,
                    probe=ProbeSummary.of(infos[0]),
                    parts=tuple(p.remote_path for p in item.parts), missing=item.missing)
+
+
+def _max_duration_hours(catalog: Catalog) -> float:
+    with catalog.session() as session:
+        return float(get_setting(session, "watch.max_media_duration_hours"))
+
+
+def _refuse(ctx: StepContext, catalog: Catalog, sources: SourceAccess, item: queries.ImportItem,
+            reason: SkipReason, message: str) -> RawFile:
+    """Refuse the partition for good: its rows say why, its temp files go, nothing is stored."""
+    _clean_temp(sources, item.fingerprint, keep_partial=False)
+    queries.skip_partition(catalog, item.fingerprint, reason, message)
+    ctx.log.warning(f"{item.source_name}:{item.remote_path} skipped ({reason}): {message}")
+    return RawFile(source=item.source_name, path=item.remote_path, size=item.file_size,
+                   skipped=message)
+
+
+def _refused(catalog: Catalog, item: queries.ImportItem) -> str | None:
+    """Why ``raw_file`` refused this partition for good, or ``None`` (later steps then skip)."""
+    with catalog.session() as session:
+        row = session.get(WatchSourceFile, item.file_id)
+        if row is None or row.status != FileStatus.SKIPPED_INVALID:
+            return None
+        return row.error_message or f"skipped ({row.skip_reason})"
 
 
 def stitch_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess) -> StitchedMedia:
@@ -473,6 +513,9 @@ def stitch_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess) -> S
         StepFailed: Stitching failed (recorded for a retry).
     """
     item = _find_item(catalog, ctx.partition_key)
+    refused = _refused(catalog, item)
+    if refused is not None:
+        return StitchedMedia(filename=item.filename, size=item.file_size, skipped=refused)
     if not item.is_group:
         return StitchedMedia(filename=item.filename, size=item.file_size)
     with _recorded(catalog, ctx, sources), _client(catalog, sources, item.source_id) as client:
@@ -503,6 +546,9 @@ def store_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
     fingerprint = ctx.partition_key
     done = queries.media_for(catalog, fingerprint)
     item = _find_item(catalog, fingerprint)
+    refused = _refused(catalog, item)
+    if refused is not None:
+        return MediaObject(skipped=refused)
     if done is not None and done.object_key and queries.file_status(
             catalog, item.file_id) in (FileStatus.IMPORTED, FileStatus.STITCHED_PART):
         return MediaObject(object_key=done.object_key, media_id=done.id, cached=True,
@@ -611,6 +657,9 @@ def transcribe_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
     fingerprint = ctx.partition_key
     item = _find_item(catalog, fingerprint)
     record = queries.media_for(catalog, fingerprint)
+    refused = _refused(catalog, item)
+    if refused is not None:
+        return Transcription(skipped=refused)
     if not item.auto_transcribe:
         return Transcription(skipped=f"auto_transcribe is off for source {item.source_name}")
     if record is None or not record.object_key:
@@ -635,14 +684,31 @@ def transcribe_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
         raise StepFailed(reason) from None
     queries.complete_transcript(catalog, record.id, key=base + ".json",
                                 model=transcriber.model_id)
-    lag = (datetime.now(UTC) - item.detected_at).total_seconds()
+    lag = landed_to_transcript(_landed_at(catalog, item) or item.detected_at, datetime.now(UTC))
     ctx.log.info(f"transcribed media {record.id}: {result.word_count} words, "
-                 f"RTF {result.real_time_factor:.2f}, {lag:.1f}s after detection")
+                 f"RTF {result.real_time_factor:.2f}, {lag:.1f}s after the file landed")
     return Transcription(transcript_key=base + ".json", model=transcriber.model_id,
                          backend=result.backend, words=result.word_count,
                          audio_seconds=result.audio_duration,
                          real_time_factor=result.real_time_factor,
-                         detection_to_transcript_seconds=lag, preview=result.text[:300])
+                         landed_to_transcript_seconds=lag, preview=result.text[:300])
+
+
+def landed_to_transcript(landed_at: datetime, now: datetime) -> float:
+    """Seconds from ``landed_at`` to ``now``; a source clock ahead of ours counts as 0."""
+    return max(0.0, (now - landed_at).total_seconds())
+
+
+def _landed_at(catalog: Catalog, item: queries.ImportItem) -> datetime | None:
+    """When the file landed: its mtime (a multi-part recording's newest part's).
+
+    ``None`` when the source reports no mtime (the caller then counts from the first scan that
+    saw the file). A copy that keeps an older mtime (``cp -p``, ``rsync -t``) counts from it.
+    """
+    ids = [part.file_id for part in item.parts] or [item.file_id]
+    with catalog.session() as session:
+        rows = [session.get(WatchSourceFile, file_id) for file_id in ids]
+        return max((r.file_modified_at for r in rows if r and r.file_modified_at), default=None)
 
 
 def _find_item(catalog: Catalog, fingerprint: str) -> queries.ImportItem:

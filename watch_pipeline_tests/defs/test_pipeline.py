@@ -51,7 +51,7 @@ def test_dropped_file_is_imported_and_transcribed(env, speech_factory):
     mats = {e.asset_key.to_user_string(): e.materialization.metadata
             for e in result.get_asset_materialization_events()}
     assert mats["transcript"]["words"].value >= 5
-    assert "detection_to_transcript_seconds" in mats["transcript"]
+    assert "landed_to_transcript_seconds" in mats["transcript"]
     assert mats["media_object"]["object_key"].value.startswith("user_1/file_1/talk.mp4")
 
     (media,) = media_rows(env)
