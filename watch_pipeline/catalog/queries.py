@@ -497,6 +497,26 @@ def reset_for_rescan(catalog: Catalog, file_id: int, reason: str) -> None:
         row.error_message = reason
 
 
+def skip_partition(catalog: Catalog, fingerprint: str, reason: SkipReason,
+                   message: str) -> int:
+    """Refuse partition ``fingerprint`` for good: its waiting rows become ``skipped_invalid``.
+
+    For a file the import found unacceptable whatever the retry (e.g. ``too_long``); the rows
+    say why and are never claimed again. Returns how many rows were marked.
+    """
+    f = WatchSourceFile
+    with catalog.session() as session:
+        rows = session.scalars(sa.select(f).where(of_partition(fingerprint),
+                                                  f.status.in_(WAITING))).all()
+        for row in rows:
+            row.status = FileStatus.SKIPPED_INVALID
+            row.skip_reason = reason
+            row.error_message = message[:4000]
+            row.processed_at = _now()
+            row.next_retry_at = None
+        return len(rows)
+
+
 def retry_files(catalog: Catalog, source_id: int, remote_path: str | None = None) -> int:
     """Release ``error`` rows held after their automatic retries (``source files retry``)."""
     f = WatchSourceFile

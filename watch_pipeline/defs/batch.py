@@ -59,8 +59,6 @@ def import_batch(context: dg.OpExecutionContext, config: ImportBatchConfig,
                 break
             context.log_event(dg.AssetMaterialization(
                 asset_key=step, partition=key, metadata=to_metadata(result.metadata())))
-            if step == steps.RAW_FILE and result.skipped is not None:
-                break  # refused for good and recorded on its row: nothing more to do
     if failed:
         raise dg.Failure(
             description=f"{len(failed)} of {total} partitions failed: " + "; ".join(failed),

@@ -12,6 +12,10 @@ already there and says so. A failure is recorded on the partition's catalog rows
 backoff of :func:`watch_pipeline.pipeline.claims.fail`) before :class:`StepFailed` is raised, so
 the file goes back for a retry; a transcription failure marks only the media.
 
+A file refused for good (media longer than ``watch.max_media_duration_hours``) is not an error:
+``raw_file`` marks the partition's rows ``skipped_invalid`` with the skip reason and a message,
+stores nothing, and the later steps report the skip instead of working.
+
 Temp layout, under ``scratch/imports/<partition>/``: downloads of a single remote file at the
 top, downloads of parts in ``parts/``, the stitched recording in ``stitched/``. A partial
 download (``*.part``) survives a failure so the next attempt resumes; everything else goes.

@@ -373,3 +373,24 @@ def test_riva_down_keeps_the_import(env, tmp_path):
     (media,) = media_rows(env)
     assert media.status == "error" and "unreachable" in media.error_message
     assert media.object_key and files(env)["beep.wav"].status == "imported"
+
+
+def test_media_longer_than_the_limit_is_skipped_with_a_reason(env, tmp_path):
+    add_source(env, auto_transcribe=False)
+    with env["catalog"].session() as s:
+        set_setting(s, "watch.max_media_duration_hours", 0.0001)  # 0.36 s; the tone lasts 1 s
+    _wav(env["watch"], "long.wav", 1234)
+    age(env["watch"] / "long.wav")
+    (req,), _ = tick(env)
+    result = run_import(env, req.partition_key)
+    assert result.success  # a refusal, not an error: nothing to retry
+    mats = {e.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    assert "longer than the 0.0001 h limit" in mats["raw_file"]["reason"].value
+    assert "longer than" in mats["media_object"]["skipped"].value
+    row = files(env)["long.wav"]
+    assert (row.status, row.skip_reason) == (FileStatus.SKIPPED_INVALID, SkipReason.TOO_LONG)
+    assert "watch.max_media_duration_hours" in row.error_message
+    assert media_rows(env) == []
+    rewind_scans(env)
+    assert tick(env)[0] == []  # never requested again

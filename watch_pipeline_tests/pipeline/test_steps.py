@@ -240,3 +240,38 @@ def test_readable_copy_reads_a_local_store_in_place(tmp_path):
     with steps.readable_copy(store, "user_1/file_1/a.wav", tmp_path / "scratch") as path:
         assert path == store.path("user_1/file_1/a.wav")
     assert path.exists()
+
+
+def test_media_longer_than_the_limit_is_skipped_not_stored_and_not_retried(world):
+    from watch_pipeline.catalog.settings import set_setting
+    from watch_pipeline.pipeline import claims
+
+    with world["catalog"].session() as s:
+        set_setting(s, "watch.max_media_duration_hours", 0.0001)  # 0.36 s
+    data = tone_wav(1200, seconds=2.0)
+    key = drop(world, "long.wav", data)
+    drop(world, "long-copy.wav", data)
+    raw, stitched, stored, transcript = import_all(world, key)
+
+    row = rows(world)["long.wav"]
+    assert (row.status, row.skip_reason) == (FileStatus.SKIPPED_INVALID, SkipReason.TOO_LONG)
+    assert "longer than the 0.0001 h limit" in row.error_message
+    assert "not imported" in row.error_message and row.retry_count == 0
+    twin = rows(world)["long-copy.wav"]
+    assert (twin.status, twin.skip_reason) == (FileStatus.SKIPPED_INVALID, SkipReason.TOO_LONG)
+    assert raw.metadata()["status"] == "skipped" and "longer than" in raw.metadata()["reason"]
+    for later in (stitched, stored, transcript):
+        assert "longer than" in later.metadata()["skipped"]
+    assert world["store"].objects == {} and media(world) == []
+    assert world["transcriber"].heard == []
+    assert not (world["access"].scratch / "imports" / key).exists()
+    assert claims.claim_imports(world["catalog"], [world["source_id"]], slots=5) == []
+
+
+def test_media_within_the_limit_is_imported(world):
+    from watch_pipeline.catalog.settings import set_setting
+
+    with world["catalog"].session() as s:
+        set_setting(s, "watch.max_media_duration_hours", 0.001)  # 3.6 s
+    key = drop(world, "short.wav", tone_wav(1300, seconds=2.0))
+    assert import_all(world, key)[2].object_key == "user_1/file_1/short.wav"
