@@ -38,14 +38,7 @@ MIB = 1024 * KIB
 
 
 def make_client(server: S3Server, bucket: str, **kwargs: Any) -> S3SourceClient:
-    options: dict[str, Any] = {
-        "endpoint_url": server.endpoint_url,
-        "region": server.region,
-        "access_key_id": server.access_key_id,
-        "secret_access_key": server.secret_access_key,
-        **kwargs,
-    }
-    return S3SourceClient(bucket=bucket, **options)
+    return S3SourceClient(bucket=bucket, **{**server.options(), **kwargs})
 
 
 _fixture_clients: dict[str, Any] = {}
@@ -459,6 +452,21 @@ def inject_drops(
     monkeypatch.setattr(client.client, "get_object", get_object)
 
 
+def flaky_talk(
+    s3_server: S3Server,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    data: bytes,
+    drops: list[tuple[int, Exception]],
+    on_drop: Any = None,
+) -> S3SourceClient:
+    """Upload ``talk.mp4`` holding ``data``; a client whose next GETs drop as ``drops`` lists."""
+    put(s3_server, s3_bucket, "talk.mp4", data)
+    client = make_client(s3_server, s3_bucket)
+    inject_drops(monkeypatch, client, drops, on_drop)
+    return client
+
+
 @pytest.mark.usefixtures("fast_retries")
 def test_dropped_connections_are_resumed(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -466,17 +474,11 @@ def test_dropped_connections_are_resumed(
     import urllib3.exceptions
 
     data = random_bytes(3 * MIB)
-    put(s3_server, s3_bucket, "talk.mp4", data)
-    client = make_client(s3_server, s3_bucket)
+    client = flaky_talk(s3_server, s3_bucket, monkeypatch, data, [
+        (1 * MIB, botocore.exceptions.ResponseStreamingError(error="connection reset")),
+        (512 * KIB, urllib3.exceptions.ProtocolError("connection broken")),
+    ])
     traffic = Traffic(client.client)
-    inject_drops(
-        monkeypatch,
-        client,
-        [
-            (1 * MIB, botocore.exceptions.ResponseStreamingError(error="connection reset")),
-            (512 * KIB, urllib3.exceptions.ProtocolError("connection broken")),
-        ],
-    )
 
     client.download("talk.mp4", tmp_path / "talk.mp4", expected_size=len(data))
 
@@ -488,12 +490,8 @@ def test_dropped_connections_are_resumed(
 def test_object_replaced_mid_download_is_a_changed_error(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = random_bytes(2 * MIB)
-    put(s3_server, s3_bucket, "talk.mp4", data)
-    client = make_client(s3_server, s3_bucket)
-    inject_drops(
-        monkeypatch,
-        client,
+    client = flaky_talk(
+        s3_server, s3_bucket, monkeypatch, random_bytes(2 * MIB),
         [(MIB, botocore.exceptions.ResponseStreamingError(error="reset"))],
         on_drop=lambda: put(s3_server, s3_bucket, "talk.mp4", random_bytes(2 * MIB, seed=9)),
     )
