@@ -259,22 +259,18 @@ def _media_info(report: dict[str, Any]) -> MediaInfo:
         duration=duration,
         format_name=str(fmt.get("format_name") or ""),
         size=_int(fmt.get("size")),
-        video=None
-        if video is None
-        else StreamInfo(
-            codec=str(video.get("codec_name") or "unknown"),
-            width=_int(video.get("width")),
-            height=_int(video.get("height")),
-        ),
-        audio=None
-        if audio is None
-        else StreamInfo(
-            codec=str(audio.get("codec_name") or "unknown"),
-            sample_rate=_int(audio.get("sample_rate")),
-            channels=_int(audio.get("channels")),
-        ),
+        video=_stream_info(video, "width", "height"),
+        audio=_stream_info(audio, "sample_rate", "channels"),
         bit_rate=_int(fmt.get("bit_rate")),
     )
+
+
+def _stream_info(stream: dict[str, Any] | None, *fields: str) -> StreamInfo | None:
+    """The stream's codec and the named whole-number fields (ffprobe's names are ours)."""
+    if stream is None:
+        return None
+    return StreamInfo(codec=str(stream.get("codec_name") or "unknown"),
+                      **{name: _int(stream.get(name)) for name in fields})
 
 
 def _float(value: Any) -> float | None:
