@@ -18,9 +18,10 @@ defaults, pinned in :data:`PRESETS` (beam 5, best_of 5, patience 1, the temperat
 ``fast`` is the same but greedy (beam 1), the project's default before the presets. Its measured
 cost (tiny.en, int8, 2 CPU cores, 2026-12-07): on a 44 s recording of a human reading, WER 0.050
 (a whole clause missing) against 0.000 with ``accurate``; espeak-ng's "the quick brown fox jumps
-over the lazy dog" (150 wpm) came back as "The quick round-foc stump over the lazy dog." against
-"quick brown fox jump over the lazy dog". In exchange ``fast`` decodes in about 1/1.6 of the time
-on the 44 s reading and about 1/1.05 on 3 s clips (``bench/transcribe.py`` measures both).
+over the lazy dog" came back as "The quick round-foc stump over the lazy dog." against "quick
+brown fox jump over the lazy dog" (``bench/transcribe.py``, espeak-ng's default 175 wpm: WER
+0.333 against 0.111). In exchange ``fast`` decodes in about 1/1.6 of the time on the 44 s reading
+and about 1/1.05 on 3 s clips (``bench/transcribe.py`` measures both presets).
 """
 
 from __future__ import annotations
