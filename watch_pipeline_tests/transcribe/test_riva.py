@@ -19,6 +19,7 @@ from watch_pipeline.transcribe.formats import to_srt, to_vtt
 from watch_pipeline.transcribe.resource import TranscriberResource
 from watch_pipeline.transcribe.riva import RivaTranscriber
 from watch_pipeline_tests.fixtures.riva_server import FakeWord
+from watch_pipeline_tests.transcribe.checks import assert_made_by
 
 API_KEY = "nvapi-s3cret-TEST-key-0123456789"
 FAST_RETRIES = {"max_retries": 2, "retry_backoff": 0.01, "max_backoff": 0.05, "timeout": 10.0}
@@ -61,12 +62,8 @@ def test_short_audio_is_one_offline_recognize(riva_server, speech_wav):
     assert call.metadata["authorization"] == f"Bearer {API_KEY}"
     assert call.audio_bytes == pytest.approx(transcript.audio_duration * 32_000, abs=2)
     assert "Hello there, good morning. How are you?" == transcript.text
-    assert transcript.backend == "riva"
-    assert transcript.model == "default"
-    assert transcript.language == "en-US"
-    assert 2.0 < transcript.audio_duration < 6.0
-    assert transcript.processing_seconds > 0
-    assert transcript.extra["model_id"] == "riva:default:en-US:diar"
+    assert_made_by(transcript, backend="riva", model="default", language="en-US",
+                   model_id="riva:default:en-US:diar")
     assert transcript.extra["mode"] == "offline"
     assert [(s.start, s.end, s.speaker) for s in transcript.segments] == [
         (0.1, 1.7, None),

@@ -13,13 +13,13 @@ import faster_whisper
 import numpy as np
 import pytest
 
-from watch_pipeline.media import limits
 from watch_pipeline.transcribe import whisper
 from watch_pipeline.transcribe.base import TranscriptionError
 from watch_pipeline.transcribe.formats import to_srt, to_vtt
 from watch_pipeline.transcribe.resource import TranscriberResource
 from watch_pipeline.transcribe.whisper import WhisperTranscriber
 from watch_pipeline_tests.fixtures.speech import SPEECH_SENTENCE
+from watch_pipeline_tests.transcribe.checks import assert_made_by
 
 pytestmark = pytest.mark.slow
 
@@ -57,12 +57,8 @@ def test_wav_transcript_contains_the_spoken_words(transcriber, speech_wav, priva
     transcript = transcriber.transcribe(speech_wav)
 
     assert SPOKEN_WORDS <= _words(transcript.text)
-    assert transcript.backend == "whisper"
-    assert transcript.model == "tiny.en"
-    assert transcript.language == "en"
-    assert 2.0 < transcript.audio_duration < 6.0
-    assert transcript.processing_seconds > 0
-    assert transcript.extra["model_id"] == "whisper:tiny.en:int8:beam5"
+    assert_made_by(transcript, backend="whisper", model="tiny.en", language="en",
+                   model_id="whisper:tiny.en:int8:beam5")
     assert list(private_tempdir.iterdir()) == []  # the temporary WAV is gone
 
 
@@ -309,26 +305,14 @@ def _parse_subtitles(document: str, *, srt: bool) -> list[tuple[float, float, st
 # -- media limits --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def instant_deadlines(monkeypatch):
-    """Derived ffmpeg deadlines of a few microseconds: every real decode outlives them."""
-    monkeypatch.setattr(limits, "FFMPEG_TIMEOUT_BASE_SECONDS", 0.0)
-    monkeypatch.setattr(limits, "FFMPEG_SECONDS_PER_MEDIA_SECOND", 1e-6)
-
-
 def test_normalisation_for_whisper_has_a_deadline(speech_wav, private_tempdir, instant_deadlines):
     with pytest.raises(TranscriptionError, match=r"\.wav: ffmpeg timed out after"):
         WhisperTranscriber().transcribe(speech_wav)
     assert list(private_tempdir.iterdir()) == []
 
 
-def test_audio_longer_than_the_cap_is_refused(tmp_path, private_tempdir):
-    silence = tmp_path / "silence.flac"
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi",
-         "-i", "anullsrc=r=16000:cl=mono", "-t", "120", str(silence)],
-        check=True,
-    )  # fmt: skip
+def test_audio_longer_than_the_cap_is_refused(two_minutes_of_silence, private_tempdir):
+    silence = two_minutes_of_silence
     resource = TranscriberResource(max_audio_hours=12)
 
     with pytest.raises(TranscriptionError, match=r"silence\.flac: lasts 2\.0 min, over the 60"):
