@@ -352,6 +352,13 @@ def stamp_like_an_earlier_download(part: Path, data: bytes, remote: Path) -> Non
     os.utime(part, ns=(stamp, stamp))
 
 
+def assert_downloaded(dest: Path, data: bytes, spy: OpenSpy, *, read: int) -> None:
+    """``dest`` holds ``data``, ``read`` bytes of it crossed the wire, no ``.part`` is left."""
+    assert dest.read_bytes() == data
+    assert spy.bytes_read == read
+    assert not partial_file(dest).exists()
+
+
 def test_download_streams_the_file(
     smb_server: SambaServer, folder: tuple[str, Path], tmp_path: Path
 ) -> None:
@@ -390,9 +397,7 @@ def test_download_resumes_from_the_partial_file(
 
     client.download("talk.mp4", dest, expected_size=len(data))
 
-    assert dest.read_bytes() == data
-    assert spy.bytes_read == len(data) - already  # only the rest crossed the wire
-    assert not partial_file(dest).exists()
+    assert_downloaded(dest, data, spy, read=len(data) - already)  # only the rest crossed
 
 
 def test_partial_file_of_another_version_is_discarded(
@@ -411,8 +416,7 @@ def test_partial_file_of_another_version_is_discarded(
 
     client.download("talk.mp4", dest, expected_size=len(new))
 
-    assert dest.read_bytes() == new
-    assert spy.bytes_read == len(new)
+    assert_downloaded(dest, new, spy, read=len(new))
 
 
 def test_partial_file_longer_than_the_remote_file_is_restarted(
@@ -457,9 +461,7 @@ def test_server_stopped_mid_download_then_the_next_call_resumes(
     client.download("long.mp4", dest, expected_size=len(data))
     client.close()
 
-    assert dest.read_bytes() == data
-    assert spy.bytes_read == len(data) - kept
-    assert not partial_file(dest).exists()
+    assert_downloaded(dest, data, spy, read=len(data) - kept)
 
 
 def test_server_restarted_mid_download_is_resumed_within_the_call(
