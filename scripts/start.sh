@@ -4,9 +4,13 @@
 # object store, and faster-whisper tiny.en on the CPU. Drop media into ./watch and read
 # transcripts with the CLI (`. scripts/env.sh` first).
 #
+# Beside Dagster runs `watch-pipeline events`, the file-system events watcher (inotify) that
+# lets a file dropped into ./watch be imported within seconds of its writer closing it.
+#
 # Stop with Ctrl-C or SIGTERM: Dagster and every process it started (webserver, daemon, code
-# server, run workers) are asked to stop, and whatever still runs STOP_GRACE_SECONDS later is
-# killed, so the script is gone within 10 s. An import cut short is retried on the next start.
+# server, run workers), and the events watcher, are asked to stop, and whatever still runs
+# STOP_GRACE_SECONDS later is killed, so the script is gone within 10 s. An import cut short is
+# retried on the next start.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -37,24 +41,28 @@ cd "$DAGSTER_HOME"
 # Job control gives Dagster a process group of its own: one signal reaches all its processes
 # (run workers included), and never the shell or service manager that started this script.
 set -m
+"$ROOT/.venv/bin/watch-pipeline" events &
+events_pid=$!
 "$ROOT/.venv/bin/dg" dev -w "$ROOT/workspace.yaml" \
   -h "${WATCH_UI_HOST:-127.0.0.1}" -p "${WATCH_UI_PORT:-3000}" &
 dagster_pid=$!
 set +m
 
-group_alive() { kill -0 -- "-$dagster_pid" 2>/dev/null; }
+group_alive() { kill -0 -- "-$dagster_pid" 2>/dev/null || kill -0 -- "-$events_pid" 2>/dev/null; }
 
 stop() {
   trap '' INT TERM HUP
   echo "[start] stopping Dagster (at most ${STOP_GRACE_SECONDS}s, then killed)" >&2
   kill -INT -- "-$dagster_pid" 2>/dev/null || true
+  kill -TERM -- "-$events_pid" 2>/dev/null || true
   local deadline=$((SECONDS + STOP_GRACE_SECONDS))
   while group_alive && ((SECONDS < deadline)); do sleep 0.2; done
   if group_alive; then
     echo "[start] Dagster did not stop in time: killing its processes" >&2
     kill -KILL -- "-$dagster_pid" 2>/dev/null || true
+    kill -KILL -- "-$events_pid" 2>/dev/null || true
   fi
-  wait "$dagster_pid" 2>/dev/null || true
+  wait "$dagster_pid" "$events_pid" 2>/dev/null || true
   echo "[start] stopped" >&2
   exit 0
 }
@@ -62,7 +70,8 @@ trap stop INT TERM HUP
 
 status=0
 wait "$dagster_pid" || status=$?
-# Dagster ended on its own (a crash): leave none of its processes behind.
+# Dagster ended on its own (a crash): leave none of its processes, nor the watcher, behind.
 trap '' INT TERM HUP
 kill -KILL -- "-$dagster_pid" 2>/dev/null || true
+kill -TERM -- "-$events_pid" 2>/dev/null || true
 exit "$status"

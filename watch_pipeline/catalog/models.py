@@ -187,7 +187,7 @@ class WatchSource(Base):
 
     # processing
     polling_interval_minutes: Mapped[int] = mapped_column(default=15)
-    use_fs_events: Mapped[bool] = mapped_column(default=False)
+    use_fs_events: Mapped[bool] = mapped_column(default=True)  # local: watch-pipeline events
     file_extensions: Mapped[list[str]] = mapped_column(JsonList, default=list)
     skip_files_older_than_days: Mapped[int | None] = mapped_column(default=30)
     recursive: Mapped[bool] = mapped_column(default=True)

@@ -41,8 +41,9 @@ SETTINGS: dict[str, SettingSpec] = {
                     "Most import runs in flight at once (also the limit of the Dagster "
                     "concurrency pool watch_imports); more wait.",
                     minimum=1, maximum=1_000),
-        SettingSpec("watch.fs_events_enabled", bool, False,
-                    "Allow sources with use_fs_events to react to file-system events.",
+        SettingSpec("watch.fs_events_enabled", bool, True,
+                    "Allow local sources with use_fs_events to react to file-system events "
+                    "(the watch-pipeline events service records them).",
                     minimum=None, maximum=None),
         SettingSpec("watch.fs_events_quiet_seconds", float, 1.0,
                     "With events on, a file closed after writing or moved into place is stable "

@@ -43,7 +43,7 @@ COMMON_FIELDS = frozenset({
 })
 _DEFAULTS: dict[str, Any] = {
     "is_enabled": True, "owner_id": 1, "delete_after_import": False, "s3_use_ssl": True,
-    "smb_path": "/", "smb_port": 445, "polling_interval_minutes": 15, "use_fs_events": False,
+    "smb_path": "/", "smb_port": 445, "polling_interval_minutes": 15, "use_fs_events": True,
     "file_extensions": [], "skip_files_older_than_days": 30, "recursive": True,
     "auto_transcribe": True, "min_speakers": 1, "max_speakers": 20, "collections": [],
     "tags": [], "multipart_enabled": False, "multipart_regex": DEFAULT_MULTIPART_REGEX,

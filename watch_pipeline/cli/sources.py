@@ -58,6 +58,8 @@ _OPTIONS: list[FieldOption] = [
     (("--port",), "smb_port", {"type": int, "help": "smb: port (default 445)."}),
     (("--polling-interval-minutes",), "polling_interval_minutes",
      {"type": int, "help": "Minutes between scans, 1-1440 (default 15)."}),
+    (("--fs-events/--no-fs-events", "use_fs_events"), "use_fs_events",
+     {"default": None, "help": "local: react to file-system events (default on)."}),
     (("--extensions",), "file_extensions",
      {"help": "Comma-separated extensions to import, e.g. .mp4,.wav (empty = all)."}),
     (("--skip-older-than-days",), "skip_files_older_than_days",

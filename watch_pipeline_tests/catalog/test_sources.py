@@ -142,7 +142,7 @@ def test_settings_defaults_and_validation(any_catalog):
     with any_catalog.session() as s:
         snapshot = WatchSettings.load(s)
     assert snapshot.enabled is False and snapshot.max_concurrent_imports == 7
-    assert snapshot.file_stability_seconds == 30 and snapshot.fs_events_enabled is False
+    assert snapshot.file_stability_seconds == 30 and snapshot.fs_events_enabled is True
 
 
 @pytest.mark.parametrize(("fields", "field", "rule"), [

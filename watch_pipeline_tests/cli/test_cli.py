@@ -137,7 +137,7 @@ def test_update_rules(run):
 def test_settings_get_set(run):
     assert json.loads(run("settings", "get", "--json").output) == {
         "watch.enabled": True, "watch.file_stability_seconds": 30,
-        "watch.max_concurrent_imports": 5, "watch.fs_events_enabled": False,
+        "watch.max_concurrent_imports": 5, "watch.fs_events_enabled": True,
         "fingerprints.recompute_complete": False, "watch.max_media_duration_hours": 12.0,
         "watch.fs_events_quiet_seconds": 1.0}
     run("settings", "set", "watch.max_concurrent_imports", "2")

@@ -143,8 +143,8 @@ def test_a_file_written_slowly_is_imported_after_its_writer_closes_it(
                 fh.write(wav_bytes[i * step:(i + 1) * step])
                 fh.flush()
                 writes = i + 1
-                wait_for(lambda: events_of(sqlite_catalog, "slow.wav").count("modified")
-                         >= writes, "the write's event")
+                wait_for(lambda n=writes: events_of(sqlite_catalog, "slow.wav").count("modified")
+                         >= n, "the write's event")
                 time.sleep(1)  # longer than the quiet delay: only a close may release it
                 assert "slow.wav" not in tick(sqlite_catalog, root), f"after write {writes}"
                 assert rows(sqlite_catalog)["slow.wav"] == "pending"

@@ -8,6 +8,8 @@ Create Date: 2026-12-07
   (path, kind, time); the scan reads it to treat a closed or moved-in file as stable sooner.
 * ``watch_source.fs_events_mode`` (``events``/``polling``), ``fs_events_reason`` and
   ``fs_events_changed_at``: which mode the watcher put the source in, and why.
+* ``use_fs_events`` becomes true on local sources: nothing read it before (it held its old
+  default everywhere), and events are now on by default where they work.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('fs_events_reason', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('fs_events_changed_at', sa.DateTime(timezone=True),
                                       nullable=True))
+    op.execute(sa.text("UPDATE watch_source SET use_fs_events = true "
+                       "WHERE source_type = 'local'"))
 
 
 def downgrade() -> None:
