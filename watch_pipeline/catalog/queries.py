@@ -24,7 +24,9 @@ from watch_pipeline.catalog.models import (
     MediaFile,
     MediaOrigin,
     MediaStatus,
+    ScanStatus,
     SkipReason,
+    SourceType,
     WatchEvent,
     WatchSource,
     WatchSourceFile,
@@ -581,7 +583,7 @@ def get_source(session: Session, source_id: int) -> WatchSource:
 
 def mark_scan_running(session: Session, source_id: int) -> None:
     """Record that a scan of the source started."""
-    session.get(WatchSource, source_id).last_scan_status = "running"
+    session.get(WatchSource, source_id).last_scan_status = ScanStatus.RUNNING
 
 
 def record_scan_result(session: Session, source_id: int, *, at: datetime, error: str | None,
@@ -596,25 +598,25 @@ def record_scan_result(session: Session, source_id: int, *, at: datetime, error:
     source = session.get(WatchSource, source_id)
     source.last_scan_message = summary[:4000]
     if error:
-        source.last_scan_status = "error"
+        source.last_scan_status = ScanStatus.ERROR
         source.last_scan_at = at
         source.consecutive_scan_failures = (source.consecutive_scan_failures or 0) + 1
     elif finished:
         source.consecutive_scan_failures = 0
-        source.last_scan_status = "success"
+        source.last_scan_status = ScanStatus.SUCCESS
         source.last_scan_at = at
         source.last_scan_files_found = files_found
         source.last_scan_files_imported = files_imported
         source.last_scan_files_skipped = files_skipped
         source.last_scan_duration_seconds = duration_seconds
-    elif source.last_scan_status == "running":
-        source.last_scan_status = "success" if source.last_scan_at else None
+    elif source.last_scan_status == ScanStatus.RUNNING:
+        source.last_scan_status = ScanStatus.SUCCESS if source.last_scan_at else None
 
 
 def record_source_error(session: Session, source_id: int, message: str, *, at: datetime) -> None:
     """A source that could not even be scanned (no client, no key): counts as a failed scan."""
     source = session.get(WatchSource, source_id)
-    source.last_scan_status = "error"
+    source.last_scan_status = ScanStatus.ERROR
     source.last_scan_message = message[:4000]
     source.last_scan_at = at
     source.consecutive_scan_failures = (source.consecutive_scan_failures or 0) + 1
@@ -623,9 +625,9 @@ def record_source_error(session: Session, source_id: int, message: str, *, at: d
 def recover_interrupted_scans(session: Session, source_ids: list[int]) -> list[str]:
     """Sources left ``running`` by a scan whose process ended: mark them failed, return names."""
     rows = session.scalars(sa.select(WatchSource).where(
-        WatchSource.id.in_(source_ids), WatchSource.last_scan_status == "running")).all()
+        WatchSource.id.in_(source_ids), WatchSource.last_scan_status == ScanStatus.RUNNING)).all()
     for source in rows:
-        source.last_scan_status = "error"
+        source.last_scan_status = ScanStatus.ERROR
         source.last_scan_message = "the previous scan was interrupted before it finished"
         source.consecutive_scan_failures = (source.consecutive_scan_failures or 0) + 1
     return [s.name for s in rows]
@@ -779,7 +781,7 @@ class EventSource:
 
 def event_sources(session: Session, *, setting_on: bool) -> list[EventSource]:
     """Every local source, and whether the watcher should watch it."""
-    rows = session.scalars(sa.select(WatchSource).where(WatchSource.source_type == "local")
+    rows = session.scalars(sa.select(WatchSource).where(WatchSource.source_type == SourceType.LOCAL)
                            .order_by(WatchSource.id)).all()
     return [EventSource(r.id, r.name, r.local_path or "", bool(r.recursive),
                         setting_on and bool(r.is_enabled) and bool(r.use_fs_events),

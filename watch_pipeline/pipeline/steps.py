@@ -41,7 +41,13 @@ from typing import Any, Protocol
 
 from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.db import Catalog
-from watch_pipeline.catalog.models import FileStatus, SkipReason, WatchSource, WatchSourceFile
+from watch_pipeline.catalog.models import (
+    FileStatus,
+    SkipReason,
+    SourceType,
+    WatchSource,
+    WatchSourceFile,
+)
 from watch_pipeline.catalog.settings import get_setting
 from watch_pipeline.media import limits
 from watch_pipeline.media.errors import MediaTooLong
@@ -582,7 +588,7 @@ def store_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
             written_back = _write_back(item, client, path, ctx.log)
         # The temp copies (downloads, stitched file) are no longer needed once stored.
         shutil.rmtree(temp_dir(sources, fingerprint), ignore_errors=True)
-        if item.delete_after_import and item.source_type == "local":
+        if item.delete_after_import and item.source_type == SourceType.LOCAL:
             _delete_originals(item, client, ctx.log)
     return MediaObject(object_key=key, media_id=record.id, cached=cached, url=store.url(key),
                        size=size, sha256=stored.sha256 or "", duplicates_marked=twins,
