@@ -19,11 +19,12 @@ This is the only module that imports the ``imohash`` package; its quirks are wra
 
 from __future__ import annotations
 
-import io
 import os
 from typing import BinaryIO
 
 import imohash
+
+from watch_pipeline.store.base import SizedReader
 
 SAMPLE_SIZE = 16 * 1024
 """Bytes in each of the three sampled windows."""
@@ -37,7 +38,7 @@ ALGORITHM_VERSION = "imohash-1.1.0-16k-128k"
 _READ_CHUNK = 1024 * 1024
 
 
-class _AbsoluteSeeks(io.RawIOBase):
+class _AbsoluteSeeks(SizedReader):
     """Read-only view of a file object that only ever receives absolute seeks.
 
     imohash seeks relative to the end (``seek(-n, SEEK_END)``), which some ranged-read file
@@ -54,28 +55,9 @@ class _AbsoluteSeeks(io.RawIOBase):
             self._size = fh.tell()
         self._pos = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        if whence == os.SEEK_SET:
-            pos = offset
-        elif whence == os.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == os.SEEK_END:
-            pos = self._size + offset
-        else:
-            raise ValueError(f"invalid whence: {whence}")
-        if pos < 0:
-            raise ValueError(f"negative seek position {pos}")
+        pos = super().seek(offset, whence)
         self._fh.seek(pos, os.SEEK_SET)
-        self._pos = pos
         return pos
 
     def read(self, size: int | None = -1) -> bytes:

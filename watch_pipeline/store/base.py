@@ -7,6 +7,7 @@ no implementation may hold a whole media file in memory.
 from __future__ import annotations
 
 import abc
+import errno
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,55 @@ class StoredObject:
     key: str
     size: int
     sha256: str | None = None
+
+
+class SizedReader(io.RawIOBase):
+    """A read-only file object over ``_size`` bytes that keeps its own offset ``_pos``.
+
+    Seeking only moves the offset, as for a local file (past the end is allowed; reads there
+    return ``b""``). A subclass sets ``_size`` and reads from ``_pos``, advancing it.
+    """
+
+    _size: int
+    _pos: int = 0
+
+    def readable(self) -> bool:
+        """Return ``True``: the bytes can be read."""
+        return True
+
+    def seekable(self) -> bool:
+        """Return ``True``: any offset can be read directly."""
+        return True
+
+    def tell(self) -> int:
+        """Return the current offset."""
+        self._check_open()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to ``offset`` relative to ``whence``; return the new offset.
+
+        Raises:
+            OSError: The resulting offset would be negative (``EINVAL``), as for a local file.
+            ValueError: ``whence`` is invalid or the reader is closed.
+        """
+        self._check_open()
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            target = self._size + offset
+        else:
+            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
+        if target < 0:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        self._pos = target
+        return target
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file.")
 
 
 class ObjectStoreError(Exception):

@@ -20,7 +20,6 @@ fingerprint of three small windows costs three small requests, never a download.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import threading
@@ -34,7 +33,13 @@ from boto3.s3.transfer import TransferConfig
 from botocore.client import BaseClient
 from botocore.config import Config
 
-from watch_pipeline.store.base import ObjectStore, ObjectStoreError, StoredObject, check_key
+from watch_pipeline.store.base import (
+    ObjectStore,
+    ObjectStoreError,
+    SizedReader,
+    StoredObject,
+    check_key,
+)
 
 MIB = 1024 * 1024
 
@@ -176,7 +181,7 @@ def describe_error(exc: BaseException, *, endpoint: str | None) -> str:
 _BOTO_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
 
 
-class S3RangeReader(io.RawIOBase):
+class S3RangeReader(SizedReader):
     """A seekable, read-only file object over one S3 object, reading by ranged GETs.
 
     Every ``readinto``/``read(n)`` issues exactly one ``GetObject`` with a ``Range`` header for
@@ -241,42 +246,6 @@ class S3RangeReader(io.RawIOBase):
     def size(self) -> int:
         """The object's size in bytes."""
         return self._size
-
-    def readable(self) -> bool:
-        """Return ``True``: the object can be read."""
-        return True
-
-    def seekable(self) -> bool:
-        """Return ``True``: any offset can be read directly."""
-        return True
-
-    def tell(self) -> int:
-        """Return the current offset."""
-        self._check_open()
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        """Move to ``offset`` relative to ``whence``, like a local file; return the new offset.
-
-        Seeking past the end is allowed (reads there return ``b""``).
-
-        Raises:
-            OSError: The resulting offset would be negative (``EINVAL``), as for a local file.
-            ValueError: ``whence`` is invalid or the reader is closed.
-        """
-        self._check_open()
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self._pos + offset
-        elif whence == io.SEEK_END:
-            target = self._size + offset
-        else:
-            raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
-        if target < 0:
-            raise OSError(errno.EINVAL, "Invalid argument")
-        self._pos = target
-        return target
 
     def readinto(self, buffer: Any) -> int:
         """Fill ``buffer`` from the current offset with one ranged GET; return the byte count."""
@@ -346,11 +315,6 @@ class S3RangeReader(io.RawIOBase):
         endpoint = getattr(getattr(self._client, "meta", None), "endpoint_url", None)
         detail = describe_error(exc, endpoint=endpoint)
         return self._error_type(f"S3 {action} of {self.name} failed: {detail}")
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ValueError("I/O operation on closed file.")
-
 
 class _HashingReader(io.RawIOBase):
     """A seekable reader over a local file that hashes the bytes handed out, once each.
