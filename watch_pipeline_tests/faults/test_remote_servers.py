@@ -457,15 +457,19 @@ FOLDERS, PER_FOLDER = 7, 100  # the scan writes its first 500 decisions, then sm
 def test_smbd_stopped_mid_scan_is_the_sources_error(env, smb_server, samba_server, tmp_path):
     with env["catalog"].session() as s:
         set_setting(s, "watch.file_stability_seconds", 0)
-    # One recording under many names: the scan opens every file (a long scan to interrupt),
-    # yet it is one partition to import, so the other sources' files are claimed in the tick.
+    # Copies of a recording already imported from the local source: the scan reads every one
+    # (a long scan to interrupt) and none is new content (which would end the scan early so
+    # that its import can start).
     one = small_wav(tmp_path / "one.wav")
+    add_source(env, name="local", path="local", auto_transcribe=False)
+    shutil.copyfile(one, env["watch"] / "local" / "one.wav")
+    age(env["watch"] / "local" / "one.wav")
+    assert run_all(env, tick(env, "local")) == [True]
     for folder in range(FOLDERS):
         for n in range(PER_FOLDER):
             share_file(samba_server, f"many/f{folder}/r{n:03}.wav",
                        lambda p: shutil.copyfile(one, p))
     share_file(smb_server, "healthy-scan/h1.wav", lambda p: tone(p, 350))
-    add_source(env, name="local", path="local", auto_transcribe=False)
     drop_local(env, "l1.wav", 450)
     flaky_id = smb_source(env, "flaky", samba_server, "/many")
     smb_source(env, "healthy", smb_server, "/healthy-scan")
@@ -480,7 +484,7 @@ def test_smbd_stopped_mid_scan_is_the_sources_error(env, smb_server, samba_serve
     assert stopped.fired, "the scan ended before smbd could be stopped"
     where = f"SMB server {samba_server.host}:{samba_server.port} unreachable"
     flaky = source_row(env, "flaky")
-    assert flaky.last_scan_status == "error"
+    assert flaky.last_scan_status == "error", flaky.last_scan_message
     assert flaky.last_scan_message.startswith(f"scan failed: {where}")
     assert flaky.consecutive_scan_failures == 1
     assert samba_server.password not in flaky.last_scan_message
@@ -489,8 +493,10 @@ def test_smbd_stopped_mid_scan_is_the_sources_error(env, smb_server, samba_serve
     # In the same tick the healthy share was scanned and its file claimed; the local source
     # imports beside it.
     assert source_row(env, "healthy").last_scan_status == "success"
-    healthy = [r for r in requests if r.tags["watch_pipeline/source"] == "healthy"]
-    assert run_all(env, healthy + tick(env, "local")) == [True, True]
+    assert [r.tags["watch_pipeline/source"] for r in requests] == ["healthy"]
+    assert run_all(env, requests) == [True]
+    rewind_scans(env)
+    assert run_all(env, tick(env, "local")) == [True]
 
     # Still down on the next tick: the streak grows, the others go on importing.
     share_file(smb_server, "healthy-scan/h2.wav", lambda p: tone(p, 360))
@@ -503,21 +509,17 @@ def test_smbd_stopped_mid_scan_is_the_sources_error(env, smb_server, samba_serve
     assert [r.tags["watch_pipeline/source"] for r in during] == ["healthy"]
     assert run_all(env, during + tick(env, "local")) == [True, True]
     assert imported(env, "healthy") == {"h1.wav", "h2.wav"}
-    assert imported(env, "local") == {"l1.wav", "l2.wav"}
+    assert imported(env, "local") == {"one.wav", "l1.wav", "l2.wav"}
 
-    # smbd is back on the same port: the next scan sees every file and the recording imports.
+    # smbd is back on the same port: the next scan sees every file, each a known recording.
     samba_server.start()
     rewind_scans(env)
-    after = tick(env, "smb")
+    assert tick(env, "smb") == []
     flaky = source_row(env, "flaky")
     assert (flaky.last_scan_status, flaky.consecutive_scan_failures) == ("success", 0)
     assert flaky.last_scan_message.startswith(f"{FOLDERS * PER_FOLDER} files seen")
-    assert [r.tags["watch_pipeline/source"] for r in after] == ["flaky"]
-    assert run_all(env, after) == [True]
-    statuses = sorted((r.status, r.skip_reason) for r in file_rows(env, "flaky"))
-    # every name seen: one imported, the other names of the same recording skipped as such
-    assert statuses == [("imported", None)] + [
-        ("skipped_duplicate", "duplicate_same_source")] * (FOLDERS * PER_FOLDER - 1)
+    statuses = [(r.status, r.skip_reason) for r in file_rows(env, "flaky")]
+    assert statuses == [("skipped_duplicate", "duplicate_other_source")] * (FOLDERS * PER_FOLDER)
 
 
 @pytest.mark.xfail(strict=True, reason=(
