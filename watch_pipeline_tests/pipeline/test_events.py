@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import subprocess
 import threading
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from watchdog.observers.inotify_c import Inotify, InotifyConstants
 
 from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.models import WatchEvent, WatchSource, WatchSourceFile
@@ -303,3 +305,26 @@ def test_the_mount_holding_a_path_decides(path, fs_type, network):
 
 def test_this_machines_mount_table_is_read(tmp_path):
     assert mount_fs_type(tmp_path.resolve()) != ""
+
+
+def test_a_queue_overflow_makes_the_next_tick_scan_and_says_events_were_lost(
+        sqlite_catalog, watch, wav_bytes, tmp_path):
+    """watchdog drops IN_Q_OVERFLOW silently; the watcher counts it and asks for a full scan."""
+    root, source_id = watch
+    with running(_watcher(sqlite_catalog, root)):
+        wait_for(lambda: mode(sqlite_catalog, source_id) == ("events", None), "events mode")
+        tick(sqlite_catalog, root)
+        (root / "lost.wav").write_bytes(wav_bytes)
+        wait_for(lambda: "closed" in events_of(sqlite_catalog, "lost.wav"), "its events")
+        with sqlite_catalog.session() as s:  # as if they had been in the lost batch
+            s.execute(sa.delete(WatchEvent))
+        assert tick(sqlite_catalog, root) == set() and rows(sqlite_catalog) == {}
+        overflow = struct.pack("iIII", -1, InotifyConstants.IN_Q_OVERFLOW, 0, 0)
+        assert list(Inotify._parse_event_buffer(overflow)) == [
+            (-1, InotifyConstants.IN_Q_OVERFLOW, 0, b"")]
+        wait_for(lambda: "overflow" in (mode(sqlite_catalog, source_id)[1] or ""),
+                 "the reason to say events were lost")
+        assert mode(sqlite_catalog, source_id)[0] == "events"
+        wait_for(lambda: "rescan" in events_of(sqlite_catalog, ""), "a rescan event")
+        tick(sqlite_catalog, root)
+    assert rows(sqlite_catalog) == {"lost.wav": "pending"}
