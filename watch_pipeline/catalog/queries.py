@@ -410,20 +410,31 @@ def fail_transcript(catalog: Catalog, media_id: int, reason: str) -> None:
 
 def fail_import(catalog: Catalog, fingerprint: str, reason: str, *,
                 backoff: Callable[[int], timedelta], run_key: str | None = None,
-                now: datetime | None = None) -> int:
+                run_id: str | None = None, now: datetime | None = None) -> int:
     """Record a failed import on the rows it concerned and on the media, scheduling a retry.
 
     The rows are those a run was working on (``importing``/``downloading``) and, when
     ``run_key`` is given, the ``pending`` rows that run was requested for (a run that died
-    before its first step). Returns how many rows were marked ``error``.
+    before its first step). With ``run_id`` (the failed run), rows another run holds
+    (``import_run_id``) are left alone, and so is the media then: a run refused because another
+    one was importing the partition must not fail that one's work. Returns how many rows were
+    marked ``error``.
     """
     now = now or _now()
     f = WatchSourceFile
-    concerned = f.status.in_((FileStatus.IMPORTING, FileStatus.DOWNLOADING))
+    working = f.status.in_((FileStatus.IMPORTING, FileStatus.DOWNLOADING))
+    held_elsewhere = (sa.and_(working, f.import_run_id.is_not(None), f.import_run_id != run_id)
+                      if run_id is not None else sa.false())
+    concerned = sa.and_(working, sa.not_(held_elsewhere))
     if run_key is not None:
         concerned = sa.or_(concerned, sa.and_(f.status == FileStatus.PENDING,
                                               f.run_key == run_key))
     with catalog.session() as session:
+        # The media belongs to the run holding the partition's rows, whatever their state.
+        other_holder = run_id is not None and bool(session.scalar(
+            sa.select(sa.func.count()).select_from(f)
+            .where(of_partition(fingerprint), f.import_run_id.is_not(None),
+                   f.import_run_id != run_id)))
         rows = session.scalars(sa.select(f).where(of_partition(fingerprint), concerned)).all()
         for row in rows:
             row.status = FileStatus.ERROR
@@ -434,7 +445,7 @@ def fail_import(catalog: Catalog, fingerprint: str, reason: str, *,
         media = session.scalar(
             sa.select(MediaFile).where(MediaFile.partition_key == fingerprint)
             .order_by(MediaFile.id.desc()).limit(1))
-        if media is not None and media.status != MediaStatus.COMPLETED:
+        if media is not None and media.status != MediaStatus.COMPLETED and not other_holder:
             media.status = MediaStatus.ERROR
             media.error_message = reason[:4000]
         return len(rows)

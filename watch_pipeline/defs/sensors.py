@@ -149,7 +149,8 @@ def import_failure_sensor(context: dg.RunFailureSensorContext,
     marked = 0
     for key in keys:
         marked += claims.fail(catalog.get(), key, f"run {run.run_id} failed: "
-                                      f"{message[:500]}", run_key=run.tags.get("dagster/run_key"))
+                                      f"{message[:500]}", run_key=run.tags.get("dagster/run_key"),
+                              run_id=run.run_id)
     if marked:
         context.log.info(f"marked {marked} file(s) of {len(keys)} partition(s) for retry")
 

@@ -38,10 +38,13 @@ def may_retry(retry_count: int, next_retry_at: datetime | None, now: datetime) -
 
 
 def fail(catalog: Catalog, partition: str, reason: str, *, run_key: str | None = None,
-         now: datetime | None = None) -> int:
-    """Record a failed import of ``partition`` and schedule its retry with the backoff above."""
+         run_id: str | None = None, now: datetime | None = None) -> int:
+    """Record a failed import of ``partition`` and schedule its retry with the backoff above.
+
+    ``run_id`` is the failed run: rows another run holds are not its to fail.
+    """
     return queries.fail_import(catalog, partition, reason, backoff=retry_delay, run_key=run_key,
-                               now=now)
+                               run_id=run_id, now=now)
 
 
 @dataclass(frozen=True)

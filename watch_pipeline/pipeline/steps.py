@@ -328,7 +328,7 @@ def _recorded(catalog: Catalog, ctx: StepContext, sources: SourceAccess) -> Iter
         _clean_temp(sources, ctx.partition_key,
                     keep_partial=not isinstance(exc, _Failed | ProbeError))
         reason = f"{ctx.step}: {exc}"
-        claims.fail(catalog, ctx.partition_key, reason, run_key=ctx.run_key)
+        claims.fail(catalog, ctx.partition_key, reason, run_key=ctx.run_key, run_id=ctx.run_id)
         ctx.log.error(reason)
         raise StepFailed(reason) from None
 

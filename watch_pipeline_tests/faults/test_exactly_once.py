@@ -32,7 +32,7 @@ from watch_pipeline.catalog.models import (
     WatchSource,
     WatchSourceFile,
 )
-from watch_pipeline.pipeline import steps
+from watch_pipeline.pipeline import claims, steps
 from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj
 from watch_pipeline_tests.fakes import FakeObjectStore, FakeSource, tone_wav
 
@@ -113,6 +113,12 @@ def test_two_threads_importing_one_partition_import_it_once(any_catalog, tmp_pat
         while len(outcomes) < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(outcomes) == 1, "the second run did not give up while the first held it"
+        # The failure path of the refused run (import_failure_sensor) leaves the holder's rows.
+        (loser,) = outcomes
+        assert claims.fail(any_catalog, key, f"run {loser} failed", run_id=loser) == 0
+        row = _outcome(any_catalog)[1]
+        assert row.status in (FileStatus.IMPORTING, FileStatus.DOWNLOADING)
+        assert row.import_run_id != loser and row.error_message is None
     finally:
         source.go.set()
         for thread in threads.values():

@@ -20,7 +20,7 @@ from watch_pipeline.catalog.models import (
     WatchSource,
     WatchSourceFile,
 )
-from watch_pipeline.pipeline import steps
+from watch_pipeline.pipeline import claims, steps
 from watch_pipeline.pipeline.fingerprint import imohash_fileobj
 from watch_pipeline_tests.fakes import FakeObjectStore, FakeSource, FakeTranscriber, tone_wav
 
@@ -205,9 +205,16 @@ def test_a_partition_held_by_a_live_run_is_refused_and_left_alone(world):
     steps.fetch_raw_file(ctx(key, steps.RAW_FILE, run_id="run-a"), cat, access)
     with pytest.raises(steps.StepFailed, match="being imported by run run-a"):
         steps.fetch_raw_file(ctx(key, steps.RAW_FILE, run_id="run-b"), cat, access)
+    # ... and the refused run's failure path (import_failure_sensor) does not fail the holder
+    assert claims.fail(cat, key, "run run-b failed", run_id="run-b") == 0
     row = rows(world)["shared.wav"]
     assert (row.status, row.import_run_id, row.error_message) == (
         FileStatus.IMPORTING, "run-a", None)  # the holder's row is untouched
+    steps.stitch_media(ctx(key, steps.STITCHED_MEDIA, run_id="run-a"), cat, access)
+    stored = steps.store_media(ctx(key, steps.MEDIA_OBJECT, run_id="run-a"), cat, access,
+                               world["store"])
+    assert claims.fail(cat, key, "run run-b failed", run_id="run-b") == 0
+    assert media(world)[0].status == MediaStatus.PROCESSING and stored.media_id == 1
 
 
 def test_a_partition_held_by_a_dead_run_is_taken_over(world):
