@@ -156,10 +156,7 @@ class S3SourceClient(SourceClient):
             raise SourceError("an S3 source needs a bucket name")
         self._s3 = S3Connection(endpoint_url, region, access_key_id, secret_access_key, use_ssl,
                                 connect_timeout, read_timeout)
-        if self._s3.half_credentials:
-            raise SourceAuthError(
-                "S3 credentials are incomplete: give both access key id and secret, or neither"
-            )
+        self._s3.check_credentials(SourceAuthError)
         self._bucket = bucket
         self._prefix = _normalise_prefix(prefix)
         self._page_size = page_size

@@ -127,10 +127,11 @@ class S3Connection:
         for name in ("region", "access_key_id", "secret_access_key"):
             object.__setattr__(self, name, getattr(self, name) or None)
 
-    @property
-    def half_credentials(self) -> bool:
-        """Only one of access key id and secret was given."""
-        return bool(self.access_key_id) != bool(self.secret_access_key)
+    def check_credentials(self, error_type: type[Exception]) -> None:
+        """Raise ``error_type`` when only one of access key id and secret was given."""
+        if bool(self.access_key_id) != bool(self.secret_access_key):
+            raise error_type(
+                "S3 credentials are incomplete: give both access key id and secret, or neither")
 
     def client(self) -> BaseClient:
         """A new boto3 client (see :func:`make_s3_client`).
@@ -424,10 +425,7 @@ class S3ObjectStore(ObjectStore):
             raise ObjectStoreError("an S3 object store needs a bucket name")
         self._s3 = S3Connection(endpoint_url, region, access_key_id, secret_access_key, use_ssl,
                                 connect_timeout, read_timeout)
-        if self._s3.half_credentials:
-            raise ObjectStoreError(
-                "S3 credentials are incomplete: give both access key id and secret, or neither"
-            )
+        self._s3.check_credentials(ObjectStoreError)
         self._bucket = bucket
         prefix = prefix.strip("/")
         self._prefix = f"{check_key(prefix)}/" if prefix else ""
