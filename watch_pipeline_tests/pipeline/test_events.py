@@ -328,3 +328,21 @@ def test_a_queue_overflow_makes_the_next_tick_scan_and_says_events_were_lost(
         wait_for(lambda: "rescan" in events_of(sqlite_catalog, ""), "a rescan event")
         tick(sqlite_catalog, root)
     assert rows(sqlite_catalog) == {"lost.wav": "pending"}
+
+
+# -- the local watch sensor ticks often ---------------------------------------------------------
+
+@pytest.mark.parametrize(("environ", "local", "others"), [
+    ({}, 3, 30),
+    ({"WATCH_SENSOR_INTERVAL_SECONDS": "7"}, 7, 7),  # the old variable still sets every sensor
+    ({"WATCH_SENSOR_INTERVAL_SECONDS": "20", "WATCH_LOCAL_SENSOR_INTERVAL_SECONDS": "2"}, 2, 20),
+])
+def test_the_local_sensor_has_its_own_shorter_interval(environ, local, others):
+    from watch_pipeline.defs.resources import launch
+    from watch_pipeline.defs.sensors import build_watch_sensors
+
+    config = launch(environ)
+    sensors = {s.name: s.minimum_interval_seconds for s in build_watch_sensors(
+        config.sensor_interval_seconds, config.local_sensor_interval_seconds)}
+    assert sensors == {"local_watch_sensor": local, "s3_watch_sensor": others,
+                       "smb_watch_sensor": others}
