@@ -28,8 +28,9 @@ from watch_pipeline.sources.resource import SourcesResource
 SOURCE_KINDS = ("local", "s3", "smb")
 # Work per tick stays well under the daemon's 60 s sensor timeout.
 TICK_BUDGET_SECONDS = 40.0
-# Once a scan found new content it stops this much later (the next tick resumes it), so the
-# first import run is requested within seconds even when a burst makes the listing long.
+# While no import is in flight, a scan that found new content stops this much later (the next
+# tick resumes it), so the first import run of a burst is requested within seconds even when the
+# listing is long. With imports in flight the scan keeps its whole budget (throughput).
 FIRST_IMPORT_SECONDS = 2.0
 IN_FLIGHT = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
              dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
@@ -79,10 +80,11 @@ def build_watch_sensor(kind: str, *, interval_seconds: int = 30) -> dg.SensorDef
             return dg.SkipReason("watch.enabled is false: no source is scanned")
         if not enabled:
             return dg.SkipReason(f"no enabled {kind} watch source")
+        idle = in_flight_imports(context.instance) == 0
         tick = scan.scan_due_sources(cat, enabled, settings=settings,
                                      client_for=sources.client_for,
                                      budget_seconds=TICK_BUDGET_SECONDS, log=context.log,
-                                     first_import_seconds=FIRST_IMPORT_SECONDS)
+                                     first_import_seconds=FIRST_IMPORT_SECONDS if idle else None)
         slots = settings.max_concurrent_imports - in_flight_imports(context.instance)
         # Each run may carry a batch of partitions, so claim up to a full batch per free slot.
         requests = claims.claim_imports(
