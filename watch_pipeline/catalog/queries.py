@@ -79,6 +79,10 @@ def claim_candidates(session: Session, source_ids: list[int]) -> list[ClaimCandi
                   WatchSource.name)
         .join(WatchSource, WatchSource.id == f.watch_source_id)
         .where(f.watch_source_id.in_(source_ids),
+               # a source whose last scan failed (server down, login refused) waits: its files
+               # would only burn their retries
+               sa.or_(WatchSource.last_scan_status.is_(None),
+                      WatchSource.last_scan_status != ScanStatus.ERROR),
                sa.or_(f.partition_key.is_not(None), f.imohash.is_not(None)),
                f.status.in_((FileStatus.PENDING, FileStatus.ERROR)))
         .order_by(f.created_at, f.id)
@@ -613,6 +617,8 @@ def record_scan_result(session: Session, source_id: int, *, at: datetime, error:
         source.last_scan_at = at
         source.consecutive_scan_failures = (source.consecutive_scan_failures or 0) + 1
     elif finished:
+        if source.consecutive_scan_failures:
+            _release_after_outage(session, source_id)
         source.consecutive_scan_failures = 0
         source.last_scan_status = ScanStatus.SUCCESS
         source.last_scan_at = at
@@ -622,6 +628,18 @@ def record_scan_result(session: Session, source_id: int, *, at: datetime, error:
         source.last_scan_duration_seconds = duration_seconds
     elif source.last_scan_status == ScanStatus.RUNNING:
         source.last_scan_status = ScanStatus.SUCCESS if source.last_scan_at else None
+
+
+def _release_after_outage(session: Session, source_id: int) -> None:
+    """The source works again after failed scans: its failed files get their retries back.
+
+    Their failures were most likely the outage's (an unreachable server counts against each
+    file in flight), so a file held after its automatic retries would otherwise stay ``error``
+    until an operator released it.
+    """
+    session.execute(sa.update(WatchSourceFile).where(
+        WatchSourceFile.watch_source_id == source_id,
+        WatchSourceFile.status == FileStatus.ERROR).values(retry_count=0, next_retry_at=None))
 
 
 def record_source_error(session: Session, source_id: int, message: str, *, at: datetime) -> None:

@@ -525,10 +525,6 @@ def test_smbd_stopped_mid_scan_is_the_sources_error(env, smb_server, samba_serve
     assert statuses == [("skipped_duplicate", "duplicate_other_source")] * (FOLDERS * PER_FOLDER)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: a failure because the source's server is unreachable counts against the "
-    "file; after MAX_AUTOMATIC_RETRIES it is held in error and not imported when the server "
-    "is back (pipeline/claims.py, catalog/queries.fail_import)"))
 def test_smb_file_is_imported_after_an_outage_longer_than_the_retries(env, samba_server):
     with env["catalog"].session() as s:
         set_setting(s, "watch.file_stability_seconds", 0)
