@@ -134,9 +134,51 @@ def validate_media(fh: BinaryIO, size: int) -> ValidationResult:
             SkipReason.INVALID_TYPE,
             f"not a known media container (first bytes: {head[:16]!r})",
         )
+    if head[4:8] == b"ftyp" or head[4:8] in _QUICKTIME_ATOMS:
+        problem = _box_overrun(fh, size)
+        if problem:
+            return _failed(SkipReason.VALIDATION_FAILED, problem)
     return ValidationResult(
         ok=True, content_type=content_type, skip_reason=None, message=f"looks like {content_type}"
     )
+
+
+_MAX_TOP_LEVEL_BOXES = 64
+
+
+def _box_overrun(fh: BinaryIO, size: int) -> str | None:
+    """A truncated MP4/QuickTime file: a top-level box claims bytes beyond the end of the file.
+
+    Walks the top-level boxes by their headers (one 16-byte read each, a handful per file), so
+    a recording cut short by a half-finished copy is refused before it is imported, even when
+    its index (``moov``) sits at the front and ffprobe would accept it.
+    """
+    if not fh.seekable():
+        return None
+    offset = 0
+    try:
+        for _ in range(_MAX_TOP_LEVEL_BOXES):
+            if offset + 8 > size:
+                return None
+            fh.seek(offset)
+            header = _read_up_to(fh, 16)
+            if len(header) < 8:
+                return None
+            box_size, box_type = struct.unpack(">I", header[:4])[0], header[4:8]
+            if box_size == 1 and len(header) == 16:
+                box_size = struct.unpack(">Q", header[8:16])[0]
+            if box_size == 0:  # the last box runs to the end of the file
+                return None
+            if box_size < 8:
+                return f"corrupt container: box {box_type!r} at byte {offset} has size {box_size}"
+            if offset + box_size > size:
+                name = box_type.decode("latin-1", "replace")
+                return (f"truncated recording: the {name!r} box at byte {offset} needs "
+                        f"{offset + box_size} bytes, the file has {size}")
+            offset += box_size
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _failed(reason: SkipReason, message: str) -> ValidationResult:

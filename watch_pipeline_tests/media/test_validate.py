@@ -177,3 +177,19 @@ def test_non_media_heads_are_not_sniffed(head):
 )
 def test_hand_made_heads(head, expected):
     assert sniff(head) == expected
+
+
+def test_a_truncated_mp4_is_refused_even_with_its_index_in_front(tmp_path):
+    whole = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "sine=frequency=500:duration=2", "-c:a", "aac", "-movflags", "+faststart",
+                    str(whole)], check=True)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with open(whole, "rb") as fh:
+        assert validate_media(fh, len(data)).ok
+    with open(cut, "rb") as fh:
+        result = validate_media(fh, len(data) // 2)
+    assert not result.ok and result.skip_reason == "validation_failed"
+    assert "truncated recording" in result.message and "mdat" in result.message
