@@ -42,6 +42,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from watch_pipeline.catalog.files import fsync_dir
+
 KEY_FILENAME = "watch_pipeline.key"
 _VERSION = "v1"
 _NONCE_BYTES = 12
@@ -128,20 +130,6 @@ def _private_temp(path: Path, data: bytes) -> Path:
     return tmp
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or link in ``directory`` durable (best effort where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_key_file(path: Path, key_b64: str) -> None:
     """Create ``path`` holding ``key_b64`` with mode 0600; never overwrite an existing file.
 
@@ -157,7 +145,7 @@ def write_key_file(path: Path, key_b64: str) -> None:
         os.link(tmp, path)  # atomic, and fails when path exists
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def replace_key_file(path: Path, key_b64: str) -> None:
@@ -172,7 +160,7 @@ def replace_key_file(path: Path, key_b64: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def key_id(key: bytes) -> str:

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from watch_pipeline.catalog.files import fsync_dir
 from watch_pipeline.store.base import ObjectStore, ObjectStoreError, StoredObject, check_key
 
 CHUNK_SIZE = 8 * 1024 * 1024
@@ -203,7 +204,7 @@ class LocalObjectStore(ObjectStore):
                 raise ObjectStoreError(f"cannot store object {key!r}: {exc}") from exc
             raise
         if self._fsync:
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
 
 
 def _create_temp(dest: Path) -> tuple[Path, int]:
@@ -306,17 +307,3 @@ def _get_xattr(path: Path, name: str) -> str | None:
         return os.getxattr(path, name).decode()
     except (OSError, AttributeError, UnicodeDecodeError):
         return None
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a rename in ``path``; skipped where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
