@@ -9,21 +9,18 @@ environment: ``defs/resources.py`` maps ``WATCH_SMTP_CA_FILE``, ``WATCH_SECRET_K
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import dagster as dg
 from pydantic import Field
 
 from watch_pipeline.catalog.email import SECRET_COLUMN
-from watch_pipeline.catalog.keys import open_box
 from watch_pipeline.catalog.models import EmailNotificationConfig
-from watch_pipeline.catalog.secrets import KeyConfig, SecretBox, stored_key_id
+from watch_pipeline.catalog.resource import SecretKeyResource
+from watch_pipeline.catalog.secrets import SecretBox
 from watch_pipeline.mail.base import Mailer
 from watch_pipeline.mail.connect import MailSettings, mailer_for_config
 from watch_pipeline.mail.graph import DEFAULT_AUTHORITY_BASE, DEFAULT_GRAPH_BASE
 
 
-class MailerResource(dg.ConfigurableResource):
+class MailerResource(SecretKeyResource):
     """Builds the mailer (SMTP, Exchange or Microsoft 365) for a catalog email configuration."""
 
     graph_base: str = Field(default=DEFAULT_GRAPH_BASE,
@@ -35,23 +32,12 @@ class MailerResource(dg.ConfigurableResource):
                                   "(WATCH_SMTP_CA_FILE).")
     timeout_seconds: float = Field(default=30, description="Seconds per connection or request.")
     max_retries: int = Field(default=3, description="Graph retries after 429/5xx.")
-    secret_key: str | None = Field(
-        default=None, description="The catalog's secret key, base64 of 32 bytes "
-                                  "(WATCH_SECRET_KEY; pass an EnvVar, never a value).")
-    secret_key_file: str | None = Field(
-        default=None, description="The key file (mode 0600) used when secret_key is empty "
-                                  "(WATCH_SECRET_KEY_FILE or $DAGSTER_HOME/watch_pipeline.key).")
 
     def settings(self) -> MailSettings:
         """This resource's process-wide delivery settings."""
         return MailSettings(graph_base=self.graph_base, authority_base=self.authority_base,
                             smtp_ca_file=self.smtp_ca_file, timeout=self.timeout_seconds,
                             max_retries=self.max_retries)
-
-    def key_config(self) -> KeyConfig:
-        """Where the secret key is, as configured at launch."""
-        return KeyConfig(secret_key=self.secret_key or None,
-                         key_file=Path(self.secret_key_file) if self.secret_key_file else None)
 
     def mailer_for(self, config: EmailNotificationConfig, box: SecretBox | None = None) -> Mailer:
         """An unconnected mailer for ``config``; its secret is decrypted only here.
@@ -70,9 +56,6 @@ class MailerResource(dg.ConfigurableResource):
             return mailer_for_config(config, box=lambda: box, settings=self.settings())
 
         def row_box() -> SecretBox:
-            stored = getattr(config, SECRET_COLUMN.get(config.provider, ""), None)
-            kid = stored_key_id(stored)
-            return open_box(self.key_config(),
-                            needed_key_ids=(lambda: {kid}) if kid else None)[0]
+            return self.box_for(getattr(config, SECRET_COLUMN.get(config.provider, ""), None))
 
         return mailer_for_config(config, box=row_box, settings=self.settings())

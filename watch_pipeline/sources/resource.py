@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dagster as dg
 from pydantic import Field
 
-from watch_pipeline.catalog.keys import open_box
 from watch_pipeline.catalog.models import WatchSource
-from watch_pipeline.catalog.secrets import KeyConfig, SecretBox, stored_key_id
+from watch_pipeline.catalog.resource import SecretKeyResource
+from watch_pipeline.catalog.secrets import SecretBox
 from watch_pipeline.catalog.sources import SECRET_COLUMN
 from watch_pipeline.sources.base import SourceClient, SourceError
 from watch_pipeline.sources.connect import client_for_source
 
 
-class SourcesResource(dg.ConfigurableResource):
+class SourcesResource(SecretKeyResource):
     """Builds a client for a catalog ``watch_source`` row (local folder, S3 bucket, SMB share).
 
     Every field is set at launch by ``defs/resources.py``; nothing here reads the environment.
@@ -26,12 +25,6 @@ class SourcesResource(dg.ConfigurableResource):
     temp_dir: str | None = Field(
         default=None, description="Scratch space for downloads (WATCH_TEMP_DIR at launch, else "
         "$DAGSTER_HOME/tmp); empty = ./tmp.")
-    secret_key: str | None = Field(
-        default=None, description="The key of the catalog's stored secrets; set it with "
-        "dg.EnvVar('WATCH_SECRET_KEY'), never as a literal.")
-    secret_key_file: str | None = Field(
-        default=None, description="The key file when no key is set (WATCH_SECRET_KEY_FILE, else "
-        "$DAGSTER_HOME/watch_pipeline.key).")
 
     def watch_root(self) -> Path:
         """The folder local sources are relative to.
@@ -49,11 +42,6 @@ class SourcesResource(dg.ConfigurableResource):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def key_config(self) -> KeyConfig:
-        """Where the secret key is, as configured at launch."""
-        return KeyConfig(secret_key=self.secret_key or None,
-                         key_file=Path(self.secret_key_file) if self.secret_key_file else None)
-
     def client_for(self, source: WatchSource) -> SourceClient:
         """An unconnected client for ``source``; its secret is decrypted only here.
 
@@ -66,8 +54,6 @@ class SourcesResource(dg.ConfigurableResource):
         """
 
         def row_box() -> SecretBox:
-            kid = stored_key_id(getattr(source, SECRET_COLUMN.get(source.source_type, ""), None))
-            return open_box(self.key_config(),
-                            needed_key_ids=(lambda: {kid}) if kid else None)[0]
+            return self.box_for(getattr(source, SECRET_COLUMN.get(source.source_type, ""), None))
 
         return client_for_source(source, box=row_box, watch_folder=self.watch_root)
