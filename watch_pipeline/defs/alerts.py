@@ -4,12 +4,15 @@ Both sensors are built at launch by :func:`build_alert_sensors` with the interva
 address that ``defs/resources.py`` read from the environment.
 """
 
+import functools
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
 
 from watch_pipeline.catalog.resource import CatalogResource
+from watch_pipeline.defs.background import background_sensor
 from watch_pipeline.mail.resource import MailerResource
 from watch_pipeline.ops import health, notify
 
@@ -24,21 +27,21 @@ def build_alert_sensors(*, interval_seconds: int = 60,
 def build_notification_sensor(*, interval_seconds: int = 60,
                               dagster_url: str | None = None) -> dg.SensorDefinition:
     """The sensor that mails what sources did; ``dagster_url`` adds links to the UI."""
+    return _alert_sensor(
+        "notification_sensor", interval_seconds,
+        "Mails each source's linked email configurations once its scan and the imports it "
+        "started are done, when something was imported, stitched or failed.",
+        functools.partial(_notify, base_url=dagster_url))
 
-    @dg.sensor(
-        name="notification_sensor",
-        minimum_interval_seconds=interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Mails each source's linked email configurations once its scan and the "
-                    "imports it started are done, when something was imported, stitched or "
-                    "failed.",
-    )
-    def notification_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
-                            mailer: MailerResource) -> dg.SkipReason:
-        """Send one summary per source and configuration; never fails an import."""
-        return _notify(context, catalog, mailer, base_url=dagster_url)
 
-    return notification_sensor
+def _alert_sensor(name: str, interval_seconds: int, description: str,
+                  evaluate: Callable[..., dg.SkipReason]) -> dg.SensorDefinition:
+    @background_sensor(name, interval_seconds=interval_seconds, description=description)
+    def alert_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
+                     mailer: MailerResource) -> dg.SkipReason:
+        return evaluate(context, catalog, mailer)
+
+    return alert_sensor
 
 
 def _notify(context: dg.SensorEvaluationContext, catalog: CatalogResource,
@@ -84,21 +87,12 @@ def _notify(context: dg.SensorEvaluationContext, catalog: CatalogResource,
 
 def build_source_health_sensor(*, interval_seconds: int = 60) -> dg.SensorDefinition:
     """The sensor that alerts about sources in trouble."""
-
-    @dg.sensor(
-        name="source_health_sensor",
-        minimum_interval_seconds=interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Raises an alert for a source whose last 3 scans failed or that has not "
-                    "been scanned for 3 x its interval; mails its linked configurations once "
-                    "per incident, not once per tick.",
-    )
-    def source_health_sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
-                             mailer: MailerResource) -> dg.SkipReason:
-        """Check every enabled source; the tick's message lists what needs attention."""
-        return _check_health(context, catalog, mailer)
-
-    return source_health_sensor
+    return _alert_sensor(
+        "source_health_sensor", interval_seconds,
+        "Raises an alert for a source whose last 3 scans failed or that has not been scanned "
+        "for 3 x its interval; mails its linked configurations once per incident, not once "
+        "per tick.",
+        _check_health)
 
 
 def _check_health(context: dg.SensorEvaluationContext, catalog: CatalogResource,

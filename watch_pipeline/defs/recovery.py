@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from watch_pipeline.catalog.resource import CatalogResource
+from watch_pipeline.defs.background import background_sensor
 from watch_pipeline.defs.jobs import IMPORT_TAGS
 from watch_pipeline.pipeline import recovery
 
@@ -117,10 +118,8 @@ def release_stranded_files(instance: dg.DagsterInstance, catalog: CatalogResourc
 def build_stranded_run_sensor(interval_seconds: int = 30) -> dg.SensorDefinition:
     """The stranded-run sensor, ticking every ``interval_seconds``."""
 
-    @dg.sensor(
-        name="stranded_run_sensor",
-        minimum_interval_seconds=interval_seconds,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+    @background_sensor(
+        "stranded_run_sensor", interval_seconds=interval_seconds,
         description="Marks import runs whose worker died with a crash (power cut, OOM kill, "
                     "reboot) failed, and has their files retried at once; a run whose worker "
                     "is alive is never touched.",
