@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, TypeVar
 
 from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.db import Catalog
@@ -30,6 +31,9 @@ from watch_pipeline.pipeline import plan as planner
 from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj
 from watch_pipeline.pipeline.multipart import MultipartRegexError
 from watch_pipeline.sources.base import RejectedEntry, SourceClient, SourceEntry, SourceError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -208,29 +212,35 @@ def _plan_groups(catalog: Catalog, rules: planner.SourceRules, scan_plan: planne
                                  view=_CatalogView(catalog), now=current)
 
 
+_T = TypeVar("_T")
+
+
 class _CatalogView:
     """:class:`planner.CatalogView` over the catalog, one short read per lookup."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 
-    def imported_copy(self, fingerprint: str) -> dedup.ImportedCopy | None:
+    def _read(self, query: Callable[[Session, str], _T], key: str) -> _T:
         with self.catalog.session() as s:
-            found = queries.imported_copy(s, fingerprint)
+            return query(s, key)
+
+    def _copy(self, query: Callable[[Session, str], tuple[int, int | None] | None],
+              key: str) -> dedup.ImportedCopy | None:
+        found = self._read(query, key)
         return dedup.ImportedCopy(*found) if found else None
+
+    def imported_copy(self, fingerprint: str) -> dedup.ImportedCopy | None:
+        return self._copy(queries.imported_copy, fingerprint)
 
     def existing_media(self, fingerprint: str) -> int | None:
-        with self.catalog.session() as s:
-            return queries.existing_media(s, fingerprint)
+        return self._read(queries.existing_media, fingerprint)
 
     def imported_partition(self, key: str) -> dedup.ImportedCopy | None:
-        with self.catalog.session() as s:
-            found = queries.imported_in_partition(s, key)
-        return dedup.ImportedCopy(*found) if found else None
+        return self._copy(queries.imported_in_partition, key)
 
     def partition_media(self, key: str) -> int | None:
-        with self.catalog.session() as s:
-            return queries.partition_media(s, key)
+        return self._read(queries.partition_media, key)
 
 
 class _Writer:
