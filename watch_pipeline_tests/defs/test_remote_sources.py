@@ -18,14 +18,7 @@ from watch_pipeline.catalog.secrets import KeyConfig
 from watch_pipeline.catalog.settings import set_setting
 from watch_pipeline.catalog.sources import create_source
 from watch_pipeline.defs.sensors import build_watch_sensor
-from watch_pipeline_tests.defs.harness import (
-    add_source,
-    age,
-    files,
-    media_rows,
-    rewind_scans,
-    run_import,
-)
+from watch_pipeline_tests.defs import harness
 
 SENSORS = {kind: build_watch_sensor(kind) for kind in ("local", "s3", "smb")}
 
@@ -82,10 +75,10 @@ def test_s3_object_becomes_a_transcript(env, s3_server, s3_bucket, speech_factor
                           fmt="mp4")
     s3_server.client().upload_file(str(talk), s3_bucket, "incoming/talk.mp4")
     (req,), _ = tick(env, "s3")
-    assert run_import(env, req.partition_key).success
-    (media,) = media_rows(env)
+    assert harness.run_import(env, req.partition_key).success
+    (media,) = harness.media_rows(env)
     assert media.status == "completed"
-    assert media.imohash == files(env)["talk.mp4"].imohash
+    assert media.imohash == harness.files(env)["talk.mp4"].imohash
     assert "fox" in (env["home"] / "object_store" / media.transcript_key.replace(
         ".json", ".txt")).read_text().lower()
     # the temp copy is gone after the import
@@ -100,15 +93,15 @@ def test_s3_object_still_uploading_waits_for_two_agreeing_listings(env, s3_serve
     client.upload_file(str(_wav(tmp_path / "a.wav", 440)), s3_bucket, "a.wav")
     assert tick(env, "s3")[0] == []  # first sighting: not importable yet
     client.upload_file(str(_wav(tmp_path / "b.wav", 500)), s3_bucket, "a.wav")  # it grew
-    rewind_scans(env)
+    harness.rewind_scans(env)
     assert tick(env, "s3")[0] == []  # changed between listings: the window starts again
     import time
 
     time.sleep(2.2)
-    rewind_scans(env)
+    harness.rewind_scans(env)
     (req,), _ = tick(env, "s3")
-    assert run_import(env, req.partition_key).success
-    assert files(env)["a.wav"].status == "imported"
+    assert harness.run_import(env, req.partition_key).success
+    assert harness.files(env)["a.wav"].status == "imported"
 
 
 def test_wrong_s3_secret_is_recorded_while_a_healthy_source_imports(env, s3_server, s3_bucket,
@@ -154,8 +147,8 @@ def test_smb_file_becomes_a_transcript(env, smb_server, speech_factory):
     shutil.chown(target.parent, smb_server.username)
     shutil.chown(target, smb_server.username)
     (req,), _ = tick(env, "smb")
-    assert run_import(env, req.partition_key).success
-    (media,) = media_rows(env)
+    assert harness.run_import(env, req.partition_key).success
+    (media,) = harness.media_rows(env)
     assert media.status == "completed"
     assert "elephant" in (env["home"] / "object_store" / media.transcript_key.replace(
         ".json", ".txt")).read_text().lower()
@@ -166,19 +159,19 @@ def test_smb_file_becomes_a_transcript(env, smb_server, speech_factory):
 def test_duplicate_of_a_local_recording_on_the_share_is_not_downloaded(env, smb_server,
                                                                      tmp_path):
     stability(env, 0)
-    add_source(env, name="local", path="local", auto_transcribe=False)
+    harness.add_source(env, name="local", path="local", auto_transcribe=False)
     src = _wav(tmp_path / "rec.wav", 720)
     shutil.copyfile(src, env["watch"] / "local" / "rec.wav")
-    age(env["watch"] / "local" / "rec.wav")
+    harness.age(env["watch"] / "local" / "rec.wav")
     (req,), _ = tick(env, "local")
-    assert run_import(env, req.partition_key).success
+    assert harness.run_import(env, req.partition_key).success
     folder = smb_server.share_path / "dup"
     folder.mkdir(exist_ok=True)
     shutil.copyfile(src, folder / "same.wav")
     shutil.chown(folder, smb_server.username)
     smb_source(env, smb_server, name="share-dup", smb_path="/dup")
     assert tick(env, "smb")[0] == []
-    row = files(env)["same.wav"]
+    row = harness.files(env)["same.wav"]
     assert (row.status, row.skip_reason) == ("skipped_duplicate", "duplicate_other_source")
     assert not any((Path(env["home"]).parent / "scratch").rglob("same.wav*"))
 
@@ -235,12 +228,12 @@ def test_s3_parts_are_stitched_and_written_back(env, s3_server, s3_bucket, tmp_p
         client.upload_file(str(_wav(tmp_path / f"p{n}.wav", 300 + 40 * n)), s3_bucket,
                            f"room/show_P00{n}.wav")
     (req,), _ = tick(env, "s3")
-    assert run_import(env, req.partition_key).success
-    (media,) = media_rows(env)
+    assert harness.run_import(env, req.partition_key).success
+    (media,) = harness.media_rows(env)
     assert media.filename == "show.wav" and 1.5 < media.duration < 2.5
     head = client.head_object(Bucket=s3_bucket, Key="room/show.wav")
     assert head["ContentLength"] > 0
-    rewind_scans(env)
+    harness.rewind_scans(env)
     assert tick(env, "s3")[0] == []  # the written-back recording is not imported again
-    row = files(env)["room/show.wav"]
+    row = harness.files(env)["room/show.wav"]
     assert (row.status, row.skip_reason) == ("skipped_duplicate", "duplicate_existing")
