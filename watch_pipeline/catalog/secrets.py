@@ -302,3 +302,12 @@ def stored_key_id(stored: str | None) -> str | None:
         return None
     parts = stored.split(":", 2)
     return parts[1] if len(parts) == 3 else None
+
+
+def public_repr(obj: object, **fields: object) -> str:
+    """``Type(name=value, ...)`` showing only ``fields``, for an object that holds a secret.
+
+    Spelled out field by field so that no default repr can ever show the secret.
+    """
+    shown = ", ".join(f"{name}={value!r}" for name, value in fields.items())
+    return f"{type(obj).__name__}({shown})"

@@ -46,6 +46,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.client import BaseClient
 
 from watch_pipeline.catalog.models import SkipReason
+from watch_pipeline.catalog.secrets import public_repr
 from watch_pipeline.sources import _transfer
 from watch_pipeline.sources.base import (
     BrowseEntry,
@@ -165,11 +166,8 @@ class S3SourceClient(SourceClient):
         self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        # Spelled out so that no default repr can ever show the secret.
-        return (
-            f"S3SourceClient(bucket={self._bucket!r}, prefix={self._prefix!r}, "
-            f"endpoint_url={self._s3.endpoint_url!r})"
-        )
+        return public_repr(self, bucket=self._bucket, prefix=self._prefix,
+                           endpoint_url=self._s3.endpoint_url)
 
     @property
     def bucket(self) -> str:

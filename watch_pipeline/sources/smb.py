@@ -73,6 +73,7 @@ from smbprotocol.exceptions import (
 from smbprotocol.file_info import FileAttributes
 from smbprotocol.header import NtStatus
 
+from watch_pipeline.catalog.secrets import public_repr
 from watch_pipeline.sources import _transfer
 from watch_pipeline.sources.base import (
     BrowseEntry,
@@ -208,11 +209,8 @@ class SMBSourceClient(SourceClient):
         self._cache: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        # Spelled out so that no default repr can ever show the password.
-        return (
-            f"SMBSourceClient(server={self._server!r}, port={self._port}, share={self._share!r}, "
-            f"path={self.path!r}, account={self.account!r})"
-        )
+        return public_repr(self, server=self._server, port=self._port, share=self._share,
+                           path=self.path, account=self.account)
 
     @property
     def path(self) -> str:

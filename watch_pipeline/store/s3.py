@@ -33,6 +33,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.client import BaseClient
 from botocore.config import Config
 
+from watch_pipeline.catalog.secrets import public_repr
 from watch_pipeline.store.base import (
     ObjectStore,
     ObjectStoreError,
@@ -444,11 +445,8 @@ class S3ObjectStore(ObjectStore):
         self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        # Spelled out so that no default repr can ever show the secret.
-        return (
-            f"S3ObjectStore(bucket={self._bucket!r}, endpoint_url={self._s3.endpoint_url!r}, "
-            f"prefix={self._prefix!r})"
-        )
+        return public_repr(self, bucket=self._bucket, endpoint_url=self._s3.endpoint_url,
+                           prefix=self._prefix)
 
     @property
     def bucket(self) -> str:

@@ -19,6 +19,7 @@ from watch_pipeline.catalog.secrets import (
     generate_key,
     load_key,
     parse_key,
+    public_repr,
 )
 from watch_pipeline.catalog.sources import create_source, source_secret
 
@@ -312,3 +313,14 @@ def test_rotation_never_leaves_a_key_wider_than_0600(sqlite_catalog, tmp_path):
         ["watch.key", "next.key", f"watch.key.old-{old.key_id}"])  # no temp file left
     assert keys.active_box(config, catalog=sqlite_catalog)[0].key_id == new.key_id
     assert SecretBox(keys.prepare_new_key(backup)).key_id == old.key_id
+
+
+def test_public_repr_shows_the_named_fields_and_nothing_else():
+    class Client:
+        def __init__(self) -> None:
+            self.server, self._password = "files.example", "hunter2"
+
+        def __repr__(self) -> str:
+            return public_repr(self, server=self.server, port=445)
+
+    assert repr(Client()) == "Client(server='files.example', port=445)"
