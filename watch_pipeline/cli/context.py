@@ -230,26 +230,26 @@ FieldOption = tuple[tuple[str, ...], str, dict[str, Any]]
 """(flag declaration(s), catalog column, click keyword arguments) of one column's option."""
 
 
-def field_options(options: Sequence[FieldOption]) -> Callable[[Callable[..., Any]],
-                                                                Callable[..., Any]]:
-    """Decorator attaching one click option per catalog column, in table order."""
+@dataclass(frozen=True)
+class FieldOptions:
+    """The click options of a catalog table's columns, in table order."""
 
-    def attach(func: Callable[..., Any]) -> Callable[..., Any]:
-        for decls, _column, kwargs in reversed(options):
+    options: Sequence[FieldOption]
+
+    def attach(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorate ``func`` with one click option per column."""
+        for decls, _column, kwargs in reversed(self.options):
             func = click.option(*decls, **kwargs)(func)
         return func
 
-    return attach
-
-
-def given_fields(options: Sequence[FieldOption], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The catalog columns whose options were given, with their values."""
-    fields: dict[str, Any] = {}
-    for decls, column, _kwargs in options:
-        value = params.get(_param_name(decls))
-        if value is not None:
-            fields[column] = value
-    return fields
+    def given(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The catalog columns whose options were given, with their values."""
+        fields: dict[str, Any] = {}
+        for decls, column, _kwargs in self.options:
+            value = params.get(_param_name(decls))
+            if value is not None:
+                fields[column] = value
+        return fields
 
 
 def _param_name(decls: tuple[str, ...]) -> str:

@@ -26,11 +26,9 @@ from watch_pipeline.catalog.validation import ValidationError, recipients
 from watch_pipeline.cli.context import (
     CliContext,
     Column,
-    FieldOption,
+    FieldOptions,
     emit_json,
     fail,
-    field_options,
-    given_fields,
     pass_cli,
     print_fields,
     print_table,
@@ -43,7 +41,7 @@ from watch_pipeline.mail.render import render_test_message
 
 PROVIDERS = [p.value for p in EmailProvider]
 
-_OPTIONS: list[FieldOption] = [
+_OPTIONS = FieldOptions([
     (("--name",), "name", {"help": "Unique display name (1-200 characters)."}),
     (("--provider",), "provider",
      {"type": click.Choice(PROVIDERS), "help": "Delivery provider (fixed at creation)."}),
@@ -66,7 +64,7 @@ _OPTIONS: list[FieldOption] = [
     (("--domain",), "exchange_domain", {"help": "exchange: Windows domain (login DOMAIN\\user)."}),
     (("--tenant-id",), "m365_tenant_id", {"help": "m365: Entra tenant id or domain."}),
     (("--client-id",), "m365_client_id", {"help": "m365: app registration client id."}),
-]
+])
 _USERNAME_COLUMN = {EmailProvider.SMTP: "smtp_username",
                     EmailProvider.EXCHANGE: "exchange_username"}
 
@@ -78,11 +76,11 @@ def email_options(func: Any) -> Any:
     func = click.option("--password-stdin", is_flag=True,
                         help="smtp/exchange: read the password from stdin.")(func)
     func = click.option("--username", help="smtp/exchange: login user.")(func)
-    return field_options(_OPTIONS)(func)
+    return _OPTIONS.attach(func)
 
 
 def _fields(params: dict[str, Any], provider: str | None) -> dict[str, Any]:
-    fields = given_fields(_OPTIONS, params)
+    fields = _OPTIONS.given(params)
     if params.get("username") is not None:
         column = _USERNAME_COLUMN.get(provider or "")
         if column is None:

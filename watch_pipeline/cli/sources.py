@@ -17,11 +17,9 @@ from watch_pipeline.catalog.validation import ValidationError
 from watch_pipeline.cli.context import (
     CliContext,
     Column,
-    FieldOption,
+    FieldOptions,
     emit_json,
     fail,
-    field_options,
-    given_fields,
     list_options,
     pass_cli,
     print_fields,
@@ -35,7 +33,7 @@ from watch_pipeline.sources.base import SourceClient, SourceError
 from watch_pipeline.sources.connect import client_for_source
 from watch_pipeline.sources.local import resolve_root
 
-_OPTIONS: list[FieldOption] = [
+_OPTIONS = FieldOptions([
     (("--name",), "name", {"help": "Unique display name (1-200 characters)."}),
     (("--type", "source_type"), "source_type",
      {"type": click.Choice([t.value for t in SourceType]),
@@ -83,12 +81,12 @@ _OPTIONS: list[FieldOption] = [
      "upload_stitched_to_source", {"default": None}),
     (("--enabled/--disabled",), "is_enabled",
      {"default": None, "help": "Scan this source (default enabled)."}),
-]
+])
 
 
 def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Attach every source field option, plus the secret-from-stdin flags."""
-    func = field_options(_OPTIONS)(func)
+    func = _OPTIONS.attach(func)
     func = click.option("--never-skip-old", is_flag=True,
                         help="Import files of any age.")(func)
     func = click.option("--secret-key-stdin", is_flag=True,
@@ -99,7 +97,7 @@ def source_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _fields(params: dict[str, Any]) -> dict[str, Any]:
-    fields = given_fields(_OPTIONS, params)
+    fields = _OPTIONS.given(params)
     if params.get("never_skip_old"):
         if "skip_files_older_than_days" in fields:
             raise ValidationError("skip_files_older_than_days",
