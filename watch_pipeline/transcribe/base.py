@@ -74,9 +74,23 @@ class Transcriber(abc.ABC):
     @property
     @abc.abstractmethod
     def model_id(self) -> str:
-        """A stable id of backend + model + options that change output (used as code version)."""
+        """A stable id of backend + model + options that change output (used as code version).
+
+        Built by :meth:`join_model_id`.
+        """
 
     @abc.abstractmethod
     def transcribe(self, media_path: Path, *, min_speakers: int = 1,
                    max_speakers: int = 20) -> Transcript:
-        """Transcribe ``media_path``; raise :class:`TranscriptionError` on failure."""
+        """Transcribe ``media_path``; raise :class:`TranscriptionError` on failure.
+
+        Args:
+            media_path: Any audio or video file ffmpeg can read.
+            min_speakers: The fewest speakers to label (a backend may ignore it).
+            max_speakers: The most speakers to label (a backend may ignore it).
+        """
+
+    @staticmethod
+    def join_model_id(*parts: str) -> str:
+        """A :attr:`model_id`: the non-empty ``parts`` joined by ``:``."""
+        return ":".join(part for part in parts if part)

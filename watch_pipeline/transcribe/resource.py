@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -12,13 +13,18 @@ from watch_pipeline.transcribe.base import Transcriber
 from watch_pipeline.transcribe.riva import RivaTranscriber
 from watch_pipeline.transcribe.whisper import WhisperTranscriber
 
+_BACKENDS: dict[str, Callable[..., Transcriber]] = {
+    "whisper": WhisperTranscriber,
+    "riva": RivaTranscriber,
+}
+
 
 class TranscriberResource(dg.ConfigurableResource):
     """Chooses and configures the transcription backend.
 
-    Each backend has its own ``<backend>_*`` fields; only the selected backend's fields are used.
-    A new backend is one more ``backend`` literal, its fields and one branch in
-    :meth:`get_transcriber`.
+    Each backend has its own ``<backend>_<parameter>`` fields, passed to the backend's class as
+    ``<parameter>``; only the selected backend's fields are used. A new backend is one more
+    ``backend`` literal, its fields and one entry in ``_BACKENDS``.
 
     The Riva API key is a secret: set it with ``riva_api_key=dg.EnvVar("RIVA_API_KEY")`` in
     ``defs/resources.py`` (Dagster then shows the variable's name, never its value).
@@ -129,37 +135,16 @@ class TranscriberResource(dg.ConfigurableResource):
                 without ``riva_allow_insecure_api_key``.
         """
         max_hours = self.max_audio_hours if max_audio_hours is None else max_audio_hours
-        if self.backend == "whisper":
-            return WhisperTranscriber(
-                model=self.whisper_model,
-                device=self.whisper_device,
-                compute_type=self.whisper_compute_type,
-                preset=self.whisper_preset,
-                beam_size=self.whisper_beam_size,
-                language=self.whisper_language,
-                vad_filter=self.whisper_vad_filter,
-                cpu_threads=self.whisper_cpu_threads,
-                max_audio_hours=max_hours,
-            )
-        if self.backend == "riva":
-            return RivaTranscriber(
-                uri=self.riva_uri,
-                use_ssl=self.riva_use_ssl,
-                ssl_cert=self.riva_ssl_cert,
-                api_key=self.riva_api_key,
-                allow_insecure_api_key=self.riva_allow_insecure_api_key,
-                metadata=self.riva_metadata,
-                language_code=self.riva_language_code,
-                model=self.riva_model,
-                punctuation=self.riva_punctuation,
-                speaker_diarization=self.riva_speaker_diarization,
-                offline_max_seconds=self.riva_offline_max_seconds,
-                chunk_seconds=self.riva_chunk_seconds,
-                timeout=self.riva_timeout,
-                max_retries=self.riva_max_retries,
-                max_audio_hours=max_hours,
-            )
-        raise ValueError(f"unknown transcription backend {self.backend!r}")
+        backend = _BACKENDS.get(self.backend)
+        if backend is None:
+            raise ValueError(f"unknown transcription backend {self.backend!r}")
+        return backend(**self._backend_options(), max_audio_hours=max_hours)
+
+    def _backend_options(self) -> dict[str, Any]:
+        """The selected backend's ``<backend>_<parameter>`` fields, keyed by parameter name."""
+        prefix = f"{self.backend}_"
+        return {name.removeprefix(prefix): getattr(self, name)
+                for name in type(self).model_fields if name.startswith(prefix)}
 
     @property
     def model_id(self) -> str:

@@ -31,6 +31,7 @@ from riva.client.proto import riva_asr_pb2 as rasr
 from riva.client.proto import riva_asr_pb2_grpc as rasr_grpc
 from riva.client.proto import riva_audio_pb2 as raudio
 
+from watch_pipeline.catalog.secrets import public_repr
 from watch_pipeline.media.audio import SAMPLE_RATE, AudioError, normalize_audio
 from watch_pipeline.media.limits import DEFAULT_MAX_DURATION_HOURS, hours_to_seconds
 from watch_pipeline.transcribe.base import (
@@ -171,11 +172,9 @@ class RivaTranscriber(Transcriber):
         self.max_audio_hours = max_audio_hours
 
     def __repr__(self) -> str:
-        key = "'***'" if self._api_key else "None"
-        return (
-            f"RivaTranscriber(uri={self.uri!r}, use_ssl={self.use_ssl}, "
-            f"model={self.model!r}, language_code={self.language_code!r}, api_key={key})"
-        )
+        return public_repr(self, uri=self.uri, use_ssl=self.use_ssl, model=self.model,
+                           language_code=self.language_code,
+                           api_key="***" if self._api_key else None)
 
     @property
     def model_name(self) -> str:
@@ -185,22 +184,17 @@ class RivaTranscriber(Transcriber):
     @property
     def model_id(self) -> str:
         """E.g. ``riva:default:en-US:diar``; ``:nopunct`` when punctuation is off."""
-        parts = ["riva", self.model_name, self.language_code]
-        if not self.punctuation:
-            parts.append("nopunct")
-        if self.speaker_diarization:
-            parts.append("diar")
-        return ":".join(parts)
+        return self.join_model_id("riva", self.model_name, self.language_code,
+                                  "" if self.punctuation else "nopunct",
+                                  "diar" if self.speaker_diarization else "")
 
     def transcribe(
         self, media_path: Path, *, min_speakers: int = 1, max_speakers: int = 20
     ) -> Transcript:
         """Normalise ``media_path`` and transcribe it on the Riva server.
 
-        Args:
-            media_path: Any audio or video file ffmpeg can read.
-            min_speakers: Informational lower bound of speakers (Riva takes only a maximum).
-            max_speakers: Sent as ``max_speaker_count``; 1 turns diarization off.
+        ``max_speakers`` is sent as ``max_speaker_count`` (1 turns diarization off);
+        ``min_speakers`` is informational, as Riva takes only a maximum.
 
         Returns:
             The transcript; ``processing_seconds`` covers normalisation and recognition.

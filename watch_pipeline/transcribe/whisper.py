@@ -212,22 +212,17 @@ class WhisperTranscriber(Transcriber):
     @property
     def model_id(self) -> str:
         """E.g. ``whisper:tiny.en:int8:beam5``, plus ``:lang=xx`` and ``:vad`` when set."""
-        parts = ["whisper", self.model_name, self._compute_type, f"beam{self._decode.beam_size}"]
-        if self._language:
-            parts.append(f"lang={self._language}")
-        if self._vad_filter:
-            parts.append("vad")
-        return ":".join(parts)
+        return self.join_model_id("whisper", self.model_name, self._compute_type,
+                                  f"beam{self._decode.beam_size}",
+                                  f"lang={self._language}" if self._language else "",
+                                  "vad" if self._vad_filter else "")
 
     def transcribe(
         self, media_path: Path, *, min_speakers: int = 1, max_speakers: int = 20
     ) -> Transcript:
         """Normalise ``media_path`` to a temporary 16 kHz WAV and transcribe it.
 
-        Args:
-            media_path: Any audio or video file ffmpeg can read.
-            min_speakers: Ignored: Whisper does not label speakers.
-            max_speakers: Ignored: Whisper does not label speakers.
+        Whisper labels no speakers: ``min_speakers`` and ``max_speakers`` are ignored.
 
         Returns:
             The transcript; ``processing_seconds`` covers normalisation and decoding, not the
