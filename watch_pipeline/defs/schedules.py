@@ -32,6 +32,6 @@ def cleanup_temp_job() -> None:
 
 
 cleanup_temp_schedule = dg.ScheduleDefinition(
-    name="cleanup_temp", job=cleanup_temp_job, cron_schedule="0 * * * *",
+    name="cleanup_temp", target=cleanup_temp_job, cron_schedule="0 * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Hourly: remove import temp files older than 2 hours, never one in use.")

@@ -63,6 +63,7 @@ def build_watch_sensor(kind: str, *, interval_seconds: int = 30) -> dg.SensorDef
 
     @dg.sensor(
         name=f"{kind}_watch_sensor",
+        # Two targets (single runs and batches): `target=` takes one, so `jobs=` it is.
         jobs=[import_job, import_batch_job],
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -159,7 +160,7 @@ def import_failure_sensor(context: dg.RunFailureSensorContext,
 
 @dg.sensor(
     name="recompute_fingerprints_sensor",
-    job=recompute_fingerprints_job,
+    target=recompute_fingerprints_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launches recompute_fingerprints_job once when the setting "
