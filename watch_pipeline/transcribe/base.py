@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,16 @@ class Transcript:
     audio_duration: float
     processing_seconds: float
     extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_segments(cls, segments: tuple[Segment, ...], **fields: Any) -> Transcript:
+        """A transcript whose ``text`` is the segments' texts joined by spaces.
+
+        Args:
+            segments: Speech segments in time order.
+            **fields: Every other field of :class:`Transcript`.
+        """
+        return cls(segments=segments, text=" ".join(s.text for s in segments if s.text), **fields)
 
     @property
     def word_count(self) -> int:

@@ -238,16 +238,9 @@ class RivaTranscriber(Transcriber):
         extra = {"model_id": self.model_id, "mode": mode, "uri": self.uri}
         if diarize:
             extra.update(min_speakers=str(min_speakers), max_speakers=str(max_speakers))
-        return Transcript(
-            segments=segments,
-            text=" ".join(segment.text for segment in segments if segment.text),
-            language=language,
-            model=self.model_name,
-            backend="riva",
-            audio_duration=duration,
-            processing_seconds=time.perf_counter() - started,
-            extra=extra,
-        )
+        return Transcript.of_segments(segments, language=language, model=self.model_name,
+                                      backend="riva", audio_duration=duration,
+                                      processing_seconds=time.perf_counter() - started, extra=extra)
 
     def list_models(self) -> list[str]:
         """Names of the ASR models the server has deployed (``GetRivaSpeechRecognitionConfig``).

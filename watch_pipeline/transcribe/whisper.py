@@ -266,17 +266,10 @@ class WhisperTranscriber(Transcriber):
                 raise TranscriptionError(
                     f"{media_path.name}: Whisper decoding failed: {exc}"
                 ) from exc
-        elapsed = time.perf_counter() - started
-        return Transcript(
-            segments=segments,
-            text=" ".join(segment.text for segment in segments if segment.text),
-            language=language,
-            model=self.model_name,
-            backend="whisper",
-            audio_duration=duration,
-            processing_seconds=elapsed,
-            extra={"model_id": self.model_id, "device": self._device},
-        )
+        return Transcript.of_segments(segments, language=language, model=self.model_name,
+                                      backend="whisper", audio_duration=duration,
+                                      processing_seconds=time.perf_counter() - started,
+                                      extra={"model_id": self.model_id, "device": self._device})
 
     def _transcribe_windows(
         self, model: faster_whisper.WhisperModel, wav_path: Path
