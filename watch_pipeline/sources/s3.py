@@ -47,22 +47,7 @@ from botocore.client import BaseClient
 
 from watch_pipeline.catalog.models import SkipReason
 from watch_pipeline.catalog.secrets import public_repr
-from watch_pipeline.sources import _transfer
-from watch_pipeline.sources.base import (
-    BrowseEntry,
-    RejectedEntry,
-    SourceAuthError,
-    SourceChangedError,
-    SourceClient,
-    SourceEntry,
-    SourceError,
-    SourceNotFoundError,
-    SourcePermissionError,
-    SourceUnreachableError,
-    UnsafePathError,
-    extension_suffixes,
-    matches,
-)
+from watch_pipeline.sources import _transfer, base
 from watch_pipeline.store.s3 import (
     MAX_CONCURRENCY,
     MULTIPART_CHUNKSIZE,
@@ -110,7 +95,7 @@ _STREAM_ERRORS = (
 )
 
 
-class S3SourceClient(SourceClient):
+class S3SourceClient(base.SourceClient):
     """A :class:`SourceClient` over one S3 bucket, below an optional key prefix.
 
     No network traffic happens until the first method call. Errors are raised as
@@ -154,10 +139,10 @@ class S3SourceClient(SourceClient):
         page_size: int = LIST_PAGE_SIZE,
     ) -> None:
         if not bucket:
-            raise SourceError("an S3 source needs a bucket name")
+            raise base.SourceError("an S3 source needs a bucket name")
         self._s3 = S3Connection(endpoint_url, region, access_key_id, secret_access_key, use_ssl,
                                 connect_timeout, read_timeout)
-        self._s3.check_credentials(SourceAuthError)
+        self._s3.check_credentials(base.SourceAuthError)
         self._bucket = bucket
         self._prefix = _normalise_prefix(prefix)
         self._page_size = page_size
@@ -222,7 +207,7 @@ class S3SourceClient(SourceClient):
 
     def list_files(
         self, *, recursive: bool = True, extensions: tuple[str, ...] = ()
-    ) -> Iterator[SourceEntry | RejectedEntry]:
+    ) -> Iterator[base.SourceEntry | base.RejectedEntry]:
         """Yield every object below the prefix, one listing page in memory at a time.
 
         The first page is requested before the iterator is returned, so a missing bucket or
@@ -241,7 +226,7 @@ class S3SourceClient(SourceClient):
         Raises:
             SourceError: A subclass naming why the bucket cannot be listed.
         """
-        suffixes = extension_suffixes(extensions)
+        suffixes = base.extension_suffixes(extensions)
         pages = self._pages(self._prefix, delimiter=not recursive)
         first = self._next_page(pages)
         return self._entries(first, pages, suffixes)
@@ -251,7 +236,7 @@ class S3SourceClient(SourceClient):
         first: dict[str, Any] | None,
         pages: Iterator[dict[str, Any]],
         suffixes: tuple[str, ...],
-    ) -> Iterator[SourceEntry | RejectedEntry]:
+    ) -> Iterator[base.SourceEntry | base.RejectedEntry]:
         page = first
         while page is not None:
             for obj in page.get("Contents", ()):
@@ -262,27 +247,27 @@ class S3SourceClient(SourceClient):
 
     def _classify(
         self, obj: dict[str, Any], suffixes: tuple[str, ...]
-    ) -> SourceEntry | RejectedEntry | None:
+    ) -> base.SourceEntry | base.RejectedEntry | None:
         key: str = obj["Key"]
         rel = key[len(self._prefix):]
         if not rel or (rel.endswith("/") and not obj.get("Size")):
             return None  # an empty "folder marker" written by consoles and sync tools
-        if not matches(rel.rstrip("/"), suffixes):
+        if not base.matches(rel.rstrip("/"), suffixes):
             return None
         problem = _unsafe_reason(rel)
         if problem is not None:
             reason, code = problem
             # NUL cannot be stored in a PostgreSQL text column: record it escaped.
-            return RejectedEntry(rel.replace("\x00", "\\x00"), f"unsafe key: {reason}", code)
+            return base.RejectedEntry(rel.replace("\x00", "\\x00"), f"unsafe key: {reason}", code)
         etag = obj.get("ETag")
-        return SourceEntry(
+        return base.SourceEntry(
             remote_path=rel,
             size=int(obj["Size"]),
             mtime=obj["LastModified"].astimezone(UTC),
             etag=etag.strip('"') if etag else None,
         )
 
-    def browse(self, path: str = "") -> list[BrowseEntry]:
+    def browse(self, path: str = "") -> list[base.BrowseEntry]:
         """List one level below ``path`` (relative to the prefix), for choosing a prefix.
 
         Args:
@@ -297,20 +282,20 @@ class S3SourceClient(SourceClient):
             UnsafePathError: ``path`` starts with ``/`` or contains ``..`` or NUL.
             SourceError: A subclass naming why the bucket cannot be listed.
         """
-        base = self._prefix + _normalise_prefix(path)
-        folders: list[BrowseEntry] = []
-        files: list[BrowseEntry] = []
-        pages = self._pages(base, delimiter=True)
+        listed = self._prefix + _normalise_prefix(path)
+        folders: list[base.BrowseEntry] = []
+        files: list[base.BrowseEntry] = []
+        pages = self._pages(listed, delimiter=True)
         page = self._next_page(pages)
         while page is not None:
             for common in page.get("CommonPrefixes", ()):
-                name = common["Prefix"][len(base):].rstrip("/")
+                name = common["Prefix"][len(listed):].rstrip("/")
                 if name and _escapes(name) is None:
-                    folders.append(BrowseEntry("folder", name, None))
+                    folders.append(base.BrowseEntry("folder", name, None))
             for obj in page.get("Contents", ()):
-                name = obj["Key"][len(base):]
+                name = obj["Key"][len(listed):]
                 if name and not name.endswith("/") and _unsafe_reason(name) is None:
-                    files.append(BrowseEntry("file", name, int(obj["Size"])))
+                    files.append(base.BrowseEntry("file", name, int(obj["Size"])))
             page = self._next_page(pages)
         return folders + files
 
@@ -354,7 +339,7 @@ class S3SourceClient(SourceClient):
             head = self._head(remote_path, key, etag)
             size, etag = int(head["ContentLength"]), head.get("ETag")
         return S3RangeReader(
-            self.client, self._bucket, key, size, etag=_quoted(etag), error_type=SourceError
+            self.client, self._bucket, key, size, etag=_quoted(etag), error_type=base.SourceError
         )
 
     def local_path(self, remote_path: str) -> None:
@@ -419,7 +404,7 @@ class S3SourceClient(SourceClient):
         size = int(head["ContentLength"])
         if expected_size is not None and size != expected_size:
             _transfer.remove(*stale)
-            raise SourceChangedError(
+            raise base.SourceChangedError(
                 f"{self._url(remote_path)} changed on the server since it was listed "
                 f"({size} bytes, listed {expected_size})"
             )
@@ -437,7 +422,7 @@ class S3SourceClient(SourceClient):
                 self._fetch_into(remote_path, key, part, version.if_match)
             elif not version.confirmed:
                 self._head(remote_path, key, version.if_match)
-        except SourceChangedError:
+        except base.SourceChangedError:
             _transfer.remove(part, tag)
             raise
 
@@ -458,7 +443,7 @@ class S3SourceClient(SourceClient):
             except _STREAM_ERRORS as exc:
                 failures = _transfer.failures_in_a_row(part, done, failures)
                 if failures > DOWNLOAD_RETRIES:
-                    raise SourceUnreachableError(
+                    raise base.SourceUnreachableError(
                         f"S3 download of {self._url(remote_path)} failed: the connection "
                         f"dropped {failures} times in a row "
                         f"({describe_error(exc, endpoint=self._s3.endpoint_url)})"
@@ -480,7 +465,7 @@ class S3SourceClient(SourceClient):
         body = response["Body"]
         if offset and response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 206:
             body.close()
-            raise SourceError(
+            raise base.SourceError(
                 f"S3 download of {self._url(remote_path)} failed: "
                 "the server ignored the Range header"
             )
@@ -506,7 +491,7 @@ class S3SourceClient(SourceClient):
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, _BOTO_ERRORS):
                 raise self._map_error(cause, "upload", remote_path) from exc
-            raise SourceError(f"S3 upload of {self._url(remote_path)} failed") from exc
+            raise base.SourceError(f"S3 upload of {self._url(remote_path)} failed") from exc
         except _BOTO_ERRORS as exc:
             raise self._map_error(exc, "upload", remote_path) from exc
 
@@ -530,7 +515,7 @@ class S3SourceClient(SourceClient):
     def _key(self, remote_path: str) -> str:
         problem = _unsafe_reason(remote_path) if remote_path else ("empty path", "")
         if problem is not None:
-            raise UnsafePathError(f"{remote_path!r} is not a safe object key: {problem[0]}")
+            raise base.UnsafePathError(f"{remote_path!r} is not a safe object key: {problem[0]}")
         return self._prefix + remote_path
 
     def _head(self, remote_path: str, key: str, etag: str | None) -> dict[str, Any]:
@@ -543,7 +528,9 @@ class S3SourceClient(SourceClient):
     def _url(self, remote_path: str | None) -> str:
         return f"s3://{self._bucket}/{self._prefix}{remote_path or ''}"
 
-    def _map_error(self, exc: BaseException, action: str, remote_path: str | None) -> SourceError:
+    def _map_error(
+        self, exc: BaseException, action: str, remote_path: str | None
+    ) -> base.SourceError:
         """Turn a boto3 failure into the matching :class:`SourceError` subclass.
 
         ``remote_path`` is ``None`` for bucket-level calls, where a bare 404 means the bucket.
@@ -551,30 +538,30 @@ class S3SourceClient(SourceClient):
         where = self._s3.endpoint_url or "AWS S3"
         detail = describe_error(exc, endpoint=self._s3.endpoint_url)
         code = _error_code(exc)
-        error: SourceError
+        error: base.SourceError
         if code == "NoSuchBucket" or (remote_path is None and code in _MISSING_CODES):
-            error = SourceNotFoundError(f"bucket {self._bucket} does not exist at {where}")
+            error = base.SourceNotFoundError(f"bucket {self._bucket} does not exist at {where}")
         elif code in _MISSING_CODES:
-            error = SourceNotFoundError(f"{self._url(remote_path)} does not exist ({detail})")
+            error = base.SourceNotFoundError(f"{self._url(remote_path)} does not exist ({detail})")
         elif code in _CHANGED_CODES:
-            error = SourceChangedError(
+            error = base.SourceChangedError(
                 f"{self._url(remote_path)} changed on the server since it was listed ({detail})"
             )
         elif code in _AUTH_CODES or isinstance(exc, _CREDENTIAL_ERRORS):
-            error = SourceAuthError(f"S3 credentials were refused by {where} ({detail})")
+            error = base.SourceAuthError(f"S3 credentials were refused by {where} ({detail})")
         elif code in _PERMISSION_CODES:
-            error = SourcePermissionError(
+            error = base.SourcePermissionError(
                 f"S3 {action} of {self._url(remote_path)} was refused ({detail})"
             )
         elif isinstance(
             exc, botocore.exceptions.ConnectionError | botocore.exceptions.ReadTimeoutError
         ):
-            error = SourceUnreachableError(f"cannot reach S3 endpoint {where} ({detail})")
+            error = base.SourceUnreachableError(f"cannot reach S3 endpoint {where} ({detail})")
         else:
-            error = SourceError(f"S3 {action} of {self._url(remote_path)} failed: {detail}")
+            error = base.SourceError(f"S3 {action} of {self._url(remote_path)} failed: {detail}")
         return self._scrubbed(error)
 
-    def _scrubbed(self, error: SourceError) -> SourceError:
+    def _scrubbed(self, error: base.SourceError) -> base.SourceError:
         # SigV4 never sends the secret, so no server or botocore text should contain it; this is
         # the belt to that braces.
         if self._s3.secret_access_key and self._s3.secret_access_key in str(error):
@@ -585,7 +572,7 @@ class S3SourceClient(SourceClient):
         try:
             return self._s3.client()
         except (botocore.exceptions.BotoCoreError, ValueError) as exc:
-            raise SourceError(
+            raise base.SourceError(
                 f"cannot set up the S3 client for bucket {self._bucket}: "
                 f"{describe_error(exc, endpoint=self._s3.endpoint_url)}"
             ) from exc
@@ -602,7 +589,7 @@ def _normalise_prefix(prefix: str | None) -> str:
         return ""
     problem = _escapes(text.rstrip("/"))
     if problem is not None:
-        raise UnsafePathError(f"S3 prefix {text!r} is not safe: {problem}")
+        raise base.UnsafePathError(f"S3 prefix {text!r} is not safe: {problem}")
     return text.rstrip("/") + "/"
 
 

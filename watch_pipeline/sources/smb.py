@@ -74,22 +74,7 @@ from smbprotocol.file_info import FileAttributes
 from smbprotocol.header import NtStatus
 
 from watch_pipeline.catalog.secrets import public_repr
-from watch_pipeline.sources import _transfer
-from watch_pipeline.sources.base import (
-    BrowseEntry,
-    RejectedEntry,
-    SourceAuthError,
-    SourceChangedError,
-    SourceClient,
-    SourceEntry,
-    SourceError,
-    SourceNotFoundError,
-    SourcePermissionError,
-    SourceUnreachableError,
-    UnsafePathError,
-    extension_suffixes,
-    matches,
-)
+from watch_pipeline.sources import _transfer, base
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +126,7 @@ _TRANSIENT_RESPONSES = (
 )
 
 
-class SMBSourceClient(SourceClient):
+class SMBSourceClient(base.SourceClient):
     r"""A :class:`SourceClient` over one folder of one SMB share.
 
     Nothing is sent until a method is called; the session opened then is reused by every later
@@ -189,11 +174,15 @@ class SMBSourceClient(SourceClient):
         server = (server or "").strip().strip("\\/")
         share = (share or "").strip().strip("\\/")
         if not server or any(c in server for c in "\\/\x00"):
-            raise SourceError(f"an SMB source needs a server name, got {server!r}")
+            raise base.SourceError(f"an SMB source needs a server name, got {server!r}")
         if not share or any(c in share for c in "\\/\x00"):
-            raise SourceError(f"an SMB source needs a share name without slashes, got {share!r}")
+            raise base.SourceError(
+                f"an SMB source needs a share name without slashes, got {share!r}"
+            )
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
-            raise SourceError(f"chunk_size must be 1..{MAX_CHUNK_SIZE} bytes, got {chunk_size}")
+            raise base.SourceError(
+                f"chunk_size must be 1..{MAX_CHUNK_SIZE} bytes, got {chunk_size}"
+            )
         self._server = server
         self._share = share
         self._root_parts = _folder_parts(path or "")
@@ -254,7 +243,7 @@ class SMBSourceClient(SourceClient):
 
     def list_files(
         self, *, recursive: bool = True, extensions: tuple[str, ...] = ()
-    ) -> Iterator[SourceEntry | RejectedEntry]:
+    ) -> Iterator[base.SourceEntry | base.RejectedEntry]:
         """Yield every regular file below the watched folder, one directory open at a time.
 
         The login, share and folder are checked before the iterator is returned, so those
@@ -276,12 +265,12 @@ class SMBSourceClient(SourceClient):
                 iteration if the connection fails).
         """
         root = self._checked_root()
-        suffixes = extension_suffixes(extensions)
+        suffixes = base.extension_suffixes(extensions)
         return self._walk(root, recursive=recursive, suffixes=suffixes)
 
     def _walk(
         self, root: str, *, recursive: bool, suffixes: tuple[str, ...]
-    ) -> Iterator[SourceEntry | RejectedEntry]:
+    ) -> Iterator[base.SourceEntry | base.RejectedEntry]:
         # Depth-first with an explicit stack; each directory is read to its end before the next
         # is opened, so one directory handle is open however deep the tree is.
         stack: list[tuple[str, str]] = [(root, "")]
@@ -300,17 +289,17 @@ class SMBSourceClient(SourceClient):
                 if not prefix:
                     raise self._translate(exc, self._describe_folder("")) from exc
                 if exc.ntstatus in _DENIED_STATUSES:
-                    yield RejectedEntry(prefix.rstrip("/"), PERMISSION_DENIED)
+                    yield base.RejectedEntry(prefix.rstrip("/"), PERMISSION_DENIED)
                 elif exc.ntstatus not in _NOT_FOUND_STATUSES:  # not found: removed meanwhile
                     raise self._translate(exc, self._describe_folder(prefix)) from exc
-            except SourceError:
+            except base.SourceError:
                 raise
             except Exception as exc:
                 raise self._translate(exc, self._describe_folder(prefix)) from exc
             # Reversed so sub-folders are visited in the order the directory listed them.
             stack.extend(reversed(subdirs))
 
-    def browse(self, path: str = "") -> list[BrowseEntry]:
+    def browse(self, path: str = "") -> list[base.BrowseEntry]:
         """The folders and files directly inside ``path`` (relative to the watched folder).
 
         Hidden names and reparse points are left out. Folders come first, then files, each
@@ -323,7 +312,7 @@ class SMBSourceClient(SourceClient):
         parts = _folder_parts(path)
         self._checked_root()
         rel = "/".join(parts)
-        items: list[BrowseEntry] = []
+        items: list[base.BrowseEntry] = []
         with self._errors(self._describe_folder(rel)):
             with smbclient.scandir(self._unc(parts), **self._kwargs()) as it:
                 for entry in it:
@@ -331,9 +320,9 @@ class SMBSourceClient(SourceClient):
                     if entry.name.startswith(".") or info.file_attributes & _REPARSE:
                         continue
                     if info.file_attributes & _DIRECTORY:
-                        items.append(BrowseEntry("folder", entry.name))
+                        items.append(base.BrowseEntry("folder", entry.name))
                     elif not info.file_attributes & _DEVICE:
-                        items.append(BrowseEntry("file", entry.name, info.end_of_file))
+                        items.append(base.BrowseEntry("file", entry.name, info.end_of_file))
         return sorted(items, key=lambda e: (e.kind != "folder", e.name.lower()))
 
     # -- file access ------------------------------------------------------------------------
@@ -398,7 +387,7 @@ class SMBSourceClient(SourceClient):
             try:
                 total = self._fetch_into(unc, what, part, expected_size)
                 break
-            except SourceError:
+            except base.SourceError:
                 raise
             except Exception as exc:
                 failures = self._retry_or_raise(exc, what, part, done, failures)
@@ -442,7 +431,7 @@ class SMBSourceClient(SourceClient):
             size = src.seek(0, os.SEEK_END)
             if expected_size is not None and size != expected_size:
                 part.unlink(missing_ok=True)
-                raise SourceChangedError(
+                raise base.SourceChangedError(
                     f"{what} changed on the server since it was listed "
                     f"({size} bytes, listed {expected_size})"
                 )
@@ -557,7 +546,7 @@ class SMBSourceClient(SourceClient):
             with self._errors(self._describe_folder("")):
                 st = smbclient.stat(root, **self._kwargs())
             if not st.st_file_attributes & _DIRECTORY:
-                raise SourceNotFoundError(f"{self._describe_folder('')} is not a folder")
+                raise base.SourceNotFoundError(f"{self._describe_folder('')} is not a folder")
         return root
 
     # -- paths and messages -----------------------------------------------------------------
@@ -585,55 +574,61 @@ class SMBSourceClient(SourceClient):
         """Translate any smbprotocol failure inside the block into a :class:`SourceError`."""
         try:
             yield
-        except SourceError:
+        except base.SourceError:
             raise
         except Exception as exc:
             raise self._translate(exc, what, not_found=not_found) from exc
 
     def _translate(
         self, exc: BaseException, what: str, *, not_found: str | None = None
-    ) -> SourceError:
+    ) -> base.SourceError:
         """Map an smbprotocol / socket failure to the matching :class:`SourceError` subclass."""
-        error: SourceError
-        if isinstance(exc, SourceError):
+        error: base.SourceError
+        if isinstance(exc, base.SourceError):
             error = exc
         elif isinstance(exc, _AUTH_ERRORS):
             reason = "password expired" if isinstance(exc, PasswordExpired) else "logon failure"
             if isinstance(exc, SMBAuthenticationError):
                 reason = "no usable credentials" if self._login is None else "authentication failed"
-            error = SourceAuthError(
+            error = base.SourceAuthError(
                 f"SMB login refused for {self.account} on {self._where} ({reason})"
             )
         elif isinstance(exc, BadNetworkName):
-            error = SourceNotFoundError(f"SMB share {self._share!r} not found on {self._where}")
+            error = base.SourceNotFoundError(
+                f"SMB share {self._share!r} not found on {self._where}"
+            )
         elif isinstance(exc, AccessDenied):
-            error = SourcePermissionError(f"{what or 'login'}: access denied for {self.account}")
+            error = base.SourcePermissionError(
+                f"{what or 'login'}: access denied for {self.account}"
+            )
         elif isinstance(exc, SMBOSError) and exc.ntstatus not in _TRANSIENT_STATUSES:
             error = self._translate_status(exc, what, not_found)
         elif _is_transient(exc):
             context = f" ({what})" if what else ""
-            error = SourceUnreachableError(
+            error = base.SourceUnreachableError(
                 f"SMB server {self._where} unreachable{context}: {_reason(exc)}"
             )
         else:
-            error = SourceError(f"SMB error on {what or self._where}: {_reason(exc)}")
+            error = base.SourceError(f"SMB error on {what or self._where}: {_reason(exc)}")
         return self._scrubbed(error)
 
-    def _translate_status(self, exc: SMBOSError, what: str, not_found: str | None) -> SourceError:
+    def _translate_status(
+        self, exc: SMBOSError, what: str, not_found: str | None
+    ) -> base.SourceError:
         status = exc.ntstatus
         if status in _NOT_FOUND_STATUSES:
-            return SourceNotFoundError(not_found or f"{what} not found")
+            return base.SourceNotFoundError(not_found or f"{what} not found")
         if status in _DENIED_STATUSES:
-            return SourcePermissionError(f"{what}: access denied for {self.account}")
+            return base.SourcePermissionError(f"{what}: access denied for {self.account}")
         if status == NtStatus.STATUS_NOT_A_DIRECTORY:
-            return SourceNotFoundError(f"{what}: a path segment is not a folder")
+            return base.SourceNotFoundError(f"{what}: a path segment is not a folder")
         if status == NtStatus.STATUS_FILE_IS_A_DIRECTORY:
-            return SourceError(f"{what} is a folder, not a file")
+            return base.SourceError(f"{what} is a folder, not a file")
         if status == NtStatus.STATUS_SHARING_VIOLATION:
-            return SourceError(f"{what} is locked by another client")
-        return SourceError(f"SMB error on {what}: {exc.strerror} (NTSTATUS 0x{status:08x})")
+            return base.SourceError(f"{what} is locked by another client")
+        return base.SourceError(f"SMB error on {what}: {exc.strerror} (NTSTATUS 0x{status:08x})")
 
-    def _scrubbed(self, error: SourceError) -> SourceError:
+    def _scrubbed(self, error: base.SourceError) -> base.SourceError:
         # No smbprotocol message is built from the password; this is the belt to those braces.
         if self._password and self._password in str(error):
             return type(error)(str(error).replace(self._password, "***"))
@@ -706,22 +701,23 @@ def _classify(
     recursive: bool,
     suffixes: tuple[str, ...],
     subdirs: list[tuple[str, str]],
-) -> SourceEntry | RejectedEntry | None:
+) -> base.SourceEntry | base.RejectedEntry | None:
     # entry.smb_info, never entry.stat(): stat() reconnects without the port (see module doc).
     info = entry.smb_info
     attributes = info.file_attributes
     is_dir = bool(attributes & _DIRECTORY)
     if attributes & _REPARSE:
         if is_dir:
-            return RejectedEntry(rel, SYMLINK_NOT_FOLLOWED) if recursive else None
-        return RejectedEntry(rel, SYMLINK_NOT_FOLLOWED) if matches(entry.name, suffixes) else None
+            return base.RejectedEntry(rel, SYMLINK_NOT_FOLLOWED) if recursive else None
+        matched = base.matches(entry.name, suffixes)
+        return base.RejectedEntry(rel, SYMLINK_NOT_FOLLOWED) if matched else None
     if is_dir:
         if recursive:
             subdirs.append((entry.path, rel + "/"))
         return None
-    if attributes & _DEVICE or not matches(entry.name, suffixes):
+    if attributes & _DEVICE or not base.matches(entry.name, suffixes):
         return None
-    return SourceEntry(
+    return base.SourceEntry(
         remote_path=rel, size=int(info.end_of_file), mtime=_utc(info.last_write_time), etag=None
     )
 
@@ -735,7 +731,7 @@ def _login_name(username: str | None, domain: str | None) -> str | None:
     if "\\" in username:
         named = username.split("\\", 1)[0]
         if named.lower() != domain.lower():
-            raise SourceError(
+            raise base.SourceError(
                 f"SMB user name {username!r} names domain {named!r} but the domain is {domain!r}"
             )
         return username
@@ -746,22 +742,22 @@ def _login_name(username: str | None, domain: str | None) -> str | None:
 
 def _folder_parts(path: str) -> tuple[str, ...]:
     if "\x00" in path or ":" in path:
-        raise UnsafePathError(f"SMB path {path!r} contains NUL or ':'")
+        raise base.UnsafePathError(f"SMB path {path!r} contains NUL or ':'")
     parts = tuple(p for p in path.replace("\\", "/").split("/") if p and p != ".")
     if ".." in parts:
-        raise UnsafePathError(f"SMB path {path!r} contains '..'")
+        raise base.UnsafePathError(f"SMB path {path!r} contains '..'")
     return parts
 
 
 def _file_parts(remote_path: str) -> tuple[str, ...]:
     if not remote_path or remote_path.startswith(("/", "\\")):
-        raise UnsafePathError(f"{remote_path!r} is not a relative path")
+        raise base.UnsafePathError(f"{remote_path!r} is not a relative path")
     if "\\" in remote_path:
-        raise UnsafePathError(f"{remote_path!r} contains '\\'")
+        raise base.UnsafePathError(f"{remote_path!r} contains '\\'")
     # ':' would name an alternate data stream ("file.mp4:hidden") rather than the file.
     parts = _folder_parts(remote_path)
     if not parts:
-        raise UnsafePathError(f"{remote_path!r} names no file")
+        raise base.UnsafePathError(f"{remote_path!r} names no file")
     return parts
 
 

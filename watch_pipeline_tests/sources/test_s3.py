@@ -22,6 +22,7 @@ from watch_pipeline.sources.base import (
     BrowseEntry,
     RejectedEntry,
     SourceAuthError,
+    SourceChangedError,
     SourceEntry,
     SourceError,
     SourceNotFoundError,
@@ -30,7 +31,7 @@ from watch_pipeline.sources.base import (
     UnsafePathError,
 )
 from watch_pipeline.sources.factory import create_client
-from watch_pipeline.sources.s3 import S3SourceClient, SourceChangedError, partial_files
+from watch_pipeline.sources.s3 import S3SourceClient, partial_files
 from watch_pipeline_tests.fixtures.s3_server import S3AuthUsers, S3Server, _free_port
 
 KIB = 1024
