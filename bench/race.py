@@ -304,6 +304,19 @@ def poll_transcripts(proc: subprocess.Popen, catalog: Path, n: int, timeout: flo
         time.sleep(0.2)
 
 
+def wait_runs_idle(home: Path, timeout: float = 60) -> float:
+    """Wait (at most ``timeout``) until no run is queued or running, so the SIGTERM that ends
+    start.sh interrupts no run finishing its last step; returns the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        rows = query(home / "history" / "runs.db", "SELECT count(*) FROM runs WHERE status IN "
+                     "('QUEUED', 'NOT_STARTED', 'STARTING', 'STARTED', 'CANCELING')")
+        if rows and rows[0][0] == 0:
+            break
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
 def run_timeline(home: Path, run_id: str) -> tuple[list[tuple[float, str]], dict[str, str]]:
     """(timestamp, what) of a run's lifecycle and step events; its tags."""
     import dagster as dg
@@ -443,6 +456,7 @@ def race_pipeline(clips: list[Path], tmp: Path, timeout: float
               f"{mode!r}; {load_note()}; dropping {len(clips)} clips", flush=True)
         dropped_at = drop(clips, watch)
         done = poll_transcripts(proc, catalog, len(clips), timeout, log)
+        notes.append(f"runs idle {wait_runs_idle(home):.1f}s after the last transcript")
     finally:
         notes.append(stop(proc, home))
     rows = query(catalog, "SELECT updated_at FROM media_file WHERE status = 'completed' "
