@@ -327,9 +327,20 @@ def run_timeline(home: Path, run_id: str) -> tuple[list[tuple[float, str]], dict
         if record is None:
             return [], {}
         marks = [(record.create_timestamp.timestamp(), "run created (sensor's run request)")]
+        firsts: set[str] = set()  # inside a batch step: the first partition's marks only
         for entry in instance.all_logs(run_id):
             event = entry.dagster_event
             if event is None:
+                words = (entry.user_message or "").split(" ")
+                if words[0] in ("importing", "transcribed") and words[0] not in firsts:
+                    firsts.add(words[0])
+                    marks.append((entry.timestamp, f"step log: {entry.user_message[:70]}"))
+                continue
+            if event.event_type_value == "ASSET_MATERIALIZATION":
+                name = event.asset_key.to_user_string() if event.asset_key else "?"
+                if name not in firsts:
+                    firsts.add(name)
+                    marks.append((entry.timestamp, f"{name} materialized"))
                 continue
             # Dagster still stores the run lifecycle under its old PIPELINE_* names.
             kind = event.event_type_value.replace("PIPELINE_", "RUN_")
