@@ -672,23 +672,30 @@ def load_seen(session: Session, source_id: int) -> dict[str, SeenRow]:
     return {row[0]: make(row[1:]) for row in rows}
 
 
-def imported_copy(session: Session, fingerprint: str) -> tuple[int, int | None] | None:
+class ImportedCopy(NamedTuple):
+    """A file row that already brought some content in (dedup layer 2)."""
+
+    source_id: int
+    media_file_id: int | None
+
+
+def imported_copy(session: Session, fingerprint: str) -> ImportedCopy | None:
     """``(source id, media id)`` of a row already imported with this imohash."""
     row = session.execute(
         sa.select(_F.watch_source_id, _F.media_file_id)
         .where(_F.imohash == fingerprint,
                _F.status.in_((FileStatus.IMPORTED, FileStatus.STITCHED_PART))).limit(1)
     ).first()
-    return (row.watch_source_id, row.media_file_id) if row else None
+    return ImportedCopy(row.watch_source_id, row.media_file_id) if row else None
 
 
-def imported_in_partition(session: Session, key: str) -> tuple[int, int | None] | None:
+def imported_in_partition(session: Session, key: str) -> ImportedCopy | None:
     """``(source id, media id)`` of a row already imported in partition ``key``."""
     row = session.execute(
         sa.select(_F.watch_source_id, _F.media_file_id).where(
             _F.partition_key == key,
             _F.status.in_((FileStatus.IMPORTED, FileStatus.STITCHED_PART))).limit(1)).first()
-    return (row.watch_source_id, row.media_file_id) if row else None
+    return ImportedCopy(row.watch_source_id, row.media_file_id) if row else None
 
 
 def existing_media(session: Session, fingerprint: str) -> int | None:

@@ -18,14 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from watch_pipeline.catalog.models import SkipReason
+from watch_pipeline.catalog.queries import ImportedCopy
 
-
-@dataclass(frozen=True)
-class ImportedCopy:
-    """A file row that already brought this content in."""
-
-    source_id: int
-    media_file_id: int | None
+__all__ = ["Duplicate", "ImportedCopy", "find_duplicate", "reason_between"]
 
 
 @dataclass(frozen=True)

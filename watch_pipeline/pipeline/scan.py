@@ -225,19 +225,14 @@ class _CatalogView:
         with self.catalog.session() as s:
             return query(s, key)
 
-    def _copy(self, query: Callable[[Session, str], tuple[int, int | None] | None],
-              key: str) -> dedup.ImportedCopy | None:
-        found = self._read(query, key)
-        return dedup.ImportedCopy(*found) if found else None
-
     def imported_copy(self, fingerprint: str) -> dedup.ImportedCopy | None:
-        return self._copy(queries.imported_copy, fingerprint)
+        return self._read(queries.imported_copy, fingerprint)
 
     def existing_media(self, fingerprint: str) -> int | None:
         return self._read(queries.existing_media, fingerprint)
 
     def imported_partition(self, key: str) -> dedup.ImportedCopy | None:
-        return self._copy(queries.imported_in_partition, key)
+        return self._read(queries.imported_in_partition, key)
 
     def partition_media(self, key: str) -> int | None:
         return self._read(queries.partition_media, key)

@@ -131,6 +131,11 @@ class _Failed(Exception):
 Metadata = dict[str, str | int | float | bool]
 
 
+def known(**values: str | int | float | bool | None) -> Metadata:
+    """The metadata entries whose value is known: ``None`` and empty strings are left out."""
+    return {key: value for key, value in values.items() if value is not None and value != ""}
+
+
 @dataclass(frozen=True)
 class ProbeSummary:
     """What ffprobe said about the (first) file, as plain values."""
@@ -151,14 +156,9 @@ class ProbeSummary:
 
     def metadata(self) -> Metadata:
         """``format`` and, when known, ``duration_seconds``, ``video``, ``audio``."""
-        meta: Metadata = {"format": self.format_name}
-        if self.duration is not None:
-            meta["duration_seconds"] = round(self.duration, 3)
-        if self.video:
-            meta["video"] = self.video
-        if self.audio:
-            meta["audio"] = self.audio
-        return meta
+        return known(format=self.format_name, video=self.video, audio=self.audio,
+                     duration_seconds=None if self.duration is None
+                     else round(self.duration, 3))
 
 
 @dataclass(frozen=True)
@@ -219,19 +219,11 @@ class StitchedMedia:
         if not self.parts:
             return {"mode": "single file (pass-through)", "filename": self.filename,
                     "bytes": self.size}
-        meta: Metadata = {
-            "mode": f"stitched ({self.mode})",
-            "filename": self.filename,
-            "parts": self.parts,
-            "bytes": self.size,
-            "duration_seconds": round(self.duration, 3),
-            "parts_duration_seconds": round(self.parts_duration, 3),
-        }
-        if self.missing:
-            meta["missing_parts"] = ", ".join(map(str, self.missing))
-        if self.reencode_reason:
-            meta["reencode_reason"] = self.reencode_reason
-        return meta
+        return known(mode=f"stitched ({self.mode})", filename=self.filename, parts=self.parts,
+                     bytes=self.size, duration_seconds=round(self.duration, 3),
+                     parts_duration_seconds=round(self.parts_duration, 3),
+                     missing_parts=", ".join(map(str, self.missing)),
+                     reencode_reason=self.reencode_reason)
 
 
 @dataclass(frozen=True)
@@ -261,18 +253,10 @@ class MediaObject:
             return {"skipped": self.skipped}
         if self.done_before:
             return {"object_key": self.object_key, "media_id": self.media_id, "cached": True}
-        meta: Metadata = {
-            "object_key": self.object_key,
-            "url": self.url,
-            "media_id": self.media_id,
-            "bytes": self.size,
-            "sha256": self.sha256,
-            "cached": self.cached,
-            "duplicates_marked": self.duplicates_marked,
-        }
-        if self.written_back:
-            meta["written_back_to_source"] = self.written_back
-        return meta
+        return {"object_key": self.object_key, "url": self.url, "media_id": self.media_id,
+                "bytes": self.size, "sha256": self.sha256, "cached": self.cached,
+                "duplicates_marked": self.duplicates_marked,
+                **known(written_back_to_source=self.written_back)}
 
 
 @dataclass(frozen=True)
