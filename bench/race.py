@@ -14,8 +14,8 @@ raced through:
 (b) the real ``./scripts/start.sh`` (embedded default: ``dg dev`` + the events watcher) on a
     temporary ``DAGSTER_HOME``, ``WATCH_FOLDER_PATH`` and ``WATCH_UI_PORT``. Once the UI answers
     ``/server_info`` and the local watch sensor has scanned once, the clips are dropped and the
-    catalog (SQLite, read-only) is polled until every clip has a transcript; then start.sh gets
-    SIGTERM and is waited for.
+    catalog (SQLite, read-only) is polled until every clip has a transcript; once no run is in
+    flight, start.sh gets SIGTERM and is waited for.
 
 Each clip is written in the staging folder and ``os.rename``d into the watched folder, as a
 copy closes a file. Printed: wall time of each (drop to last transcript), the ratio pipeline /
