@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-POLICY = ("concurrency", "run_monitoring", "retention", "telemetry")
+POLICY = ("concurrency", "run_queue", "run_monitoring", "retention", "telemetry")
 
 
 def _load(path: Path) -> dict:
@@ -55,3 +56,17 @@ def test_production_storage_block_runs_on_postgres(postgres_server, monkeypatch)
         instance.add_dynamic_partitions("media", ["a" * 32])
         assert instance.get_dynamic_partitions("media") == ["a" * 32]
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+
+
+@pytest.mark.parametrize("config", [ROOT / "dagster.yaml", ROOT / "docker" / "dagster.yaml"])
+def test_each_instance_config_is_valid_as_a_whole(config, tmp_path, monkeypatch):
+    # Dagster's own validation of a whole dagster.yaml (no public API validates without opening
+    # the storage, which for production is a PostgreSQL server).
+    from dagster._core.instance.config import dagster_instance_config
+
+    for name in ("DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_HOST",
+                 "DAGSTER_PG_DB", "DAGSTER_PG_PORT", "WATCH_IMAGE", "WATCH_DOCKER_NETWORK"):
+        monkeypatch.setenv(name, "5432" if name.endswith("PORT") else "x")
+    (tmp_path / "dagster.yaml").write_text(config.read_text())
+    loaded, _ = dagster_instance_config(str(tmp_path))
+    assert loaded["run_queue"]["dequeue_interval_seconds"] == 1

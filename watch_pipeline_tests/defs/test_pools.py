@@ -186,12 +186,9 @@ def test_daemon_never_runs_more_imports_at_once_than_the_pool_allows(
     monkeypatch.setenv("WATCH_FOLDER_PATH", str(watch))
     monkeypatch.setenv("WATCH_TEMP_DIR", str(tmp_path / "scratch"))
     config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    # Room in the run queue for all six runs at once (dequeued every second): only the pool
-    # may hold them back.
+    # Room in the run queue for all six runs at once (dagster.yaml dequeues every second): only
+    # the pool may hold them back.
     config["concurrency"]["runs"]["max_concurrent_runs"] = 10
-    config["run_coordinator"] = {"module": "dagster._core.run_coordinator",
-                                 "class": "QueuedRunCoordinator",
-                                 "config": {"dequeue_interval_seconds": 1}}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(yaml.safe_dump({"load_from": [{"python_module": {
