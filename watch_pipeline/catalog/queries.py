@@ -869,3 +869,53 @@ def path_events(session: Session, source_id: int,
 
 def _aware(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def landed_at(catalog: Catalog, file_ids: list[int]) -> datetime | None:
+    """When the files ``file_ids`` landed: the newest of their mtimes and settle events.
+
+    A file moved into place keeps its old mtime; the watcher's ``moved`` (or ``closed``) event
+    for its path then tells when it really arrived. ``None`` when neither is known.
+    """
+    with catalog.session() as session:
+        rows = session.execute(
+            sa.select(_F.watch_source_id, _F.remote_path, _F.file_modified_at)
+            .where(_F.id.in_(file_ids))).all()
+        times = [_aware(r.file_modified_at) for r in rows if r.file_modified_at]
+        for r in rows:
+            event = session.scalar(
+                sa.select(sa.func.max(WatchEvent.at)).where(
+                    WatchEvent.watch_source_id == r.watch_source_id,
+                    WatchEvent.remote_path == r.remote_path,
+                    WatchEvent.kind.in_(SETTLED_KINDS)))
+            if event is not None:
+                times.append(_aware(event))
+    return max(times, default=None)
+
+
+def landed_to_transcript_seconds(session: Session) -> tuple[int, list[float]]:
+    """Seconds from landing to transcript of every transcribed media, and how many have none.
+
+    Landing is as in :func:`landed_at`: the newest mtime or watcher settle event (``moved``,
+    ``closed``) of the media's origin rows (a multi-part recording's newest part); the
+    transcript's time is the completed row's ``updated_at``, written when the transcript was
+    stored. Media with neither are counted as unknown. A source clock ahead of ours counts as
+    0 s, as in the ``transcript`` asset.
+    """
+    f, e = WatchSourceFile, WatchEvent
+    origin = sa.and_(f.media_file_id == MediaFile.id,
+                     f.status.in_((FileStatus.IMPORTED, FileStatus.STITCHED_PART)))
+    settled = sa.and_(e.watch_source_id == f.watch_source_id, e.remote_path == f.remote_path,
+                      e.kind.in_(SETTLED_KINDS))
+    rows = session.execute(
+        sa.select(MediaFile.id, MediaFile.updated_at, sa.func.max(f.file_modified_at),
+                  sa.func.max(e.at))
+        .outerjoin(f, origin).outerjoin(e, settled)
+        .where(MediaFile.status == MediaStatus.COMPLETED, MediaFile.transcript_key.is_not(None))
+        .group_by(MediaFile.id, MediaFile.updated_at)).all()
+    lags = []
+    for _, done, mtime, event in rows:
+        landed = max((_aware(t) for t in (mtime, event) if t is not None), default=None)
+        if landed is not None:
+            lags.append(max(0.0, (_aware(done) - landed).total_seconds()))
+    return len(rows) - len(lags), lags

@@ -10,8 +10,9 @@ import click
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.crud import NotFoundError
-from watch_pipeline.catalog.models import FileStatus, MediaFile, MediaStatus, WatchSourceFile
+from watch_pipeline.catalog.models import MediaFile, MediaStatus
 from watch_pipeline.cli.context import (
     CliContext,
     Column,
@@ -166,33 +167,13 @@ def percentile(values: list[float], fraction: float) -> float | None:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
-def landed_to_transcript_seconds(session: Session) -> tuple[int, list[float]]:
-    """Seconds from landing to transcript of every transcribed media, and how many have none.
-
-    Landing is the newest mtime (``file_modified_at``) of the media's origin rows (a multi-part
-    recording's newest part); the transcript's time is the completed row's ``updated_at``,
-    written when the transcript was stored. Media whose source reported no mtime are counted
-    as unknown. A source clock ahead of ours counts as 0 s, as in the ``transcript`` asset.
-    """
-    f = WatchSourceFile
-    origin = sa.and_(f.media_file_id == MediaFile.id,
-                     f.status.in_((FileStatus.IMPORTED, FileStatus.STITCHED_PART)))
-    rows = session.execute(
-        sa.select(MediaFile.id, MediaFile.updated_at, sa.func.max(f.file_modified_at))
-        .outerjoin(f, origin)
-        .where(MediaFile.status == MediaStatus.COMPLETED, MediaFile.transcript_key.is_not(None))
-        .group_by(MediaFile.id, MediaFile.updated_at)).all()
-    lags = [max(0.0, (done - landed).total_seconds()) for _, done, landed in rows if landed]
-    return len(rows) - len(lags), lags
-
-
 @media.command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_cli
 def stats(cli: CliContext, as_json: bool) -> None:
     """Show how long transcripts took from the file landing (p50, p95, max seconds)."""
     with cli.session() as session:
-        unknown, lags = landed_to_transcript_seconds(session)
+        unknown, lags = queries.landed_to_transcript_seconds(session)
     distribution = {"count": len(lags), "p50": percentile(lags, 0.50),
                     "p95": percentile(lags, 0.95), "max": max(lags, default=None)}
     data = {"transcripts": len(lags) + unknown, "landed_unknown": unknown,

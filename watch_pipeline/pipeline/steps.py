@@ -694,15 +694,13 @@ def landed_to_transcript(landed_at: datetime, now: datetime) -> float:
 
 
 def _landed_at(catalog: Catalog, item: queries.ImportItem) -> datetime | None:
-    """When the file landed: its mtime (a multi-part recording's newest part's).
+    """When the file landed: its mtime or the watcher's move-in/close event, the newer.
 
-    ``None`` when the source reports no mtime (the caller then counts from the first scan that
-    saw the file). A copy that keeps an older mtime (``cp -p``, ``rsync -t``) counts from it.
+    A multi-part recording counts from its newest part. ``None`` when neither is known (the
+    caller then counts from the first scan that saw the file). A copy that keeps an older mtime
+    (``cp -p``, ``rsync -t``) with no watcher event counts from that mtime.
     """
-    ids = [part.file_id for part in item.parts] or [item.file_id]
-    with catalog.session() as session:
-        rows = [session.get(WatchSourceFile, file_id) for file_id in ids]
-        return max((r.file_modified_at for r in rows if r and r.file_modified_at), default=None)
+    return queries.landed_at(catalog, [part.file_id for part in item.parts] or [item.file_id])
 
 
 def _find_item(catalog: Catalog, fingerprint: str) -> queries.ImportItem:

@@ -120,3 +120,21 @@ def test_transcript_reports_the_lag_from_the_files_mtime(env, speech_factory, ru
     stats = _stats(run)
     assert stats["transcripts"] == 1
     assert stats["landed_to_transcript_seconds"]["p50"] >= 600
+
+
+def test_a_file_moved_into_place_lands_with_its_watcher_event(run, sqlite_catalog):
+    from watch_pipeline.catalog.models import WatchEvent
+    from watch_pipeline.catalog.queries import landed_at
+
+    with sqlite_catalog.session() as s:
+        source = _source(s)
+        media = _media(s, done=NOW)
+        # `mv` keeps the file's old mtime; the watcher saw it arrive 4 s before the transcript
+        moved = _file(s, source, media, "moved.mp4", NOW - timedelta(days=3))
+        s.add(WatchEvent(watch_source_id=source, remote_path="moved.mp4", kind="moved",
+                         at=NOW - timedelta(seconds=4)))
+        s.add(WatchEvent(watch_source_id=source, remote_path="moved.mp4", kind="modified",
+                         at=NOW - timedelta(seconds=1)))  # not a settle event: ignored
+
+    assert landed_at(sqlite_catalog, [moved]) == NOW - timedelta(seconds=4)
+    assert _stats(run)["landed_to_transcript_seconds"]["max"] == 4.0
