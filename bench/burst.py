@@ -34,6 +34,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 import yaml
+from _processes import leftover_pids, tail
 
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import MediaFile, WatchSource, WatchSourceFile
@@ -93,25 +94,6 @@ def baseline(files: list[Path]) -> tuple[float, float, int]:
 def cli(env: dict[str, str], *args: str) -> None:
     subprocess.run([str(BIN / "watch-pipeline"), *args], env=env, check=True,
                    capture_output=True, text=True)
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-
-def leftover_pids(home: Path) -> list[int]:
-    """Processes of ours still running on this benchmark's DAGSTER_HOME (run workers)."""
-    needle = f"DAGSTER_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def stop_daemon(daemon: subprocess.Popen, home: Path) -> None:

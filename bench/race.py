@@ -49,6 +49,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from _processes import leftover_pids, tail
+
 if TYPE_CHECKING:
     import dagster as dg
 
@@ -205,10 +207,6 @@ def epoch(text: str | None) -> float | None:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
-def tail(path: Path, chars: int = 3000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-
 def server_up(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as r:
@@ -236,21 +234,6 @@ def wait_until_up(proc: subprocess.Popen, port: int, catalog: Path, log: Path,
             return ui, scanned, "unset after 30 s"
         time.sleep(0.5)
     sys.exit(f"start.sh not up within {timeout:.0f}s (ui={ui}, scan={scanned}):\n{tail(log)}")
-
-
-def leftover_pids(home: Path) -> list[int]:
-    """Processes still running with this benchmark's DAGSTER_HOME (all started by start.sh)."""
-    needle = f"DAGSTER_HOME={home}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def stop(proc: subprocess.Popen, home: Path) -> str:
