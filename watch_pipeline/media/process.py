@@ -9,7 +9,8 @@ Every media subprocess of the package goes through :class:`ToolProcess` (or :fun
   so a corrupt input that makes ffmpeg log an error per packet costs no memory and can never
   block ffmpeg on a full pipe;
 * stdout is discarded, or drained the same way into a bounded buffer (ffprobe's JSON, ffmpeg's
-  ``-progress`` lines), with a flag when more arrived than was kept.
+  ``-progress`` lines), with a flag when more arrived than was kept, or handed chunk by chunk to
+  a ``stdout_sink`` (decoded PCM streamed into the waveform peaks, ``previews.py``).
 
 The deadlines themselves are chosen by the callers from ``limits.py``.
 """
@@ -21,7 +22,7 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import IO
@@ -57,7 +58,23 @@ class _Tail:
             return bytes(self._buffer)
 
 
-def _drain(pipe: IO[bytes], tail: _Tail) -> None:
+class _Sink:
+    """Hands every chunk to a callable (the reader thread calls it); keeps nothing."""
+
+    def __init__(self, consume: Callable[[bytes], None]) -> None:
+        self.limit = 0
+        self.seen = 0
+        self._consume = consume
+
+    def add(self, chunk: bytes) -> None:
+        self.seen += len(chunk)
+        self._consume(chunk)
+
+    def value(self) -> bytes:
+        return b""
+
+
+def _drain(pipe: IO[bytes], tail: _Tail | _Sink) -> None:
     with pipe:
         while chunk := pipe.read1(_READ_SIZE):  # type: ignore[attr-defined]
             tail.add(chunk)
@@ -92,6 +109,8 @@ class ToolProcess:
         capture_stdout: Keep the end of stdout (up to ``stdout_limit``); else it is discarded.
         stdout_limit: Bytes of stdout kept when captured.
         stderr_limit: Bytes of stderr kept.
+        stdout_sink: Called by the reader thread with each chunk of stdout as it comes (nothing
+            is kept); it must not raise. Implies capturing.
 
     Raises:
         FileNotFoundError: The executable does not exist.
@@ -104,9 +123,11 @@ class ToolProcess:
         capture_stdout: bool = False,
         stdout_limit: int = STDOUT_LIMIT_BYTES,
         stderr_limit: int = STDERR_TAIL_BYTES,
+        stdout_sink: Callable[[bytes], None] | None = None,
     ) -> None:
         self.name = PurePath(command[0]).name
-        self._stdout = _Tail(stdout_limit)
+        self._stdout = _Tail(stdout_limit) if stdout_sink is None else _Sink(stdout_sink)
+        capture_stdout = capture_stdout or stdout_sink is not None
         self._stderr = _Tail(stderr_limit)
         self._proc = subprocess.Popen(
             list(command),
