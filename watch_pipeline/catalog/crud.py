@@ -38,6 +38,7 @@ class RowKind:
         secret_column: The encrypted column of each kind that has a secret.
         defaults: Values a new row takes for the fields it is not given.
         owner_word: How a kind is named in "only applies to ... {owner_word}".
+        children: The foreign-key column of the rows deleted with a row (counted on delete).
     """
 
     model: type[Base]
@@ -48,6 +49,7 @@ class RowKind:
     secret_column: Mapping[str, str]
     defaults: Mapping[str, Any]
     owner_word: str
+    children: Any
 
     def kind_of(self, row: Any) -> str:
         """The row's kind (``source_type`` or ``provider``)."""
@@ -56,6 +58,18 @@ class RowKind:
     def allowed(self, kind: str) -> frozenset[str]:
         """The fields a row of ``kind`` accepts (its kind column aside)."""
         return self.common_fields | self.kind_fields[kind]
+
+    def delete(self, session: Session, row: Any) -> int:
+        """Delete ``row`` and its children; returns how many children went with it."""
+        return delete(session, row, self.children)
+
+    def read_secret(self, box: SecretBox, row: Any) -> str | None:
+        """Decrypt the row's secret, ``None`` when unset."""
+        return read_secret(self, box, row)
+
+    def to_dict(self, row: Any) -> dict[str, Any]:
+        """The row as JSON-ready data: column names, the secret only as ``has_secret``."""
+        return to_dict(self, row)
 
 
 def find(session: Session, kind: RowKind, ref: str | int) -> Any:

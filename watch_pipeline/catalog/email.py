@@ -65,7 +65,7 @@ _DEFAULTS: dict[str, Any] = {"is_enabled": True, "default_recipients": [], "smtp
 KIND = crud.RowKind(
     model=EmailNotificationConfig, noun="email configuration", kind_column="provider",
     common_fields=COMMON_FIELDS, kind_fields=PROVIDER_FIELDS, secret_column=SECRET_COLUMN,
-    defaults=_DEFAULTS, owner_word="configurations")
+    defaults=_DEFAULTS, owner_word="configurations", children=WatchSourceEmail.email_config_id)
 
 
 def find_email_config(session: Session, ref: str | int) -> EmailNotificationConfig:
@@ -173,19 +173,12 @@ def update_email_config(session: Session, box: SecretBox | None,
     return config
 
 
-def delete_email_config(session: Session, config: EmailNotificationConfig) -> int:
-    """Delete a configuration and its source links; returns how many links went with it."""
-    return crud.delete(session, config, WatchSourceEmail.email_config_id)
-
-
-def email_config_secret(box: SecretBox, config: EmailNotificationConfig) -> str | None:
-    """Decrypt the configuration's secret, ``None`` when unset."""
-    return crud.read_secret(KIND, box, config)
-
-
-def email_config_to_dict(config: EmailNotificationConfig) -> dict[str, Any]:
-    """The configuration as JSON-ready data: column names, the secret only as ``has_secret``."""
-    return crud.to_dict(KIND, config)
+delete_email_config = KIND.delete
+"""Delete a configuration and its source links; returns how many links went with it."""
+email_config_secret = KIND.read_secret
+"""Decrypt the configuration's secret, ``None`` when unset."""
+email_config_to_dict = KIND.to_dict
+"""The configuration as JSON-ready data: column names, the secret only as ``has_secret``."""
 
 
 # -- links to sources ----------------------------------------------------------------------------

@@ -53,7 +53,8 @@ _DEFAULTS: dict[str, Any] = {
 KIND = crud.RowKind(
     model=WatchSource, noun="watch source", kind_column="source_type",
     common_fields=COMMON_FIELDS, kind_fields=TYPE_FIELDS,
-    secret_column=SECRET_COLUMN, defaults=_DEFAULTS, owner_word="sources")
+    secret_column=SECRET_COLUMN, defaults=_DEFAULTS, owner_word="sources",
+    children=WatchSourceFile.watch_source_id)
 STATUS_FIELDS = (
     "last_scan_at", "last_scan_status", "last_scan_message", "last_scan_files_found",
     "last_scan_files_imported", "last_scan_files_skipped", "last_scan_duration_seconds",
@@ -145,16 +146,9 @@ def update_source(session: Session, box: SecretBox | None, source: WatchSource, 
     return source
 
 
-def delete_source(session: Session, source: WatchSource) -> int:
-    """Delete a source and its file history (imported media stay); returns the files removed."""
-    return crud.delete(session, source, WatchSourceFile.watch_source_id)
-
-
-def source_secret(box: SecretBox, source: WatchSource) -> str | None:
-    """Decrypt the source's secret (S3 secret key or SMB password), ``None`` when unset."""
-    return crud.read_secret(KIND, box, source)
-
-
-def source_to_dict(source: WatchSource) -> dict[str, Any]:
-    """The source as JSON-ready data: catalog column names, secrets as ``has_secret``."""
-    return crud.to_dict(KIND, source)
+delete_source = KIND.delete
+"""Delete a source and its file history (imported media stay); returns the files removed."""
+source_secret = KIND.read_secret
+"""Decrypt the source's secret (S3 secret key or SMB password), ``None`` when unset."""
+source_to_dict = KIND.to_dict
+"""The source as JSON-ready data: catalog column names, secrets as ``has_secret``."""
