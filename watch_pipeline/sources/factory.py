@@ -42,28 +42,19 @@ def _build_s3(
     source: Any, watch_folder: Path, secrets: Mapping[str, str] | None
 ) -> SourceClient:
     return S3SourceClient(
-        bucket=source.s3_bucket_name or "",
-        prefix=source.s3_prefix or "",
-        endpoint_url=source.s3_endpoint_url,
-        region=source.s3_region,
-        access_key_id=source.s3_access_key_id,
-        secret_access_key=(secrets or {}).get("secret"),
-        use_ssl=source.s3_use_ssl is not False,
-    )
+        bucket=source.s3_bucket_name or "", prefix=source.s3_prefix or "",
+        endpoint_url=source.s3_endpoint_url, region=source.s3_region,
+        access_key_id=source.s3_access_key_id, secret_access_key=(secrets or {}).get("secret"),
+        use_ssl=source.s3_use_ssl is not False)
 
 
 def _build_smb(
     source: Any, watch_folder: Path, secrets: Mapping[str, str] | None
 ) -> SourceClient:
     return SMBSourceClient(
-        server=source.smb_server or "",
-        share=source.smb_share or "",
-        path=source.smb_path or "/",
-        username=source.smb_username,
-        password=(secrets or {}).get("secret"),
-        domain=source.smb_domain,
-        port=source.smb_port or 445,
-    )
+        server=source.smb_server or "", share=source.smb_share or "", path=source.smb_path or "/",
+        username=source.smb_username, password=(secrets or {}).get("secret"),
+        domain=source.smb_domain, port=source.smb_port or 445)
 
 
 _BUILDERS: dict[str, _Builder] = {
