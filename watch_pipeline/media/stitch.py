@@ -8,12 +8,22 @@ and padded to the first part's size, audio resampled to the first audio part's r
 layout, and a part without audio contributes silence of its length. Codecs follow the output's
 extension (``_MUXERS``, ``_AUDIO_ENCODERS``; video is H.264, or VP9 in ``.webm``).
 
-The stream copy is started before the probes finish (it needs none of their results and costs
-no CPU), so ffprobe's start-up time is hidden behind it; it is killed if a part turns out to be
-unreadable or unlike part 1. ffmpeg reads and writes the files itself; Python never holds media in
-memory. The output is written to a hidden temporary file beside ``dest`` and renamed into place
-only after its duration has been checked against the sum of the parts; every temporary file is
-removed whatever happens.
+Each part is probed once. Probes the caller already has (``raw_file`` probed every part) are
+passed as ``probes`` and used as they are, unless the file's size has changed since; the others
+are probed concurrently (a few ffprobes at a time: start-up, not reading, is their cost). While
+parts are still being probed the stream copy already runs (it needs none of their results), and is
+killed if a part turns out to be unreadable or unlike part 1; with every probe given, the right
+command is started at once. ffmpeg reads and writes the files itself; Python never holds media in
+memory.
+
+One ffmpeg run both writes the output and measures it: ``-progress`` reports the end time of the
+last packet written, which is the output's duration in any container that keeps timestamps (MP4,
+Matroska, MPEG-TS, Ogg, …) and after any re-encode. A stream copy into a container without
+timestamps (WAV, AIFF, MP3, FLAC, ADTS) lays the packets end to end whatever their timestamps
+said, so there the output is measured as written: PCM by its size and byte rate, anything else
+by ffprobe. The output is written to a hidden temporary file beside ``dest`` and renamed into
+place only after that duration has been checked against the sum of the parts; every temporary
+file is removed whatever happens.
 
 Limits (``limits.py``): unless a ``timeout`` is given, each ffprobe has ``PROBE_TIMEOUT_SECONDS``
 and ffmpeg ``ffmpeg_timeout`` of the parts' summed duration, counted from its start; a re-encode
@@ -25,10 +35,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +48,15 @@ from typing import Literal
 from watch_pipeline.media import limits
 from watch_pipeline.media.errors import ToolTimeout
 from watch_pipeline.media.probe import DEFAULT_TIMEOUT_SECONDS, MediaInfo, ProbeError, probe
-from watch_pipeline.media.process import ToolProcess, one_line
+from watch_pipeline.media.process import ToolProcess, ToolResult, one_line
 
 _STDERR_TAIL_CHARS = 500
 _PROBE_WORKERS = 4
-_FFMPEG = ("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y")
+_PROGRESS_TAIL_BYTES = 4096  # several of ffmpeg's -progress blocks (~250 bytes each)
+# -progress prints key=value blocks to stdout, the last one at the end ("progress=end");
+# -nostats keeps the human-readable copy of the same figures out of stderr's tail.
+_FFMPEG = ("ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-nostats",
+           "-progress", "pipe:1", "-y")  # fmt: skip
 
 # Output extension → ffmpeg muxer. Anything else is written as Matroska, which holds any codec.
 _MUXERS: dict[str, str] = {
@@ -58,6 +73,10 @@ _AUDIO_ENCODERS: dict[str, str] = {
     ".flac": "flac",
     ".ogg": "libopus", ".oga": "libopus", ".opus": "libopus", ".webm": "libopus",
 }  # fmt: skip
+# Muxers that store no timestamps: a stream copy into them is measured as written.
+_UNTIMED_MUXERS = frozenset({"wav", "aiff", "mp3", "flac", "adts"})
+_PCM_BITS = re.compile(r"pcm_[suf](\d+)(?:le|be)?")
+_PCM_BYTE_CODECS = frozenset({"pcm_alaw", "pcm_mulaw"})
 _OPUS_RATES = (48_000, 24_000, 16_000, 12_000, 8_000)
 _LAYOUTS = {1: "mono", 2: "stereo"}
 
@@ -76,7 +95,8 @@ class StitchResult:
 
     Attributes:
         mode: ``"copy"`` (concat demuxer, stream copy) or ``"reencode"`` (concat filter).
-        duration: The output's duration in seconds, as ffprobe reads it.
+        duration: The output's duration in seconds, as measured by the one ffmpeg run (or, for
+            a copy into a container without timestamps, as written; see the module docstring).
         parts_duration: The sum of the parts' durations in seconds.
         size: The output's size in bytes.
         reencode_reason: Why the parts could not be stream-copied (``None`` in copy mode).
@@ -96,6 +116,7 @@ def stitch(
     *,
     timeout: float | None = None,
     tolerance_per_part: float = 1.0,
+    probes: Mapping[Path, MediaInfo] | None = None,
 ) -> StitchResult:
     """Concatenate ``parts`` in order into ``dest``.
 
@@ -108,6 +129,9 @@ def stitch(
             summed duration.
         tolerance_per_part: Allowed difference, in seconds per part, between the output's
             duration and the sum of the parts' durations.
+        probes: ``probe()`` results the caller already has, keyed by the paths as given in
+            ``parts``. Such a part is not probed again, unless the file's size is no longer
+            the probe's or the probe has no duration; the other parts are probed.
 
     Returns:
         The mode used, durations and the output's size.
@@ -125,10 +149,12 @@ def stitch(
     allowed = tolerance_per_part * len(parts)
     tmp_out = dest.with_name(f".{dest.stem}.stitching-{secrets.token_hex(4)}{dest.suffix}")
     try:
-        infos, mismatch = _concatenate(parts, tmp_out, probe_timeout, timeout, allowed)
+        infos, mismatch, ffmpeg = _concatenate(parts, _given(parts, probes), tmp_out,
+                                               probe_timeout, timeout, allowed)  # fmt: skip
         parts_duration = sum(info.duration or 0.0 for info in infos)
-        duration = _checked_duration(tmp_out, dest, len(parts), parts_duration, allowed,
-                                     probe_timeout)  # fmt: skip
+        written = _written_duration(tmp_out, dest, infos[0], ffmpeg,
+                                    copied=mismatch is None, timeout=probe_timeout)  # fmt: skip
+        duration = _checked_duration(written, dest, len(parts), parts_duration, allowed)
         size = tmp_out.stat().st_size
         os.replace(tmp_out, dest)
     finally:
@@ -154,62 +180,136 @@ def _check_inputs(parts: Sequence[Path], dest: Path) -> tuple[list[Path], Path]:
     return paths, Path(dest)
 
 
+def _given(parts: list[Path], probes: Mapping[Path, MediaInfo] | None) -> list[MediaInfo | None]:
+    """The caller's probe of each part; ``None`` where there is none or it cannot be used."""
+    given: list[MediaInfo | None] = []
+    for path in parts:
+        info = None if probes is None else probes.get(path)
+        # A part fetched again or replaced since it was probed may not be what the probe saw.
+        if info is not None and (
+            info.duration is None or (info.size is not None and info.size != path.stat().st_size)
+        ):
+            info = None
+        given.append(info)
+    return given
+
+
 def _concatenate(
-    parts: list[Path], out: Path, probe_timeout: float, timeout: float | None, allowed: float
-) -> tuple[list[MediaInfo], str | None]:
+    parts: list[Path],
+    given: list[MediaInfo | None],
+    out: Path,
+    probe_timeout: float,
+    timeout: float | None,
+    allowed: float,
+) -> tuple[list[MediaInfo], str | None, ToolResult]:
     """Write ``out`` by stream copy, or by re-encoding when the parts differ; wait for ffmpeg.
 
     Returns:
-        The parts' probe results and why they were re-encoded (``None`` for a stream copy).
+        The parts' probe results, why they were re-encoded (``None`` for a stream copy) and
+        what the ffmpeg run that wrote ``out`` left behind (its ``-progress`` report).
     """
     with tempfile.TemporaryDirectory(prefix="stitch_") as tmp, contextlib.ExitStack() as running:
-        # Stream copy is the usual case and costs no CPU: start it at once, while the parts are
-        # probed (ffprobe's start-up alone is a sizeable share of a copy's time), and stop it if
-        # a part proves unreadable or unlike part 1 and must be re-encoded. Leaving the block
-        # kills whatever still runs.
         started = time.monotonic()
-        ffmpeg = running.enter_context(_start_ffmpeg(_copy_command(parts, Path(tmp), out)))
-        infos = _probe_parts(parts, probe_timeout)
+        copy = _copy_command(parts, Path(tmp), out)
+        ffmpeg = None
+        if None in given:
+            # Stream copy is the usual case and costs no CPU: start it at once, while the parts
+            # are probed (ffprobe's start-up alone is a sizeable share of a copy's time), and
+            # stop it if a part proves unreadable or unlike part 1 and must be re-encoded.
+            # Leaving the block kills whatever still runs.
+            ffmpeg = running.enter_context(_start_ffmpeg(copy))
+        infos = _probe_parts(parts, given, probe_timeout)
         parts_duration = sum(info.duration or 0.0 for info in infos)
         mismatch = _mismatch(parts, infos)
-        if mismatch is not None:
-            ffmpeg.kill()
+        if ffmpeg is None or mismatch is not None:
+            if ffmpeg is not None:
+                ffmpeg.kill()
             started = time.monotonic()
-            command = _reencode_command(parts, infos, out, parts_duration + allowed)
+            command = (
+                copy
+                if mismatch is None
+                else _reencode_command(parts, infos, out, parts_duration + allowed)
+            )
             ffmpeg = running.enter_context(_start_ffmpeg(command))
         deadline = limits.ffmpeg_timeout(parts_duration) if timeout is None else timeout
-        _wait_ffmpeg(ffmpeg, parts, deadline, started)
-    return infos, mismatch
+        result = _wait_ffmpeg(ffmpeg, parts, deadline, started)
+    return infos, mismatch, result
+
+
+def _written_duration(
+    out: Path, dest: Path, first: MediaInfo, ffmpeg: ToolResult, *, copied: bool, timeout: float
+) -> float | None:
+    """The output's duration: ffmpeg's own figure, or the file as written (module docstring)."""
+    if not copied or _MUXERS.get(dest.suffix.lower(), "matroska") not in _UNTIMED_MUXERS:
+        return _progress_seconds(ffmpeg.stdout)
+    byte_rate = _pcm_byte_rate(first)
+    if byte_rate is not None:
+        # The header's hundred-odd bytes are a few milliseconds at any PCM byte rate.
+        return out.stat().st_size / byte_rate
+    try:
+        return probe(out, timeout=timeout).duration
+    except ProbeError as exc:
+        raise StitchError(f"ffmpeg wrote an unreadable {dest.name}: {exc}") from exc
+
+
+def _progress_seconds(stdout: bytes) -> float | None:
+    """The last ``out_time_us`` of ffmpeg's ``-progress`` report in seconds, if it has one."""
+    seconds = None
+    for line in stdout.decode("ascii", "replace").splitlines():
+        key, _, value = line.partition("=")
+        if key == "out_time_us":
+            try:
+                seconds = int(value) / 1_000_000  # "N/A" before any packet was written
+            except ValueError:
+                seconds = None
+    return seconds if seconds is not None and seconds >= 0 else None
+
+
+def _pcm_byte_rate(info: MediaInfo) -> int | None:
+    """Bytes per second of the first audio stream when it is plain PCM, else ``None``."""
+    audio = info.audio
+    if audio is None or not audio.sample_rate or not audio.channels:
+        return None
+    if audio.codec in _PCM_BYTE_CODECS:
+        bits = 8
+    elif match := _PCM_BITS.fullmatch(audio.codec):
+        bits = int(match.group(1))
+    else:
+        return None
+    return audio.sample_rate * audio.channels * bits // 8
 
 
 def _checked_duration(
-    out: Path, dest: Path, count: int, parts_duration: float, allowed: float, timeout: float
+    duration: float | None, dest: Path, count: int, parts_duration: float, allowed: float
 ) -> float:
     """The output's duration, which must be the parts' sum give or take ``allowed`` seconds."""
-    try:
-        info = probe(out, timeout=timeout)
-    except ProbeError as exc:
-        raise StitchError(f"ffmpeg wrote an unreadable {dest.name}: {exc}") from exc
-    if info.duration is None or abs(info.duration - parts_duration) > allowed:
-        got = "unknown" if info.duration is None else f"{info.duration:.3f} s"
+    if duration is None or abs(duration - parts_duration) > allowed:
+        got = "unknown" if duration is None else f"{duration:.3f} s"
         raise StitchError(
             f"stitched {dest.name} lasts {got} but its {count} parts sum to "
             f"{parts_duration:.3f} s (allowed difference {allowed:g} s)"
         )
-    return info.duration
+    return duration
 
 
 def _label(index: int, count: int, path: Path) -> str:
     return f"part {index + 1} of {count} ({path.name})"
 
 
-def _probe_parts(parts: list[Path], timeout: float) -> list[MediaInfo]:
-    # ffprobe's start-up dominates on small and large files alike: probe the parts concurrently.
-    # map() yields in order, so the first unreadable part in play order is the one reported.
+def _probe_parts(
+    parts: list[Path], given: list[MediaInfo | None], timeout: float
+) -> list[MediaInfo]:
+    """Every part's probe: the given ones, and the others probed concurrently."""
     count = len(parts)
-    with ThreadPoolExecutor(max_workers=min(count, _PROBE_WORKERS)) as pool:
-        return list(pool.map(_probe_part, range(count), [count] * count, parts,
-                             [timeout] * count))  # fmt: skip
+    missing = [i for i, info in enumerate(given) if info is None]
+    probed: dict[int, MediaInfo] = {}
+    if missing:
+        # ffprobe's start-up dominates on small and large files alike. map() yields in order,
+        # so the first unreadable part in play order is the one reported.
+        with ThreadPoolExecutor(max_workers=min(len(missing), _PROBE_WORKERS)) as pool:
+            results = pool.map(lambda i: _probe_part(i, count, parts[i], timeout), missing)
+            probed = dict(zip(missing, results, strict=True))
+    return [info if info is not None else probed[i] for i, info in enumerate(given)]
 
 
 def _probe_part(index: int, count: int, path: Path, timeout: float) -> MediaInfo:
@@ -361,14 +461,17 @@ def _even(n: int) -> int:
 
 
 def _start_ffmpeg(command: list[str]) -> ToolProcess:
-    # Threads drain its stderr (keeping the end): it can never block on a full pipe while we probe.
+    # Threads drain stderr and the -progress report on stdout, keeping the end of each: ffmpeg
+    # can never block on a full pipe while we probe.
     try:
-        return ToolProcess(command)
+        return ToolProcess(command, capture_stdout=True, stdout_limit=_PROGRESS_TAIL_BYTES)
     except FileNotFoundError as exc:
         raise StitchError("ffmpeg is not installed (not found on PATH)") from exc
 
 
-def _wait_ffmpeg(ffmpeg: ToolProcess, parts: list[Path], timeout: float, started: float) -> None:
+def _wait_ffmpeg(
+    ffmpeg: ToolProcess, parts: list[Path], timeout: float, started: float
+) -> ToolResult:
     try:
         result = ffmpeg.wait(max(timeout - (time.monotonic() - started), 0))
     except ToolTimeout as exc:
@@ -384,3 +487,4 @@ def _wait_ffmpeg(ffmpeg: ToolProcess, parts: list[Path], timeout: float, started
             f"ffmpeg failed{where} (exit {result.returncode}): "
             f"{one_line(result.stderr, _STDERR_TAIL_CHARS)}"
         )
+    return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -233,20 +234,23 @@ def test_an_existing_destination_is_replaced(tmp_path):
     assert dest.stat().st_size == result.size > 3
 
 
-def test_output_duration_off_by_more_than_the_tolerance_fails(tmp_path, monkeypatch, isolated_tmp):
-    parts = [make_part(tmp_path / f"cam_P00{i}.mp4") for i in (1, 2, 3)]
-    dest = tmp_path / "cam.mp4"
-    real_probe = stitch_module.probe
+def _overstated_mp3(dest: Path) -> Path:
+    """6 s of VBR MP3 without a Xing header: ffprobe estimates ~20 s from the quiet start."""
+    _ffmpeg("-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo:d=2",
+            "-f", "lavfi", "-i", "anoisesrc=r=44100:d=4:a=0.5",
+            "-filter_complex", "[0][1]concat=n=2:v=0:a=1", "-c:a", "libmp3lame", "-q:a", "0",
+            "-write_xing", "0", str(dest))  # fmt: skip
+    return dest
 
-    def probe_with_long_output(path, **kwargs):
-        info = real_probe(path, **kwargs)
-        if Path(path) in parts:
-            return info
-        return type(info)(**{**info.__dict__, "duration": 7.0})  # as if a part were repeated
 
-    monkeypatch.setattr(stitch_module, "probe", probe_with_long_output)
+@pytest.mark.parametrize("suffix", [".mp3", ".mkv"])  # measured as written / by ffmpeg's clock
+def test_parts_whose_headers_overstate_their_length_fail(tmp_path, isolated_tmp, suffix):
+    parts = [_overstated_mp3(tmp_path / f"rec_P00{i}.mp3") for i in (1, 2, 3)]
+    stated = sum(probe(p).duration for p in parts)
+    assert stated > 3 * 12  # what the parts claim; they hold 3 x 6 s
+    dest = tmp_path / f"rec{suffix}"
 
-    reason = r"lasts 7\.000 s but its 3 parts sum to [\d.]+ s \(allowed difference 3 s\)"
+    reason = rf"stitched rec\{suffix} lasts [\d.]+ s but its 3 parts sum to {stated:.3f} s"
     with pytest.raises(StitchError, match=reason):
         stitch(parts, dest)
     assert not dest.exists()
@@ -254,18 +258,88 @@ def test_output_duration_off_by_more_than_the_tolerance_fails(tmp_path, monkeypa
     assert list(isolated_tmp.iterdir()) == []
 
 
-def test_tolerance_is_per_part(tmp_path, monkeypatch):
-    parts = [make_part(tmp_path / f"cam_P00{i}.mp4") for i in (1, 2, 3)]
+@pytest.fixture
+def probe_calls(monkeypatch):
+    """The paths stitch() runs ffprobe on, in order (the real probe still runs)."""
+    calls: list[Path] = []
     real_probe = stitch_module.probe
 
-    def probe_with_drift(path, **kwargs):
-        info = real_probe(path, **kwargs)
-        if Path(path) in parts:
-            return info
-        return type(info)(**{**info.__dict__, "duration": info.duration + 2.5})
+    def counting_probe(path, **kwargs):
+        calls.append(Path(path))
+        return real_probe(path, **kwargs)
 
-    monkeypatch.setattr(stitch_module, "probe", probe_with_drift)
+    monkeypatch.setattr(stitch_module, "probe", counting_probe)
+    return calls
 
-    assert stitch(parts, tmp_path / "ok.mp4", tolerance_per_part=1.0).mode == "copy"  # 2.5 < 3
-    with pytest.raises(StitchError, match=r"allowed difference 1\.5 s"):
-        stitch(parts, tmp_path / "bad.mp4", tolerance_per_part=0.5)
+
+def _wav_parts(folder: Path, count: int = 3) -> list[Path]:
+    return [make_part(folder / f"talk_P00{i}.wav", video=None, audio="pcm_s16le")
+            for i in range(1, count + 1)]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["wav copy", "mp4 copy", "mp4 reencode"])
+def test_given_probes_are_used_and_nothing_is_probed_again(tmp_path, probe_calls, kind):
+    if kind == "wav copy":
+        parts, dest = _wav_parts(tmp_path), tmp_path / "talk.wav"
+    else:
+        parts = [make_part(tmp_path / f"cam_P00{i}.mp4") for i in (1, 2, 3)]
+        if kind == "mp4 reencode":
+            make_part(parts[1], video="96x48")
+        dest = tmp_path / "cam.mp4"
+    probes = {p: probe(p) for p in parts}
+    children = _children()
+
+    result = stitch(parts, dest, probes=probes)
+
+    assert probe_calls == []
+    assert result.mode == kind.split()[1]
+    assert result.parts_duration == pytest.approx(3.0, abs=0.1)
+    assert result.duration == pytest.approx(3.0, abs=0.2)
+    assert probe(dest).duration == pytest.approx(result.duration, abs=0.1)
+    assert _children() <= children
+
+
+def test_only_parts_without_a_usable_probe_are_probed(tmp_path, probe_calls):
+    parts = [make_part(tmp_path / f"cam_P00{i}.mp4") for i in (1, 2, 3)]
+    stale = probe(parts[2])
+    make_part(parts[2], seconds=2.0)  # fetched again since: another file under the same name
+    probes = {parts[0]: probe(parts[0]), parts[2]: stale}
+
+    result = stitch(parts, tmp_path / "cam.mp4", probes=probes)
+
+    assert probe_calls == [parts[1], parts[2]]
+    assert result.parts_duration == pytest.approx(4.0, abs=0.1)
+    assert result.duration == pytest.approx(4.0, abs=0.2)
+
+
+def test_a_corrupt_part_is_named_when_the_others_probes_are_given(tmp_path, isolated_tmp):
+    parts = [make_part(tmp_path / f"cam_P00{i}.mp4") for i in (1, 2, 3)]
+    probes = {parts[0]: probe(parts[0]), parts[2]: probe(parts[2])}
+    parts[1].write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 500)
+    children = _children()
+
+    with pytest.raises(StitchError, match=r"part 2 of 3 \(cam_P002\.mp4\) is unreadable"):
+        stitch(parts, tmp_path / "cam.mp4", probes=probes)
+
+    assert _children() <= children
+    assert _leftovers(tmp_path, *parts) == []
+    assert list(isolated_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".mp4"])  # measured by size / by ffmpeg's clock
+def test_tolerance_is_per_part(tmp_path, suffix):
+    if suffix == ".wav":
+        parts = _wav_parts(tmp_path)
+    else:
+        parts = [make_part(tmp_path / f"cam_P00{i}.mp4") for i in (1, 2, 3)]
+    # Probes that understate each part by 0.8 s: the output is 2.4 s longer than they sum to,
+    # as if a part had been repeated in part.
+    probes = {p: replace(info, duration=info.duration - 0.8)
+              for p in parts if (info := probe(p))}  # fmt: skip
+
+    ok = stitch(parts, tmp_path / f"ok{suffix}", probes=probes, tolerance_per_part=1.0)  # < 3
+    assert ok.duration - ok.parts_duration == pytest.approx(2.4, abs=0.1)
+    reason = r"lasts 3\.\d+ s but its 3 parts sum to 0\.6\d+ s \(allowed difference 1\.5 s\)"
+    with pytest.raises(StitchError, match=reason):
+        stitch(parts, tmp_path / f"bad{suffix}", probes=probes, tolerance_per_part=0.5)
+    assert not (tmp_path / f"bad{suffix}").exists()
