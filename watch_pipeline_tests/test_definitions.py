@@ -19,7 +19,7 @@ SENSORS = ["import_failure_sensor", "local_watch_sensor", "notification_sensor",
            "recompute_fingerprints_sensor", "s3_watch_sensor", "smb_watch_sensor",
            "source_health_sensor", "stranded_run_sensor"]
 SCHEDULES = ["cleanup_temp"]
-ASSETS = ["media_object", "raw_file", "stitched_media", "transcript"]
+ASSETS = ["media_object", "raw_file", "stitched_media", "thumbnail", "transcript", "waveform"]
 RESOURCES = ["catalog", "mailer", "object_store", "sources", "transcriber"]
 
 

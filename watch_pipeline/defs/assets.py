@@ -14,11 +14,13 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
+from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.defs.partitions import media
 from watch_pipeline.defs.pools import IMPORT_POOL
-from watch_pipeline.pipeline import steps
+from watch_pipeline.pipeline import previews, steps
 from watch_pipeline.sources.resource import SourcesResource
+from watch_pipeline.store.base import ObjectStore
 from watch_pipeline.store.resource import ObjectStoreResource
 from watch_pipeline.transcribe.resource import TranscriberResource
 
@@ -51,10 +53,44 @@ def source_access(sources: SourcesResource) -> steps.SourceAccess:
 
 
 def to_metadata(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A step's plain metadata for Dagster (an HTTP ``url`` becomes a link)."""
+    """A step's plain metadata for Dagster: an HTTP ``url`` is a link, ``picture`` Markdown."""
     return {key: dg.MetadataValue.url(value)
-            if key == "url" and isinstance(value, str) and value.startswith("http") else value
+            if key == "url" and isinstance(value, str) and value.startswith("http")
+            else dg.MetadataValue.md(value) if key == "picture" and isinstance(value, str)
+            else value
             for key, value in values.items()}
+
+
+GLANCE_STEPS = {steps.MEDIA_OBJECT: False, steps.TRANSCRIPT: True}
+"""The steps whose pages show the import at a glance, and whether with transcript lines."""
+
+
+def step_metadata(step: str, result: steps.Result, catalog: Catalog, store: ObjectStore,
+                  partition_key: str) -> dict[str, Any]:
+    """A step's metadata for Dagster; ``media_object`` and ``transcript`` add the glance.
+
+    The glance (``previews.glance``) is the small thumbnail or waveform picture, the duration,
+    the source and path, and for ``transcript`` the first lines of the text. The previews are
+    made after ``media_object``, so its first materialization has no picture yet; the
+    transcript's has, and so has every later one of either.
+    """
+    values = dict(result.metadata())
+    if step in GLANCE_STEPS and not getattr(result, "skipped", None):
+        extra = previews.glance(catalog, store, partition_key, transcript=GLANCE_STEPS[step])
+        values.update({key: value for key, value in extra.items() if key not in values})
+    return to_metadata(values)
+
+
+def transcript_requested(context: dg.AssetExecutionContext) -> bool:
+    """Whether the run asked for transcripts rather than importing media.
+
+    That is ``transcribe_job`` (and its backfills), or a UI materialization or asset backfill of
+    ``transcript`` alone. Such a run transcribes media whose source has ``auto_transcribe`` off.
+    """
+    if context.job_name == "transcribe_job":
+        return True
+    selection = context.run.asset_selection
+    return bool(selection) and dg.AssetKey(steps.MEDIA_OBJECT) not in selection
 
 
 def failing_clearly(call: Callable[[], T]) -> T:
@@ -107,9 +143,10 @@ def media_object(context: dg.AssetExecutionContext, catalog: CatalogResource,
     checksum) and reports it as cached instead of uploading again.
     """
     ctx = step_context(context, steps.MEDIA_OBJECT, context.partition_key)
-    result = failing_clearly(lambda: steps.store_media(
-        ctx, catalog.get(), source_access(sources), object_store.get_store()))
-    return dg.MaterializeResult(metadata=to_metadata(result.metadata()))
+    cat, store = catalog.get(), object_store.get_store()
+    result = failing_clearly(lambda: steps.store_media(ctx, cat, source_access(sources), store))
+    return dg.MaterializeResult(metadata=step_metadata(
+        steps.MEDIA_OBJECT, result, cat, store, context.partition_key))
 
 
 def build_transcript_asset(model_id: str | None = None) -> dg.AssetsDefinition:
@@ -129,14 +166,15 @@ def build_transcript_asset(model_id: str | None = None) -> dg.AssetsDefinition:
         """The transcript of the media item, keyed by the model that made it.
 
         JSON, SRT, VTT and plain text are stored beside the media object under
-        ``transcripts/<model>``. Skipped when the source has ``auto_transcribe`` off. Re-running
+        ``transcripts/<model>``. An import skips it when the source has ``auto_transcribe`` off;
+        ``transcribe_job`` and a materialization of ``transcript`` alone transcribe. Re-running
         overwrites the same keys for the same model; transcripts by other models are kept.
         A failure marks the media ``error`` with the reason; the import itself stays.
         """
         ctx = step_context(context, steps.TRANSCRIPT, context.partition_key)
         result = failing_clearly(lambda: steps.transcribe_media(
             ctx, catalog.get(), source_access(sources), object_store.get_store(),
-            transcriber.get_transcriber()))
+            transcriber.get_transcriber(), requested=transcript_requested(context)))
         return dg.MaterializeResult(metadata=to_metadata(result.metadata()))
 
     return _transcript

@@ -11,7 +11,8 @@ from watch_pipeline.store.resource import ObjectStoreResource
 # A run whose worker vanished without a trace is failed by run monitoring after this long, so
 # the import failure sensor can hand its file back for a retry.
 IMPORT_TAGS = {"watch_pipeline/kind": "import", "dagster/max_runtime": str(4 * 3600)}
-IMPORT_ASSETS = ("raw_file", "stitched_media", "media_object", "transcript")
+IMPORT_ASSETS = ("raw_file", "stitched_media", "media_object", "waveform", "thumbnail",
+                 "transcript")
 
 # In-process: one file's four steps share a process and the loaded speech model; a run per file
 # then costs about a second of orchestration instead of several (see bench/burst.py).
@@ -20,7 +21,7 @@ import_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*IMPORT_ASSETS),
     executor_def=dg.in_process_executor,
     tags=IMPORT_TAGS,
-    description="Import one media partition: fetch, stitch, store, transcribe.",
+    description="Import one media partition: fetch, stitch, store, preview, transcribe.",
 )
 
 # Re-transcription (after a model change): backfill this job over the media partitions.

@@ -60,7 +60,7 @@ def test_max_overlap():
 
 def test_every_import_step_is_in_the_pool_and_nothing_else(dagster_home):
     definitions = defs()
-    expected = {"import_job": 4, "import_batch_job": 1, "transcribe_job": 1,
+    expected = {"import_job": 6, "import_batch_job": 1, "transcribe_job": 1,
                 "recompute_fingerprints_job": 0, "cleanup_temp_job": 0}
     for name, in_pool in expected.items():
         pools = [node.definition.pool for node in definitions.resolve_job_def(name).graph.nodes]
