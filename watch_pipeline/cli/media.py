@@ -1,9 +1,11 @@
-"""``watch-pipeline media ...``: list, show, print transcripts, and stats of their lag."""
+"""``watch-pipeline media ...``: list, show, print transcripts, fetch previews, stats of lag."""
 
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -23,6 +25,7 @@ from watch_pipeline.cli.context import (
     print_fields,
     print_table,
 )
+from watch_pipeline.pipeline.previews import PreviewKeys, is_audio_only
 from watch_pipeline.store.base import ObjectStore, ObjectStoreError
 from watch_pipeline.transcribe import formats
 from watch_pipeline.transcribe.base import Transcript
@@ -89,18 +92,94 @@ def list_(cli: CliContext, status: str | None, limit: int | None, as_json: bool)
         for r in rows))
 
 
+def stored_previews(store: ObjectStore, object_key: str | None) -> dict[str, str | None]:
+    """Each preview's key, or ``None`` when it is not stored (not made yet, or failed).
+
+    The names are ``thumbnail``, ``thumbnail_small``, ``waveform`` and ``waveform_png``.
+    """
+    if not object_key:
+        return dict.fromkeys(PreviewKeys.of("x/x").as_dict())
+    return {name: key if store.head(key) is not None else None
+            for name, key in PreviewKeys.of(object_key).as_dict().items()}
+
+
 @media.command("show")
 @click.argument("media_id", metavar="ID", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_cli
 def show(cli: CliContext, media_id: int, as_json: bool) -> None:
-    """Show every field of the media item ID."""
+    """Show every field of the media item ID, and the keys of its stored previews."""
     with cli.session() as session:
         data = _media_to_dict(_find_media(session, media_id))
-    if as_json:
-        emit_json(data)
+    try:
+        found = stored_previews(cli.object_store(), data["object_key"])
+    except ObjectStoreError as exc:
+        fail(f"cannot read the previews of media {media_id}: {exc}")
         return
-    print_fields(data)
+    if as_json:
+        emit_json({**data, "previews": found})
+        return
+    print_fields({**data, **{f"preview_{name}": key for name, key in found.items()}})
+
+
+def _fetch(cli: CliContext, media_id: int, names: tuple[str, ...] | None, output: Path) -> str:
+    """Copy the first stored preview of ``names`` to ``output``; return its key.
+
+    ``None`` names the thumbnail: ``thumbnail`` for video, ``waveform_png`` for audio only
+    (both, in this order, when the content type does not tell). Exits with 1 (stderr says why)
+    when the media has no stored object or none of the previews.
+    """
+    with cli.session() as session:
+        row = _find_media(session, media_id)
+        object_key, status, audio_only = row.object_key, row.status, is_audio_only(row)
+    if names is None:
+        names = {True: ("waveform_png",), False: ("thumbnail",)}.get(
+            audio_only, ("thumbnail", "waveform_png"))
+    if not object_key:
+        fail(f"media {media_id} has no stored object (status {status})")
+    keys = PreviewKeys.of(object_key or "").as_dict()
+    store = cli.object_store()
+    try:
+        for name in names:
+            if store.head(keys[name]) is None:
+                continue
+            with store.open(keys[name]) as src, open(output, "wb") as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+            return keys[name]
+    except (ObjectStoreError, OSError) as exc:
+        fail(f"cannot fetch the preview of media {media_id}: {exc}")
+    fail(f"media {media_id} has no {names[0].replace('_', ' ')} yet: materialize the "
+         f"{names[0].split('_')[0]} asset for its partition")
+    return ""
+
+
+_OUTPUT = click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                       required=True, help="The file to write.")
+
+
+@media.command("thumbnail")
+@click.argument("media_id", metavar="ID", type=int)
+@_OUTPUT
+@click.option("--small", is_flag=True, help="The 160 px image instead of the 640 px one.")
+@pass_cli
+def thumbnail(cli: CliContext, media_id: int, output: Path, small: bool) -> None:
+    """Write the thumbnail of the media item ID (WebP; audio only: the waveform PNG).
+
+    With ``--small``, the 160 px WebP (video only).
+    """
+    key = _fetch(cli, media_id, ("thumbnail_small",) if small else None, output)
+    click.echo(f"{key} -> {output}")
+
+
+@media.command("waveform")
+@click.argument("media_id", metavar="ID", type=int)
+@_OUTPUT
+@click.option("--png", "as_png", is_flag=True, help="The PNG picture instead of the JSON peaks.")
+@pass_cli
+def waveform(cli: CliContext, media_id: int, output: Path, as_png: bool) -> None:
+    """Write the waveform of the media item ID (audiowaveform JSON v2, or its PNG)."""
+    key = _fetch(cli, media_id, ("waveform_png",) if as_png else ("waveform",), output)
+    click.echo(f"{key} -> {output}")
 
 
 def read_transcript(store: ObjectStore, transcript_key: str, fmt: str) -> str:
