@@ -1,7 +1,8 @@
 """Catalog side of an import: which fingerprints to request, and each step's bookkeeping.
 
-The partition key of the ``media`` assets is the content fingerprint. Every ``watch_source_file``
-row carrying that fingerprint and waiting (``pending``/``error``) belongs to the same partition;
+A ``media`` partition key is ``<slug>-<fingerprint>`` (a bare fingerprint for older media, see
+``pipeline/keys.py``); here it is an opaque key, and the fingerprint is the content's identity.
+Every ``watch_source_file`` row of that partition waiting (``pending``/``error``) is one import;
 the import picks one row as the origin and, once the media exists, marks the others as
 duplicates of it. So two names for one recording, or the same recording in two sources, always
 import once, even when they were found in the same tick.
@@ -97,6 +98,47 @@ def partition_was_requested(session: Session, key: str) -> bool:
     return bool(session.scalar(
         sa.select(sa.func.count()).select_from(WatchSourceFile)
         .where(of_partition(key), WatchSourceFile.run_key.is_not(None))))
+
+
+def _of_content_key(column: sa.ColumnElement[str | None], fingerprint: str
+                    ) -> sa.ColumnElement[bool]:
+    """A partition key made from ``fingerprint``: bare, or ``<slug>-<fingerprint>``.
+
+    The SQL side of ``pipeline.keys.fingerprint_of``: a readable key ends with its fingerprint.
+    """
+    return sa.or_(column == fingerprint, column.endswith("-" + fingerprint))
+
+
+def recorded_partition_key(session: Session, fingerprint: str, *, group: bool = False
+                           ) -> str | None:
+    """The partition key the catalog already holds for content ``fingerprint``, if any.
+
+    A content keeps the key it was first given, so every copy of it joins one partition and the
+    media row (unique per key) is shared. Rows of a claimed or imported partition come first,
+    then the oldest. ``group``: ``fingerprint`` is a multi-part group's (its rows carry their
+    parts' imohashes, so only the key identifies them); otherwise the rows' own imohash is used.
+    """
+    f = WatchSourceFile
+    claimed = sa.or_(f.run_key.is_not(None), f.status.in_(DONE))
+    which = (sa.and_(f.part_group.is_not(None), _of_content_key(f.partition_key, fingerprint))
+             if group else sa.and_(f.imohash == fingerprint, sa.or_(
+                 f.partition_key.is_(None), _of_content_key(f.partition_key, fingerprint))))
+    key = session.scalar(
+        sa.select(sa.func.coalesce(f.partition_key, f.imohash))
+        .where(which, f.status.in_((*WAITING, *DONE)))
+        .order_by(sa.case((claimed, 0), else_=1), f.id).limit(1))
+    if key is not None:
+        return key
+    media = (_of_content_key(MediaFile.partition_key, fingerprint) if group else sa.and_(
+        MediaFile.imohash == fingerprint, _of_content_key(MediaFile.partition_key, fingerprint)))
+    return session.scalar(sa.select(MediaFile.partition_key).where(media)
+                          .order_by(MediaFile.id).limit(1))
+
+
+def move_to_partition(session: Session, row_ids: list[int], key: str) -> None:
+    """Put rows ``row_ids`` in partition ``key`` (a copy joining the partition of its content)."""
+    session.execute(sa.update(WatchSourceFile).where(WatchSourceFile.id.in_(row_ids))
+                    .values(partition_key=key))
 
 
 def mark_claimed(session: Session, row_ids: list[int], run_key: str, now: datetime) -> None:
@@ -689,11 +731,11 @@ def imported_copy(session: Session, fingerprint: str) -> ImportedCopy | None:
     return ImportedCopy(row.watch_source_id, row.media_file_id) if row else None
 
 
-def imported_in_partition(session: Session, key: str) -> ImportedCopy | None:
-    """``(source id, media id)`` of a row already imported in partition ``key``."""
+def imported_in_partition(session: Session, fingerprint: str) -> ImportedCopy | None:
+    """``(source id, media id)`` of a row already imported in a partition of ``fingerprint``."""
     row = session.execute(
         sa.select(_F.watch_source_id, _F.media_file_id).where(
-            _F.partition_key == key,
+            _of_content_key(_F.partition_key, fingerprint),
             _F.status.in_((FileStatus.IMPORTED, FileStatus.STITCHED_PART))).limit(1)).first()
     return ImportedCopy(row.watch_source_id, row.media_file_id) if row else None
 
@@ -705,10 +747,10 @@ def existing_media(session: Session, fingerprint: str) -> int | None:
                                       MediaFile.status != MediaStatus.ERROR).limit(1))
 
 
-def partition_media(session: Session, key: str) -> int | None:
-    """A media row of partition ``key`` that is not in ``error``."""
+def partition_media(session: Session, fingerprint: str) -> int | None:
+    """A media row of a partition of ``fingerprint`` that is not in ``error``."""
     return session.scalar(
-        sa.select(MediaFile.id).where(MediaFile.partition_key == key,
+        sa.select(MediaFile.id).where(_of_content_key(MediaFile.partition_key, fingerprint),
                                       MediaFile.status != MediaStatus.ERROR).limit(1))
 
 

@@ -2,8 +2,9 @@
 
 A watch sensor's tick first sets the ``watch_imports`` pool's limit to
 ``watch.max_concurrent_imports`` when they differ (the bound Dagster itself enforces), scans the
-enabled sources of its kind that are due, then asks for one import run per new fingerprint,
-holding back what exceeds that many in-flight runs (those go out on later ticks). One failing
+enabled sources of its kind that are due, then asks for one import run per new content (a
+``media`` partition ``<slug of the file name>-<fingerprint>``, see ``pipeline/keys.py``), holding
+back what exceeds that many in-flight runs (those go out on later ticks). One failing
 source is recorded on its row and skipped; it never fails the tick or delays another kind's
 sensor.
 """
@@ -68,7 +69,7 @@ def build_watch_sensor(kind: str, *, interval_seconds: int = 30) -> dg.SensorDef
         minimum_interval_seconds=interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Scans the enabled {kind} watch sources that are due and requests one "
-                    "import run per new media fingerprint.",
+                    "import run per new media content.",
     )
     def _sensor(context: dg.SensorEvaluationContext, catalog: CatalogResource,
                 sources: SourcesResource) -> dg.SensorResult | dg.SkipReason:
@@ -98,7 +99,7 @@ def build_watch_sensor(kind: str, *, interval_seconds: int = 30) -> dg.SensorDef
         context.log.info(f"requesting {len(runs)} import run(s) for {len(requests)} "
                          f"partition(s); {slots} slot(s) were free")
         existing = set(context.instance.get_dynamic_partitions(media.name))
-        new_keys = sorted({r.fingerprint for r in requests} - existing)
+        new_keys = sorted({r.partition_key for r in requests} - existing)
         return dg.SensorResult(
             run_requests=[_run_request(run) for run in runs],
             dynamic_partitions_requests=[media.build_add_request(new_keys)] if new_keys else [],
@@ -111,7 +112,7 @@ def _run_request(run: claims.RunPlan) -> dg.RunRequest:
     if not run.is_batch:
         (r,) = run.requests
         return dg.RunRequest(
-            run_key=r.run_key, partition_key=r.fingerprint, job_name=import_job.name,
+            run_key=r.run_key, partition_key=r.partition_key, job_name=import_job.name,
             tags={**IMPORT_TAGS, "watch_pipeline/source_id": str(r.source_id),
                   "watch_pipeline/source": r.source_name,
                   "watch_pipeline/path": r.remote_path[:200]})

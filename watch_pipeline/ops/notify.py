@@ -100,7 +100,7 @@ def collect_activity(catalog: Catalog, cursors: dict[int, datetime], until: date
                                  files_found=source.last_scan_files_found or 0)
             rows = session.execute(
                 sa.select(f.remote_path, f.status, f.skip_reason, f.error_message, f.imohash,
-                          f.part_group, MediaFile.title)
+                          f.partition_key, f.part_group, MediaFile.title)
                 .outerjoin(MediaFile, MediaFile.id == f.media_file_id)
                 .where(f.watch_source_id == source.id, f.processed_at > since,
                        f.processed_at <= until)
@@ -108,7 +108,8 @@ def collect_activity(catalog: Catalog, cursors: dict[int, datetime], until: date
             ).all()
             for r in rows:
                 if r.status == FileStatus.IMPORTED:
-                    act.imported.append((r.title or r.remote_path, run_url(r.imohash or "")))
+                    act.imported.append((r.title or r.remote_path, run_url(
+                        r.partition_key or r.imohash or "")))  # the media partition
                 elif r.status == FileStatus.STITCHED_PART:
                     group = r.part_group or r.remote_path
                     if group not in act.stitched:

@@ -1,9 +1,12 @@
 """Which planned files become import runs now: concurrency, backoff, run keys, batches.
 
-The partition key of the ``media`` assets is the content fingerprint, and every waiting row of
-one fingerprint belongs to one partition, so a claim is per partition, never per row. A claim
-records its run key on the rows (Dagster remembers a run key forever, so a retry needs a new
-one) and when it was requested (a request the daemon never turned into a run is sent again).
+A ``media`` partition key is opaque here (``<slug>-<fingerprint>``, or a bare fingerprint for
+older media, see :mod:`.keys`); the content fingerprint is the identity. Every waiting row of one
+content belongs to one partition, so a claim is per partition, never per row: a copy that a
+concurrent scan of another source put under a key of its own joins the partition its content
+already has (:func:`claim_imports`). A claim records its run key — the fingerprint, not the
+partition key — on the rows (Dagster remembers a run key forever, so a retry needs a new one)
+and when it was requested (a request the daemon never turned into a run is sent again).
 Nothing here imports Dagster: the sensor turns :class:`RunPlan` objects into run requests.
 """
 
@@ -17,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import FileStatus
+from watch_pipeline.pipeline.keys import fingerprint_of
 
 RETRY_BASE = timedelta(minutes=1)
 RETRY_CAP = timedelta(hours=1)
@@ -51,11 +55,24 @@ def fail(catalog: Catalog, partition: str, reason: str, *, run_key: str | None =
 class ImportRequest:
     """One partition the sensor should start an import run for."""
 
-    fingerprint: str
+    partition_key: str
     run_key: str
     source_id: int
     source_name: str
     remote_path: str
+
+    @property
+    def fingerprint(self) -> str:
+        """The content's identity (see :func:`content_of`)."""
+        return content_of(self.partition_key)
+
+
+def content_of(partition: str) -> str:
+    """The fingerprint in a partition key; a key of another shape is its own identity."""
+    try:
+        return fingerprint_of(partition)
+    except ValueError:
+        return partition
 
 
 def _is_stale(c: queries.ClaimCandidate, now: datetime,
@@ -77,6 +94,10 @@ def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
     a minute after the tick that made them — the daemon stopped before creating it — re-sent
     with the same key (``run_exists`` asks the Dagster instance; when a run exists, its own
     outcome decides what happens next).
+
+    A row never requested whose content the catalog holds under another partition key (two
+    sources scanned at once, each naming the content after its own file) moves to that key
+    first, so one content is one partition and one media row whatever the scans' timing.
     """
     now = now or datetime.now(UTC)
     if not source_ids or slots <= 0:
@@ -84,32 +105,50 @@ def claim_imports(catalog: Catalog, source_ids: list[int], *, slots: int,
     with catalog.session() as session:
         chosen: dict[str, ImportRequest] = {}
         row_ids: dict[str, list[int]] = {}
+        joined: dict[str, str] = {}  # partition key -> the key its content already has
         for c in queries.claim_candidates(session, source_ids):
             fresh = c.status == FileStatus.PENDING and c.run_key is None
             retryable = c.status == FileStatus.ERROR and may_retry(c.retry_count,
                                                                    c.next_retry_at, now)
-            if c.partition in chosen:
+            partition = joined.get(c.partition, c.partition) if fresh else c.partition
+            if partition not in chosen and len(chosen) >= slots:
+                continue
+            if fresh and c.partition not in joined:
+                partition = joined[c.partition] = _partition_of_content(session, c.partition)
+            if partition != c.partition:
+                queries.move_to_partition(session, [c.id], partition)
+            if partition in chosen:
                 if fresh or retryable:
-                    row_ids[c.partition].append(c.id)
+                    row_ids[partition].append(c.id)
                 continue
             if len(chosen) >= slots:
                 continue
             if fresh or retryable:
-                run_key = _fresh_key(session, c.partition, now)
+                run_key = _fresh_key(session, partition, now)
             elif _is_stale(c, now, run_exists):
-                run_key = c.run_key or c.partition
+                run_key = c.run_key or content_of(partition)
             else:
                 continue
-            chosen[c.partition] = ImportRequest(c.partition, run_key, c.source_id,
-                                                c.source_name, c.remote_path)
-            row_ids[c.partition] = [c.id]
+            chosen[partition] = ImportRequest(partition, run_key, c.source_id,
+                                              c.source_name, c.remote_path)
+            row_ids[partition] = [c.id]
         for request in chosen.values():
-            queries.mark_claimed(session, row_ids[request.fingerprint], request.run_key, now)
+            queries.mark_claimed(session, row_ids[request.partition_key], request.run_key, now)
     return list(chosen.values())
 
 
-def _fresh_key(session, fingerprint: str, now: datetime) -> str:  # type: ignore[no-untyped-def]
-    if not queries.partition_was_requested(session, fingerprint):
+def _partition_of_content(session, partition: str) -> str:  # type: ignore[no-untyped-def]
+    """The key the catalog holds for the content of ``partition`` (itself when it is that)."""
+    fingerprint = content_of(partition)
+    recorded = (queries.recorded_partition_key(session, fingerprint)
+                or queries.recorded_partition_key(session, fingerprint, group=True))
+    return recorded or partition
+
+
+def _fresh_key(session, partition: str, now: datetime) -> str:  # type: ignore[no-untyped-def]
+    """The fingerprint, or a new retry key once the partition was ever requested."""
+    fingerprint = content_of(partition)
+    if not queries.partition_was_requested(session, partition):
         return fingerprint
     return f"{fingerprint}-retry-{now:%Y%m%dT%H%M%S%f}"
 
@@ -139,16 +178,16 @@ def plan_runs(catalog: Catalog, requests: list[ImportRequest], *, slots: int,
     """
     parallel = max(1, min(slots, cpus))
     if len(requests) <= parallel:
-        return [RunPlan(r.run_key, (r.fingerprint,), (r,)) for r in requests]
+        return [RunPlan(r.run_key, (r.partition_key,), (r,)) for r in requests]
     batches: list[list[ImportRequest]] = [[] for _ in range(parallel)]
     for index, request in enumerate(requests):
         batches[index % parallel].append(request)
     runs = []
     for batch in batches:
         if len(batch) == 1:
-            runs.append(RunPlan(batch[0].run_key, (batch[0].fingerprint,), (batch[0],)))
+            runs.append(RunPlan(batch[0].run_key, (batch[0].partition_key,), (batch[0],)))
             continue
-        keys = [r.fingerprint for r in batch]
+        keys = [r.partition_key for r in batch]
         run_key = "batch-" + hashlib.sha1(",".join(
             r.run_key for r in batch).encode()).hexdigest()[:20]
         queries.assign_run_key(catalog, keys, run_key)

@@ -30,6 +30,7 @@ from typing import NamedTuple, Protocol
 from watch_pipeline.catalog.models import FileStatus, SkipReason, SourceType
 from watch_pipeline.catalog.queries import SeenRow
 from watch_pipeline.pipeline import dedup
+from watch_pipeline.pipeline.keys import fingerprint_of, media_partition_key
 from watch_pipeline.pipeline.multipart import (
     PartFile,
     StandaloneReason,
@@ -252,11 +253,27 @@ class CatalogView(Protocol):
     def existing_media(self, fingerprint: str) -> int | None:
         """A media row with this imohash that is not in error."""
 
-    def imported_partition(self, key: str) -> dedup.ImportedCopy | None:
-        """A row already imported in partition ``key`` (a multi-part group)."""
+    def imported_partition(self, fingerprint: str) -> dedup.ImportedCopy | None:
+        """A row already imported in a partition of group fingerprint ``fingerprint``."""
 
-    def partition_media(self, key: str) -> int | None:
-        """A media row of partition ``key`` that is not in error."""
+    def partition_media(self, fingerprint: str) -> int | None:
+        """A media row of a partition of group fingerprint ``fingerprint``, not in error."""
+
+    def partition_key(self, fingerprint: str, *, group: bool) -> str | None:
+        """The partition key the catalog already holds for this content, if any."""
+
+
+def partition_key_for(view: CatalogView, fingerprint: str, name: str, *,
+                      group: bool = False) -> str:
+    """The ``media`` partition key of content ``fingerprint`` first seen as file ``name``.
+
+    Content the catalog already knows keeps its key (a bare fingerprint for media imported
+    before readable keys), so every copy joins one partition; new content gets
+    ``<slug of name>-<fingerprint>`` (:mod:`.keys`), which the UI's partition filter finds by
+    the file's name.
+    """
+    return (view.partition_key(fingerprint, group=group)
+            or media_partition_key(name, fingerprint))
 
 
 def _listed(entry, seen: Seen | None, outcome: Outcome, change: Change, note: str,  # type: ignore[no-untyped-def]
@@ -324,6 +341,7 @@ def decide_fingerprinted(entry, seen: Seen | None, rules: SourceRules, fp: Finge
         fp: What reading the file gave.
         view: Catalog lookups for dedup.
         first_path_of: Fingerprints found earlier in this scan → their first path; updated.
+            A later copy in the same scan gets the partition key of the first.
     """
     change = Change.NEW_CONTENT if seen is not None and seen.status != FileStatus.PENDING \
         else Change.KEEP
@@ -347,12 +365,15 @@ def decide_fingerprinted(entry, seen: Seen | None, rules: SourceRules, fp: Finge
         return _listed(entry, seen, Outcome(FileStatus.WAITING_FOR_PARTS, imohash=key,
                                             fingerprinted=True), change,
                        "part: waits for its group")
-    outcome = Outcome(FileStatus.PENDING, imohash=key, partition_key=key, fingerprinted=True)
-    if key in first_path_of:
+    first = first_path_of.setdefault(key, entry.remote_path)
+    partition = partition_key_for(view, key, first.rsplit("/", 1)[-1])
+    outcome = Outcome(FileStatus.PENDING, imohash=key, partition_key=partition,
+                      fingerprinted=True)
+    if first != entry.remote_path:
         return _listed(entry, seen, outcome, change,
-                       f"import with {first_path_of[key]} (same content, imported once)")
-    first_path_of[key] = entry.remote_path
-    return _listed(entry, seen, outcome, change, f"import: new content {key}", new_import=True)
+                       f"import with {first} (same content, imported once)")
+    return _listed(entry, seen, outcome, change, f"import: new content {partition}",
+                   new_import=True)
 
 
 # -- multi-part groups ------------------------------------------------------------------------
@@ -418,10 +439,16 @@ def _late(row: PartRow, gid: str, number: int, media_id: int | None) -> GroupDec
 
 def _release(name: str, parts: tuple[PartAssignment, ...], key: str, wait: int,
              message: str | None, source_id: int, view: CatalogView) -> GroupDecision:
-    copy = view.imported_partition(key)
+    """Release a group (or a lone part) in partition ``key``, unless its content is imported.
+
+    Dedup asks by the content (``fingerprint_of(key)``), so the same recording under another
+    name, in a partition with another slug, is still a duplicate.
+    """
+    fingerprint = fingerprint_of(key)
+    copy = view.imported_partition(fingerprint)
     duplicate = dedup.find_duplicate(
-        content=key, source_id=source_id, imported=copy,
-        existing_media_id=None if copy else view.partition_media(key))
+        content=fingerprint, source_id=source_id, imported=copy,
+        existing_media_id=None if copy else view.partition_media(fingerprint))
     if duplicate is not None:
         return GroupDecision(name, GroupAction.DUPLICATE, parts, wait,
                              f"the same recording was already imported as media "
@@ -464,7 +491,8 @@ def decide_groups(waiting: Iterable[PartRow], rules: SourceRules, *,
                 f"waiting for part(s) {', '.join(map(str, group.missing))} "
                 f"(scan {wait} of {rules.parts.wait_scans})"))
             continue
-        key = group_fingerprint([p.file.fingerprint or "" for p in group.parts])
+        key = partition_key_for(view, group_fingerprint(
+            [p.file.fingerprint or "" for p in group.parts]), group.output_name, group=True)
         message = None if group.complete else (
             f"stitched without missing part(s) {', '.join(map(str, group.missing))} "
             f"after {wait} scans")
@@ -485,8 +513,8 @@ def decide_groups(waiting: Iterable[PartRow], rules: SourceRules, *,
                     f"lone part: waiting for the rest of its group "
                     f"(scan {wait} of {rules.parts.wait_scans})"))
                 continue
-        decisions.append(_release(row.remote_path, (PartAssignment(row, None, None),),
-                                  row.imohash or "", wait,
+        key = partition_key_for(view, row.imohash or "", row.filename)
+        decisions.append(_release(row.remote_path, (PartAssignment(row, None, None),), key, wait,
                                   f"imported on its own: {alone.message}", rules.source_id, view))
     return decisions
 

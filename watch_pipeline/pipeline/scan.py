@@ -231,11 +231,15 @@ class _CatalogView:
     def existing_media(self, fingerprint: str) -> int | None:
         return self._read(queries.existing_media, fingerprint)
 
-    def imported_partition(self, key: str) -> dedup.ImportedCopy | None:
-        return self._read(queries.imported_in_partition, key)
+    def imported_partition(self, fingerprint: str) -> dedup.ImportedCopy | None:
+        return self._read(queries.imported_in_partition, fingerprint)
 
-    def partition_media(self, key: str) -> int | None:
-        return self._read(queries.partition_media, key)
+    def partition_media(self, fingerprint: str) -> int | None:
+        return self._read(queries.partition_media, fingerprint)
+
+    def partition_key(self, fingerprint: str, *, group: bool) -> str | None:
+        with self.catalog.session() as s:
+            return queries.recorded_partition_key(s, fingerprint, group=group)
 
 
 class _Writer:

@@ -73,9 +73,9 @@ def burst_sensor(context: dg.SensorEvaluationContext,
             dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)))
     if not requests:
         return dg.SkipReason("no import waits")
-    keys = sorted({r.fingerprint for r in requests})
+    keys = sorted({r.partition_key for r in requests})
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=r.run_key, partition_key=r.fingerprint,
+        run_requests=[dg.RunRequest(run_key=r.run_key, partition_key=r.partition_key,
                                     tags=IMPORT_TAGS) for r in requests],
         dynamic_partitions_requests=[media.build_add_request(keys)])
 
