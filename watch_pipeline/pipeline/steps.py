@@ -382,7 +382,7 @@ def _inputs(item: queries.ImportItem, client: SourceClient, sources: SourceAcces
     """``(local path, expected fingerprint)`` of the file, or of every part in order."""
     if not item.is_group:
         return [(_local_file(item, None, client, sources, catalog=catalog, log=log),
-                 item.fingerprint)]
+                 claims.content_of(item.fingerprint))]
     return [(_local_file(item, p, client, sources, catalog=catalog, log=log), p.imohash)
             for p in item.parts]
 
@@ -554,7 +554,7 @@ def store_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
         record = queries.ensure_media(
             catalog, item, content_type=content_type_for(info, item.filename),
             duration=info.duration, file_size=size,
-            imohash=imohash_path(path) if item.is_group else None,
+            imohash=imohash_path(path) if item.is_group else claims.content_of(item.fingerprint),
             imohash_version=ALGORITHM_VERSION)
         key = queries.object_key(item.owner_id, record.id, item.filename)
         existing = store.head(key)
