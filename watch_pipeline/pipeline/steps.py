@@ -638,12 +638,23 @@ def transcript_base(object_key: str, model_id: str) -> str:
 
 
 def transcribe_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
-                     store: ObjectStore, transcriber: Transcriber) -> Transcription:
+                     store: ObjectStore, transcriber: Transcriber, *,
+                     requested: bool = False) -> Transcription:
     """``transcript``: transcribe the stored media and store JSON, SRT, VTT and text.
 
-    Skipped when the source has ``auto_transcribe`` off. Re-running overwrites the same keys for
-    the same model; transcripts by other models are kept. A failure marks the media ``error``
-    with the reason; the import itself (object, rows) stays.
+    An import skips it when the source has ``auto_transcribe`` off; a ``requested`` transcript
+    (a run of ``transcribe_job``, a backfill or a materialization of ``transcript`` alone) is
+    made whatever the source says. Re-running overwrites the same keys for the same model;
+    transcripts by other models are kept. A failure marks the media ``error`` with the reason;
+    the import itself (object, rows) stays.
+
+    Args:
+        ctx: The step.
+        catalog: The catalog.
+        sources: Scratch space for a copy of the media when the store has no local path.
+        store: Where the media is and the transcripts go.
+        transcriber: The configured backend.
+        requested: Someone asked for this transcript; ``auto_transcribe`` is then not consulted.
 
     Raises:
         StepFailed: No stored media, or the transcription failed (recorded on the media).
@@ -654,7 +665,7 @@ def transcribe_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
     refused = _refused(catalog, item)
     if refused is not None:
         return Transcription(skipped=refused)
-    if not item.auto_transcribe:
+    if not item.auto_transcribe and not requested:
         return Transcription(skipped=f"auto_transcribe is off for source {item.source_name}")
     if record is None or not record.object_key:
         raise StepFailed(f"no stored media for {fingerprint}; run media_object first")
