@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -161,9 +162,7 @@ class ToolProcess:
             ToolTimeout: The deadline passed; the process and its descendants have been killed
                 and it has been reaped.
         """
-        try:
-            self._proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        if not _exited_within(self._proc, timeout):
             self.kill()
             raise ToolTimeout(
                 f"{self.name} did not finish within {timeout:g} s and was killed"
@@ -199,6 +198,33 @@ class ToolProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.kill()
+
+
+def _exited_within(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
+    """Wait up to ``timeout`` seconds for ``proc`` to exit; whether it did (it is then reaped).
+
+    ``Popen.wait(timeout)`` polls with sleeps of up to 50 ms, which added ~40 ms to every
+    ffprobe; a pidfd becomes readable the moment the process exits.
+    """
+    if timeout is not None and proc.poll() is None:
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except OSError:  # no pidfd in this kernel: Popen's polling below
+            pass
+        else:
+            try:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                if not poller.poll(max(timeout, 0.0) * 1000):
+                    return False
+            finally:
+                os.close(pidfd)
+            timeout = None  # it has exited: the wait below only reaps it
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _kill_tree(pid: int) -> None:
