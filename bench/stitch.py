@@ -6,24 +6,33 @@ sine MP4 with x264 ultrafast/lossless until it reaches the size (``-fs``) and co
 Equal parts, so ``stitch`` takes its stream-copy path.
 
 Timing: the baseline is the concat-demuxer command ``stitch`` runs (same list file, maps, muxer),
-launched by hand with ``subprocess``; ours is ``stitch()`` itself, which adds an ffprobe of each
-part and of the output plus the duration check. Runs alternate after one untimed warm-up of each
-(page cache); wall-time medians and minima and CPU time (this process and its reaped children)
-are printed with their ratios (want <= 1.1x). On a shared machine the minimum and the CPU ratio
-are the steadier figures.
+launched by hand with ``subprocess``; ours is ``stitch()`` itself, twice: with the parts' probes
+given (as the pipeline passes those ``raw_file`` made; made once, untimed) and without (it then
+runs an ffprobe per part, concurrently with the copy). Both measure the output from ffmpeg's own
+``-progress`` report (MP4) or its size (WAV) and check its duration. Runs alternate after one
+untimed warm-up of each (page cache); wall-time medians and minima and CPU time (this process and
+its reaped children) are printed with their ratios (want <= 1.1x). On a shared machine the
+minimum and the CPU ratio are the steadier figures.
+
+``--profile`` adds where the time goes: one ffprobe of a part, ffmpeg's start-up alone, and
+``stitch()`` under cProfile (its own Python, the waits on ffmpeg and ffprobe).
 
 Memory: each is run once more in a fresh child Python that reports ``getrusage`` of itself
 (``RUSAGE_SELF``) and of its own children (``RUSAGE_CHILDREN``: ffmpeg, ffprobe); the peak RSS of
 any process involved must stay under 300 MiB.
 
-Usage: python bench/stitch.py [--part-mib 200] [--kind wav|mp4] [--runs 7] [--dir /tmp]
+Usage: python bench/stitch.py [--part-mib 200] [--kind wav|mp4] [--runs 3] [--dir /tmp]
+                              [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import os
+import pstats
 import resource
 import shutil
 import statistics
@@ -36,7 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from watch_pipeline.media.stitch import stitch
+from watch_pipeline.media.probe import MediaInfo, probe
+from watch_pipeline.media.stitch import StitchResult, stitch
 
 MIB = 1024 * 1024
 T = TypeVar("T")
@@ -117,12 +127,38 @@ def measure_rss(mode: str, dest: Path, parts: list[Path], kind: str) -> dict[str
     return json.loads(out.stdout)
 
 
+def profile(parts: list[Path], dest: Path, probes: dict[Path, MediaInfo], runs: int) -> None:
+    """Print where ``stitch()``'s time goes beyond ffmpeg's copy itself."""
+    med = statistics.median
+    probe_wall, probe_cpu, start_wall = [], [], []
+    for _ in range(runs):
+        seconds, cpu_used, _ = timed(lambda: probe(parts[0]))
+        probe_wall.append(seconds)
+        probe_cpu.append(cpu_used)
+        seconds, _, _ = timed(lambda: subprocess.run(["ffmpeg", "-version"], check=True,
+                                                     stdout=subprocess.DEVNULL))  # fmt: skip
+        start_wall.append(seconds)
+    print(f"one ffprobe of a part: wall {med(probe_wall):.3f} s, CPU {med(probe_cpu):.3f} s; "
+          f"ffmpeg start-up alone (-version): wall {med(start_wall):.3f} s")  # fmt: skip
+    for label, given in (("probes given", probes), ("no probes", None)):
+        profiler = cProfile.Profile()
+        profiler.enable()
+        stitch(parts, dest, probes=given)
+        profiler.disable()
+        dest.unlink()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(12)
+        print(f"cProfile of stitch(), {label} (cumulative; waits are ffmpeg/ffprobe running):")
+        print("\n".join(text.getvalue().strip().splitlines()[:30]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--part-mib", type=int, default=200)
     parser.add_argument("--kind", choices=["wav", "mp4"], default="wav")
-    parser.add_argument("--runs", type=int, default=7, help="timed runs of each, alternating")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs of each, alternating")
     parser.add_argument("--dir", default=None, help="where to write the parts (default: temp)")
+    parser.add_argument("--profile", action="store_true", help="show where stitch's time goes")
     parser.add_argument("--child", choices=["ours", "hand"], help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -148,45 +184,57 @@ def main() -> None:
 
         dest = folder / f"session.{args.kind}"
         command = hand_command(parts, folder / "list.txt", dest, args.kind)
-        # Warm-up (page cache, ffmpeg's shared libraries), untimed.
-        run_hand(command)
-        dest.unlink()
-        stitch(parts, dest)
-        dest.unlink()
+        probes = {part: probe(part) for part in parts}  # what raw_file made, untimed
 
-        hand_wall, our_wall, hand_cpu, our_cpu = [], [], [], []
+        def ours() -> object:
+            return stitch(parts, dest)
+
+        def ours_with_probes() -> object:
+            return stitch(parts, dest, probes=probes)
+
+        variants: list[tuple[str, Callable[[], object]]] = [
+            ("ffmpeg concat by hand", lambda: run_hand(command)),
+            ("stitch(), probes given", ours_with_probes),
+            ("stitch(), no probes", ours),
+        ]
+        # Warm-up (page cache, ffmpeg's shared libraries), untimed.
+        for _, fn in variants:
+            fn()
+            dest.unlink()
+
+        wall: dict[str, list[float]] = {name: [] for name, _ in variants}
+        cpu: dict[str, list[float]] = {name: [] for name, _ in variants}
+        result = None
         for _ in range(args.runs):
-            wall, cpu, _ = timed(lambda: run_hand(command))
-            hand_wall.append(wall)
-            hand_cpu.append(cpu)
-            dest.unlink()
-            wall, cpu, result = timed(lambda: stitch(parts, dest))
-            our_wall.append(wall)
-            our_cpu.append(cpu)
-            dest.unlink()
+            for name, fn in variants:
+                seconds, cpu_used, value = timed(fn)
+                wall[name].append(seconds)
+                cpu[name].append(cpu_used)
+                result = value if value is not None else result
+                dest.unlink()
 
         our_rss = measure_rss("ours", dest, parts, args.kind)
         hand_rss = measure_rss("hand", dest, parts, args.kind)
 
         total = sum(sizes)
         med = statistics.median
-        # Baseline and our figure, measured in the same run on the same files. The minimum is
+        hand = variants[0][0]
+        # Baseline and our figures, measured in the same run on the same files. The minimum is
         # the run least disturbed by other load; CPU time is what the load cannot inflate.
-        print(f"{args.runs} runs each         wall median   wall min   CPU median  (MiB/s at min)")
-        for name, wall, cpu in (
-            ("ffmpeg concat by hand", hand_wall, hand_cpu),
-            (f"stitch() ({result.mode})", our_wall, our_cpu),
-        ):
+        print(f"{args.runs} runs each          wall median   wall min   CPU median  (MiB/s at min)")
+        for name, _ in variants:
             print(
-                f"{name:22s} {med(wall):9.3f} s {min(wall):8.3f} s {med(cpu):9.3f} s"
-                f"  ({total / min(wall):,.0f})"
+                f"{name:23s} {med(wall[name]):9.3f} s {min(wall[name]):8.3f} s "
+                f"{med(cpu[name]):9.3f} s  ({total / min(wall[name]):,.0f})"
             )
+        assert isinstance(result, StitchResult) and result.mode == "copy", result
         print(f"output {result.size / MIB:.0f} MiB, {result.duration:.1f} s of media")
-        print(
-            f"ratio stitch / by hand: wall median {med(our_wall) / med(hand_wall):.3f}x, "
-            f"wall min {min(our_wall) / min(hand_wall):.3f}x, "
-            f"CPU {med(our_cpu) / med(hand_cpu):.3f}x  (want <= 1.1x)"
-        )
+        for name, _ in variants[1:]:
+            print(
+                f"ratio {name} / by hand: wall median {med(wall[name]) / med(wall[hand]):.3f}x, "
+                f"wall min {min(wall[name]) / min(wall[hand]):.3f}x, "
+                f"CPU {med(cpu[name]) / med(cpu[hand]):.3f}x  (want <= 1.1x)"
+            )
         print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         peak = max(our_rss.values()) / 1024
         print(f"peak RSS, stitch(): python {our_rss['self_kib'] / 1024:.0f} MiB, "
@@ -194,6 +242,8 @@ def main() -> None:
               f"(want < 300 MiB)")  # fmt: skip
         print(f"peak RSS, by hand:  python {hand_rss['self_kib'] / 1024:.0f} MiB, "
               f"ffmpeg {hand_rss['children_kib'] / 1024:.0f} MiB")  # fmt: skip
+        if args.profile:
+            profile(parts, dest, probes, args.runs)
     # TemporaryDirectory removed the parts and the list file.
 
 
