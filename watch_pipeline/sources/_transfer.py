@@ -5,12 +5,20 @@ size is verified, so ``dest`` is either absent or complete. A failed attempt kee
 file; the next attempt continues after its last byte. Each protocol proves in its own way that a
 partial file belongs to the current version of the remote file (S3: an ETag written beside it;
 SMB: the partial file's mtime) and fetches in its own way; everything else is here.
+
+Parallel downloads (:func:`fetch_in_parts`) write parts out of order with ``os.pwrite`` into a
+preallocated partial file, so its size no longer says how much of it is valid: the caller
+records the contiguous prefix of completed parts (S3: in its ETag file) and, when an attempt
+fails, cuts the partial file back to that prefix (:func:`truncate`). Afterwards the file size is
+again the resume point, as after a sequential download.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +31,8 @@ PART_SUFFIX = ".part"
 RETRY_BACKOFF_SECONDS = 0.5
 """First wait before a re-request; doubled each time, at most :data:`RETRY_BACKOFF_MAX_SECONDS`."""
 RETRY_BACKOFF_MAX_SECONDS = 8.0
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+"""Changes at every boot (Linux): tells whether the page cache a partial file relied on survived."""
 
 
 def destination(dest: Path) -> Path:
@@ -112,3 +122,139 @@ def finish(part: Path, dest: Path, total: int, what: str, *, sidecars: tuple[Pat
     os.replace(part, dest)
     remove(*sidecars)
     return dest
+
+
+def boot_id() -> str:
+    """This boot's id (``""`` where the system does not tell it)."""
+    try:
+        return BOOT_ID_PATH.read_text(encoding="ascii").strip()
+    except OSError:
+        return ""
+
+
+def preallocate(fd: int, size: int, what: Path) -> None:
+    """Make the file of ``fd`` ``size`` bytes long, reserving its blocks where the file system can.
+
+    Reserved blocks keep a file written out of order from fragmenting, and a full disk fails
+    here, before any byte is fetched. Where ``posix_fallocate`` is not supported the file is only
+    extended (sparse).
+
+    Raises:
+        SourceError: The space cannot be reserved (disk full, permissions).
+    """
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            os.ftruncate(fd, size)
+    except OSError as exc:
+        raise SourceError(f"cannot write {what}: {exc.strerror or exc}") from exc
+
+
+def pwrite_all(fd: int, data: memoryview, offset: int, what: Path) -> None:
+    """Write all of ``data`` at ``offset`` of the file of ``fd``.
+
+    Raises:
+        SourceError: The file cannot be written (disk full, permissions).
+    """
+    try:
+        while data:
+            n = os.pwrite(fd, data, offset)
+            data, offset = data[n:], offset + n
+    except OSError as exc:
+        raise SourceError(f"cannot write {what}: {exc.strerror or exc}") from exc
+
+
+def truncate(part: Path, size: int) -> None:
+    """Cut ``part`` to its first ``size`` bytes (nothing happens to a shorter or missing file)."""
+    if file_size(part) > size:
+        os.truncate(part, size)
+
+
+def fetch_in_parts(
+    start: int,
+    total: int,
+    *,
+    part_size: int,
+    workers: int,
+    fetch: Callable[[int, int, threading.Event], None],
+    on_prefix: Callable[[int], None],
+    lookahead: int | None = None,
+) -> None:
+    """Fetch ``[start, total)`` as parts of ``part_size`` bytes, ``workers`` at a time.
+
+    Each worker thread takes the lowest part not yet taken and calls ``fetch(first, end, stop)``
+    for the bytes ``[first, end)``; ``fetch`` writes them itself (``os.pwrite`` at their offsets)
+    and returns once they all are written, or early once ``stop`` is set. Whenever the run of
+    completed parts from ``start`` grows, ``on_prefix(end_of_that_run)`` is called, in
+    increasing order and never concurrently, so the caller can record how much of the file is
+    whole.
+
+    A part is taken only while it lies within ``lookahead`` parts (default ``2 * workers``) of
+    the first incomplete one, so one slow part cannot leave many completed parts beyond the
+    prefix, which a crash would waste.
+
+    The first exception of any ``fetch`` sets ``stop`` (the other workers finish their current
+    write and return) and is raised once all workers have ended; a part that returns after
+    ``stop`` was set counts as incomplete. An exception in the calling thread while it waits
+    (a run being terminated) also stops the workers before it propagates.
+    """
+    bounds = [(first, min(first + part_size, total)) for first in range(start, total, part_size)]
+    ahead = lookahead or 2 * workers
+    changed = threading.Condition()
+    stop = threading.Event()
+    state = {"next": 0, "prefix": 0}  # the next part to take; the first incomplete part
+    complete: set[int] = set()
+    errors: list[BaseException] = []
+
+    def take() -> int | None:
+        with changed:
+            while not stop.is_set() and state["next"] - state["prefix"] >= ahead:
+                changed.wait()
+            if stop.is_set() or state["next"] >= len(bounds):
+                return None
+            state["next"] += 1
+            return state["next"] - 1
+
+    def completed(index: int) -> None:
+        with changed:
+            if stop.is_set():
+                return
+            complete.add(index)
+            if index != state["prefix"]:
+                return
+            while state["prefix"] in complete:
+                state["prefix"] += 1
+            on_prefix(bounds[state["prefix"] - 1][1])
+            changed.notify_all()
+
+    def work() -> None:
+        while (index := take()) is not None:
+            try:
+                fetch(*bounds[index], stop)
+                completed(index)
+            except BaseException as exc:
+                with changed:
+                    errors.append(exc)
+                    stop.set()
+                    changed.notify_all()
+                return
+
+    threads = [threading.Thread(target=work, name=f"download-part-{i}", daemon=True)
+               for i in range(min(workers, len(bounds)))]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        with changed:
+            stop.set()
+            changed.notify_all()
+        for thread in threads:
+            thread.join()
+        raise
+    if errors:
+        raise errors[0]

@@ -9,13 +9,32 @@ skip code and never opened; empty "folder marker" keys ending in ``/`` are skipp
 Reads for fingerprints go through :class:`~watch_pipeline.store.s3.S3RangeReader`: imohash reads
 three 16 KiB windows, so fingerprinting an object costs one HEAD and at most three small GETs.
 
-Downloads are streamed in 1 MiB chunks into ``<dest>.part`` and renamed to ``dest`` once the size
-is verified (the steps shared with SMB are in :mod:`watch_pipeline.sources._transfer`);
-``<dest>.part.etag`` records the ETag of the version being fetched. They resume
-from the bytes already in ``<dest>.part``:
+Downloads land in ``<dest>.part``, renamed to ``dest`` once complete (the steps shared with SMB
+are in :mod:`watch_pipeline.sources._transfer`). ``<dest>.part.etag`` records the ETag of the
+version being fetched and, while a parallel download runs, how many bytes from the start are
+complete:
 
-* within one :meth:`S3SourceClient.download` call, after a connection dropped mid-stream (up to
-  :data:`DOWNLOAD_RETRIES` re-requests in a row without progress, with exponential backoff);
+* An object of at most :data:`PART_SIZE` bytes (or a rest that small) is one streamed GET
+  (``Range: bytes=<done>-``) appended to ``<dest>.part``, whose size is then the resume point.
+* A larger one is fetched as parts of :data:`PART_SIZE` bytes, :data:`DOWNLOAD_WORKERS` ranged
+  GETs in flight, each worker writing its part with ``os.pwrite`` through one
+  :data:`DOWNLOAD_CHUNK` buffer into ``<dest>.part`` preallocated to the full size.
+
+  What is complete is tracked as one contiguous prefix, not as a set of ranges: parts are
+  handed out in order with a bounded lookahead (:func:`_transfer.fetch_in_parts`), and whenever
+  the run of completed parts from the start grows, its end is written to the ETag file. A failed
+  attempt cuts ``<dest>.part`` back to that prefix (so its size is the resume point again); after
+  a crash the next attempt cuts it. At most the lookahead's parts beyond the prefix are fetched
+  twice, and the partial file always means "the first N bytes", as for a sequential download.
+  The prefix is recorded without an fsync (that would hold every download to the disk's write
+  rate), so it is trusted only within the boot that wrote it: after a reboot the page cache that
+  held the bytes may be gone, and such a partial file is discarded.
+
+Downloads resume from the bytes already complete:
+
+* within one :meth:`S3SourceClient.download` call, after a connection dropped mid-stream (each
+  part, or the single GET, is re-requested from the byte it reached, up to
+  :data:`DOWNLOAD_RETRIES` times in a row without progress, with exponential backoff);
 * across calls (a later run after a crash or a server outage), when the object still has the
   ETag the partial file was fetched under; otherwise the partial file is discarded.
 
@@ -31,6 +50,8 @@ are tuned.
 from __future__ import annotations
 
 import http.client
+import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -57,18 +78,25 @@ from watch_pipeline.store.s3 import (
     describe_error,
 )
 
+log = logging.getLogger(__name__)
+
 MIB = _transfer.MIB
 
+PART_SIZE = 16 * MIB
+"""Bytes per ranged GET of a parallel download; an object this size or smaller is one GET."""
+DOWNLOAD_WORKERS = 4
+"""Ranged GETs in flight in one download; each worker holds one :data:`DOWNLOAD_CHUNK` buffer."""
 DOWNLOAD_CHUNK = 1 * MIB  # larger reads make urllib3 allocate afresh each time: slower
 """Bytes read from the response stream and written to disk at a time (the memory bound)."""
 DOWNLOAD_RETRIES = 5
-"""Re-requests after a connection dropped mid-stream, counted since the last progress."""
+"""Re-requests after a connection dropped mid-stream, counted per GET since its last progress."""
 LIST_PAGE_SIZE = 1000
 """Keys per ``list_objects_v2`` page (S3's maximum)."""
 NAME_MAX = 255
 """The longest key segment, in UTF-8 bytes, that can become a file name on a local disk."""
 ETAG_SUFFIX = ".part.etag"
-"""``<dest>.part.etag`` holds the ETag of the object version ``<dest>.part`` was fetched from."""
+"""``<dest>.part.etag`` holds the ETag of the object version ``<dest>.part`` was fetched from; a
+parallel download adds a second line: the complete prefix in bytes and the boot id."""
 
 _AUTH_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
                          "ExpiredToken", "TokenRefreshRequired"})
@@ -384,10 +412,22 @@ class S3SourceClient(base.SourceClient):
         dest = _transfer.destination(dest)
         part, tag = partial_files(dest)
         version = self._version(remote_path, key, expected_size, etag, stale=(part, tag))
-        _discard_unless_prefix(version, part, tag)
-        _transfer.check_free_space(dest.parent, version.size - _transfer.file_size(part))
-        _start_partial(version, part, tag)
-        self._fetch_rest(remote_path, key, version, part, tag)
+        done = _kept_prefix(version, part, tag)
+        _transfer.check_free_space(dest.parent, version.size - done)
+        try:
+            if version.if_match and version.size - done > PART_SIZE:
+                self._fetch_parts(remote_path, key, version, part, tag, done)
+            elif done < version.size:
+                _write_tag(tag, version.if_match)  # appended in order: the size is the prefix
+                part.touch()
+                self._fetch_into(remote_path, key, part, version.if_match)
+            else:  # an empty object, or a partial file that is already whole
+                if not version.confirmed:
+                    self._head(remote_path, key, version.if_match)  # still there, same ETag?
+                part.touch()
+        except base.SourceChangedError:
+            _transfer.remove(part, tag)
+            raise
         return _transfer.finish(part, dest, version.size, self._url(remote_path), sidecars=(tag,))
 
     def _version(self, remote_path: str, key: str, expected_size: int | None, etag: str | None,
@@ -410,21 +450,116 @@ class S3SourceClient(base.SourceClient):
             )
         return _Version(size, _quoted(etag or head.get("ETag")) or "", confirmed=True)
 
-    def _fetch_rest(self, remote_path: str, key: str, version: _Version, part: Path, tag: Path
-                    ) -> None:
-        """Fetch the bytes ``part`` lacks; with none lacking, check the object is still there.
+    def _fetch_parts(self, remote_path: str, key: str, version: _Version, part: Path, tag: Path,
+                     done: int) -> None:
+        """Fetch bytes ``done`` to the end as parallel ranged GETs into ``part``.
+
+        ``part`` is preallocated to the full size; the ETag file records the complete prefix
+        as it grows, and a failure cuts ``part`` back to it before the error propagates.
+        """
+        _write_tag(tag, version.if_match, done)  # before the file grows past what is valid
+        prefix = done
+
+        def on_prefix(end: int) -> None:
+            nonlocal prefix
+            _write_tag(tag, version.if_match, end)
+            prefix = end
+
+        def fetch(first: int, end: int, stop: threading.Event) -> None:
+            self._fetch_range(remote_path, key, version, (fd, part), first, end, stop)
+
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o666)
+        try:
+            _transfer.preallocate(fd, version.size, part)
+            _transfer.fetch_in_parts(done, version.size, part_size=PART_SIZE,
+                                     workers=DOWNLOAD_WORKERS, fetch=fetch, on_prefix=on_prefix)
+        except BaseException:
+            _transfer.truncate(part, prefix)
+            raise
+        finally:
+            os.close(fd)
+
+    def _fetch_range(self, remote_path: str, key: str, version: _Version, out: tuple[int, Path],
+                     first: int, end: int, stop: threading.Event) -> None:
+        """Write the object's bytes ``[first, end)`` at the same offsets of ``out`` (fd, path).
+
+        A stream that drops is re-requested from the byte it reached; returns early, leaving
+        the part incomplete, once ``stop`` is set.
+        """
+        fd, part = out
+        view = memoryview(bytearray(DOWNLOAD_CHUNK))
+        pos, failures = first, 0
+        while pos < end and not stop.is_set():
+            reached = pos
+            body = self._get_range(remote_path, key, version, pos, end)
+            try:
+                while pos < end and not stop.is_set():
+                    n = body.readinto(view[: end - pos])
+                    if not n:  # botocore normally raises first: fewer bytes than announced
+                        raise http.client.IncompleteRead(b"", end - pos)
+                    _transfer.pwrite_all(fd, view[:n], pos, part)
+                    pos += n
+            except _STREAM_ERRORS as exc:
+                failures = 1 if pos > reached else failures + 1
+                wait = self._retry_wait(remote_path, exc, failures, pos)
+                stop.wait(wait)
+            finally:
+                body.close()
+
+    def _retry_wait(self, remote_path: str, exc: BaseException, failures: int, at: int) -> float:
+        """Seconds to wait before re-requesting a dropped stream, or raise when it is enough.
 
         Raises:
-            SourceChangedError: The object was replaced; the partial files are removed.
+            SourceUnreachableError: ``failures`` (in a row) is above :data:`DOWNLOAD_RETRIES`.
+        """
+        detail = describe_error(exc, endpoint=self._s3.endpoint_url)
+        if failures > DOWNLOAD_RETRIES:
+            raise base.SourceUnreachableError(
+                f"S3 download of {self._url(remote_path)} failed: the connection "
+                f"dropped {failures} times in a row ({detail})"
+            ) from exc
+        wait = _transfer.backoff(failures)
+        log.warning("S3 download of %s dropped at byte %d (%s); re-requesting in %.2fs",
+                    self._url(remote_path), at, detail, wait)
+        return wait
+
+    def _get_range(self, remote_path: str, key: str, version: _Version, first: int, end: int
+                   ) -> Any:
+        """The body of a GET of the object's bytes ``[first, end)`` carrying ``If-Match``.
+
+        Raises:
+            SourceChangedError: The object no longer has the ETag, or has another size than
+                ``version`` says.
+            SourceError: Another subclass for S3 refusing the request, or the server ignored
+                the ``Range`` header.
         """
         try:
-            if _transfer.file_size(part) < version.size:
-                self._fetch_into(remote_path, key, part, version.if_match)
-            elif not version.confirmed:
-                self._head(remote_path, key, version.if_match)
-        except base.SourceChangedError:
-            _transfer.remove(part, tag)
-            raise
+            response = self.client.get_object(Bucket=self._bucket, Key=key,
+                                              Range=f"bytes={first}-{end - 1}",
+                                              IfMatch=version.if_match)
+        except _BOTO_ERRORS as exc:
+            if _error_code(exc) in ("InvalidRange", "416"):  # starts past the object's end
+                raise self._size_changed(remote_path, "fewer", version.size) from exc
+            raise self._map_error(exc, "download", remote_path) from exc
+        body = response["Body"]
+        # "bytes 0-99/1000": the object's size must be the one whose parts are being fetched.
+        total = str(response.get("ContentRange", "")).rpartition("/")[2]
+        if response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 206:
+            body.close()
+            raise base.SourceError(
+                f"S3 download of {self._url(remote_path)} failed: "
+                "the server ignored the Range header"
+            )
+        if total != str(version.size) or int(response.get("ContentLength", -1)) != end - first:
+            body.close()
+            raise self._size_changed(remote_path, total or "another number of", version.size)
+        return body
+
+    def _size_changed(self, remote_path: str, size: str, listed: int) -> base.SourceError:
+        return base.SourceChangedError(
+            f"{self._url(remote_path)} changed on the server since it was listed "
+            f"({size} bytes, listed {listed})"
+        )
 
     def _fetch_into(self, remote_path: str, key: str, part: Path, if_match: str) -> None:
         """Append the object's bytes after those already in ``part`` until its stream ends.
@@ -442,15 +577,10 @@ class S3SourceClient(base.SourceClient):
                 return
             except _STREAM_ERRORS as exc:
                 failures = _transfer.failures_in_a_row(part, done, failures)
-                if failures > DOWNLOAD_RETRIES:
-                    raise base.SourceUnreachableError(
-                        f"S3 download of {self._url(remote_path)} failed: the connection "
-                        f"dropped {failures} times in a row "
-                        f"({describe_error(exc, endpoint=self._s3.endpoint_url)})"
-                    ) from exc
+                wait = self._retry_wait(remote_path, exc, failures, _transfer.file_size(part))
             finally:
                 body.close()
-            time.sleep(_transfer.backoff(failures))
+            time.sleep(wait)
 
     def _get_from(self, remote_path: str, key: str, offset: int, if_match: str) -> Any:
         """The body of a GET of the object from ``offset`` on (``If-Match`` when known)."""
@@ -662,21 +792,74 @@ def partial_files(dest: Path) -> tuple[Path, Path]:
     return _transfer.partial_file(dest), dest.with_name(dest.name + ETAG_SUFFIX)
 
 
-def _discard_unless_prefix(version: _Version, part: Path, tag: Path) -> None:
-    """Keep ``part`` only if its bytes may be a prefix of ``version``."""
-    if _read_tag(tag) != version.if_match or _transfer.file_size(part) > version.size:
-        _transfer.remove(part, tag)  # another version's bytes, or not a prefix of this one
+def kept_bytes(dest: Path) -> int:
+    """How many bytes of ``dest``'s partial download are complete (0 without one).
+
+    What the next :meth:`S3SourceClient.download` resumes from if the object still has the ETag
+    recorded beside the partial file (not checked here): for progress displays and tests, since
+    during a parallel download the partial file's size is the full size.
+    """
+    part, tag = partial_files(dest)
+    recorded = _read_tag(tag)
+    if recorded is None:
+        return 0
+    size = _transfer.file_size(part)
+    return size if recorded.done is None else min(size, recorded.done)
 
 
-def _start_partial(version: _Version, part: Path, tag: Path) -> None:
-    """Create an empty ``part`` and its ETag file unless a partial download is kept."""
-    if not part.exists():
-        tag.write_text(version.if_match, encoding="utf-8")
-        part.touch()
+@dataclass(frozen=True)
+class _Tag:
+    """What ``<dest>.part.etag`` says about ``<dest>.part``."""
+
+    if_match: str  # the quoted ETag of the version it holds bytes of
+    done: int | None  # bytes complete from the start; None: all of the file (appended in order)
+    boot: str  # the boot id when ``done`` was written
 
 
-def _read_tag(path: Path) -> str | None:
+def _kept_prefix(version: _Version, part: Path, tag: Path) -> int:
+    """The bytes of ``part`` to resume from; the partial files are removed or cut to match.
+
+    A partial file of another version (or longer than the object) is removed; one whose prefix
+    was recorded in an earlier boot is removed too, since its bytes may not have reached the
+    disk; a preallocated one left by a crash is cut to its recorded prefix.
+    """
+    recorded = _read_tag(tag)
+    size = _transfer.file_size(part)
+    if (recorded is None or not part.exists() or recorded.if_match != version.if_match
+            or size > version.size):
+        _transfer.remove(part, tag)
+        return 0
+    if recorded.done is None:
+        return size
+    if recorded.boot != _transfer.boot_id():
+        _transfer.remove(part, tag)
+        return 0
+    kept = min(size, recorded.done)
+    _transfer.truncate(part, kept)
+    return kept
+
+
+def _write_tag(path: Path, if_match: str, done: int | None = None) -> None:
+    """Record the ETag of ``<dest>.part`` and, for a parallel download, its complete prefix.
+
+    Written beside it and renamed over it, so a crash never leaves half a record (which could
+    read as the first form, declaring a preallocated file complete).
+    """
+    text = if_match if done is None else f"{if_match}\n{done} {_transfer.boot_id()}\n"
+    new = path.with_name(path.name + ".new")
+    new.write_text(text, encoding="utf-8")
+    os.replace(new, path)
+
+
+def _read_tag(path: Path) -> _Tag | None:
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, UnicodeDecodeError):
         return None
+    if_match, _, rest = text.partition("\n")
+    if not rest.strip():
+        return _Tag(if_match, None, "")
+    done, _, boot = rest.strip().partition(" ")
+    if not done.isdigit():
+        return None
+    return _Tag(if_match, int(done), boot)
