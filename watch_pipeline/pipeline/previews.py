@@ -196,7 +196,6 @@ def picture(store: ObjectStore, object_key: str) -> str:
 
 @contextlib.contextmanager
 def _workdir(sources: SourceAccess) -> Iterator[Path]:
-    sources.scratch.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="previews-", dir=sources.scratch))
     try:
         yield folder
@@ -251,6 +250,7 @@ def make_thumbnail(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
                 small_width=small_width, small_height=small_height,
                 picture=markdown_image(small_bytes, "thumbnail"))
         started = time.monotonic()
+        sources.scratch.mkdir(parents=True, exist_ok=True)
         with readable_copy(store, record.object_key or "", sources.scratch) as path, \
                 _workdir(sources) as work:
             if is_audio_only(record) is None and probe(path).video is None:
@@ -320,6 +320,7 @@ def make_waveform(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
                 sample_rate=header.get("sample_rate", 0),
                 picture=markdown_image(png_bytes, "waveform"))
         started = time.monotonic()
+        sources.scratch.mkdir(parents=True, exist_ok=True)
         with readable_copy(store, record.object_key or "", sources.scratch) as path, \
                 _workdir(sources) as work:
             wave = previews.make_waveform(path, duration=record.duration)
