@@ -8,14 +8,20 @@ as :class:`RejectedEntry`. Samba resolves its own symlinks on the server and, wi
 ``wide links = no``, hides those that leave the share.
 
 Reads are unbuffered, so a fingerprint costs exactly the bytes imohash asks for (three 16 KiB
-windows of a large file). Downloads are streamed in ``chunk_size`` reads (1 to 8 MiB: larger SMB
-reads are much faster than 64 KiB ones) into ``<dest>.part`` and renamed to ``dest`` once the
-size is verified. They resume from the bytes already in ``<dest>.part``: after a dropped
-connection within one call (reconnecting, up to ``max_attempts`` failures in a row, the count
-restarting after progress, with exponential backoff), and across calls. The partial file is
-stamped with the remote file's last-write time: bytes of another version are never resumed
-(a partial file with another stamp, or longer than the remote file, is discarded), and a size
-other than the listed one is refused before anything is transferred.
+windows of a large file). Downloads keep ``reads_in_flight`` SMB READ requests of ``chunk_size``
+bytes (capped by the server's negotiated maximum and by the credits it granted) outstanding on
+the one connection, and write each response with ``os.pwrite`` at its offset in
+``<dest>.part``. Responses are taken oldest first, so the partial file is always a contiguous
+prefix of the remote file, and memory stays at about ``reads_in_flight`` responses. The file is
+renamed to ``dest`` once the size is verified and the server, asked for the file's attributes as
+the handle closes, reports the size and last-write time it had when the download began (a file
+truncated meanwhile fails at the first short read, one rewritten meanwhile at that close, both
+with :class:`SourceChangedError`). Downloads resume from the bytes already in ``<dest>.part``:
+after a dropped connection within one call (reconnecting, up to ``max_attempts`` failures in a
+row, the count restarting after progress, with exponential backoff), and across calls. The
+partial file is stamped with the remote file's last-write time: bytes of another version are
+never resumed (a partial file with another stamp, or longer than the remote file, is
+discarded), and a size other than the listed one is refused before anything is transferred.
 
 smbclient quirks, all handled here and nowhere else:
 
@@ -32,6 +38,12 @@ smbclient quirks, all handled here and nowhere else:
   timeout (600 s, then an unanswered echo closes the connection) ends a wait on a frozen
   server. That idle timeout is set to ``read_timeout`` on each connection, so a read from a
   server that stopped answering fails after about twice ``read_timeout``.
+* **Pipelined reads.** ``smbclient``'s file objects send one request and wait for its answer.
+  Downloads use the handle's own ``Open`` underneath instead: ``Open.read(send=False)`` builds a
+  READ request, ``Connection.send`` sends it (asking for enough credits to keep the window
+  full), ``Connection.receive`` waits for its response; the payload is sliced out of the
+  response (MS-SMB2 2.2.20) without the copy ``SMB2ReadResponse`` would make. Requests still
+  outstanding when a download fails are received and dropped, so the connection forgets them.
 * **Errors.** smbprotocol raises ``SMBOSError`` (an ``OSError`` carrying an NTSTATUS) for file
   operations, ``SMBResponseException`` subclasses for session and tree failures, ``ValueError``
   when the TCP connection fails and ``SMBException`` for timeouts and closed connections. They
@@ -46,6 +58,7 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +68,7 @@ import smbclient
 from smbprotocol.exceptions import (
     AccessDenied,
     BadNetworkName,
+    EndOfFile,
     FileClosed,
     InsuffServerResources,
     IOTimeout,
@@ -80,10 +94,17 @@ log = logging.getLogger(__name__)
 
 MIB = _transfer.MIB
 
-DEFAULT_CHUNK_SIZE = 4 * MIB
-"""Bytes per SMB read (and write) during :meth:`SMBSourceClient.download`/``upload``."""
+DEFAULT_CHUNK_SIZE = 1 * MIB
+"""Bytes per SMB read (and write) during :meth:`SMBSourceClient.download`/``upload``.
+
+Measured with ``bench/smb_download.py``: smbprotocol copies each response several times in
+Python, which costs least while a response fits in the CPU caches; larger reads were slower.
+"""
 MAX_CHUNK_SIZE = 8 * MIB
 """The largest read Samba and current Windows grant by default; more would be split anyway."""
+DEFAULT_READS_IN_FLIGHT = 2
+"""READ requests a download keeps outstanding (see ``bench/smb_download.py``)."""
+MAX_READS_IN_FLIGHT = 16
 DOWNLOAD_ATTEMPTS = 5
 """Connection failures in a row (the count restarts after progress) before a download gives up."""
 
@@ -145,13 +166,17 @@ class SMBSourceClient(base.SourceClient):
         read_timeout: Seconds a server may stay silent while a response is awaited (a frozen
             server is detected after about twice this). Must exceed the time one
             ``chunk_size`` read takes on the slowest link.
-        chunk_size: Bytes per read and write when copying whole files.
+        chunk_size: Bytes per read and write when copying whole files (reads are capped by the
+            server's negotiated maximum).
+        reads_in_flight: READ requests a download keeps outstanding on the connection; memory
+            holds about this many ``chunk_size`` responses.
         max_attempts: Failures in a row (restarting after progress) before a download gives up.
         retry_backoff: Seconds before the first reconnection; doubled per failure.
 
     Raises:
-        SourceError: The server or share name is missing or malformed, ``chunk_size`` is out of
-            range, or ``username`` names another domain than ``domain``.
+        SourceError: The server or share name is missing or malformed, ``chunk_size`` or
+            ``reads_in_flight`` is out of range, or ``username`` names another domain than
+            ``domain``.
         UnsafePathError: ``path`` contains a ``..`` segment, NUL or ``:``.
     """
 
@@ -168,6 +193,7 @@ class SMBSourceClient(base.SourceClient):
         connect_timeout: float = 10,
         read_timeout: float = 60,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        reads_in_flight: int = DEFAULT_READS_IN_FLIGHT,
         max_attempts: int = DOWNLOAD_ATTEMPTS,
         retry_backoff: float = _transfer.RETRY_BACKOFF_SECONDS,
     ) -> None:
@@ -183,6 +209,10 @@ class SMBSourceClient(base.SourceClient):
             raise base.SourceError(
                 f"chunk_size must be 1..{MAX_CHUNK_SIZE} bytes, got {chunk_size}"
             )
+        if not 0 < reads_in_flight <= MAX_READS_IN_FLIGHT:
+            raise base.SourceError(
+                f"reads_in_flight must be 1..{MAX_READS_IN_FLIGHT}, got {reads_in_flight}"
+            )
         self._server = server
         self._share = share
         self._root_parts = _folder_parts(path or "")
@@ -192,6 +222,7 @@ class SMBSourceClient(base.SourceClient):
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._chunk_size = chunk_size
+        self._reads_in_flight = reads_in_flight
         self._max_attempts = max(1, max_attempts)
         self._retry_backoff = retry_backoff
         # This client's own connection pool (see the module docstring, "Sessions").
@@ -355,8 +386,9 @@ class SMBSourceClient(base.SourceClient):
     def download(self, remote_path: str, dest: Path, *, expected_size: int | None = None) -> Path:
         """Copy ``remote_path`` to ``dest``, resuming from ``<dest>.part`` when it exists.
 
-        Bytes are appended to ``<dest>.part`` in ``chunk_size`` reads starting at its current
-        size; ``dest`` appears only once complete. A dropped connection is retried (reconnect,
+        Bytes are written to ``<dest>.part`` from its current size on, ``reads_in_flight`` reads
+        of ``chunk_size`` bytes outstanding at a time, in order; ``dest`` appears only once
+        complete. A dropped connection is retried (reconnect,
         seek, continue) up to ``max_attempts`` failures in a row, the count restarting after
         progress; then the partial file is kept, stamped with the remote file's last-write
         time, so a later call continues from it unless the remote file changed meanwhile.
@@ -373,9 +405,11 @@ class SMBSourceClient(base.SourceClient):
             UnsafePathError: The path is unsafe, or ``dest`` names a folder.
             SourceUnreachableError: The connection kept failing; the partial file is kept.
             SourceNotFoundError: The file is gone; the partial file is removed.
-            SourceError: Not enough free space near ``dest``; the file changed size since it
-                was listed or the copy ended short ("truncated download"), in which case the
-                partial file is removed; or another subclass naming why the server refused.
+            SourceChangedError: The file's size is not the listed one, or the file was
+                truncated or rewritten during the download; the partial file is removed.
+            SourceError: Not enough free space near ``dest`` or ``dest`` cannot be written; the
+                copy ended short ("truncated download"), in which case the partial file is
+                removed; or another subclass naming why the server refused.
         """
         unc = self._unc(_file_parts(remote_path))
         dest = _transfer.destination(dest)
@@ -422,25 +456,43 @@ class SMBSourceClient(base.SourceClient):
         return failures
 
     def _fetch_into(self, unc: str, what: str, part: Path, expected_size: int | None) -> int:
-        """Append the file's bytes after those already in ``part``; return the size to reach."""
+        """Write the file's bytes after those already in ``part``; return the size to reach."""
         self._register()  # untranslated: the caller retries connection failures
         src = smbclient.open_file(
             unc, mode="rb", buffering=0, share_access="rwd", **self._kwargs()
         )
         try:
-            size = src.seek(0, os.SEEK_END)
+            handle = src.fd  # smbprotocol's Open: its reads can be pipelined
+            size = handle.end_of_file
             if expected_size is not None and size != expected_size:
                 part.unlink(missing_ok=True)
                 raise base.SourceChangedError(
                     f"{what} changed on the server since it was listed "
                     f"({size} bytes, listed {expected_size})"
                 )
-            stamp = _stamp_ns(src.fd.last_write_time)
+            written = handle.last_write_time
+            stamp = _stamp_ns(written)
             done = _resume_point(part, size, stamp)
             _transfer.check_free_space(part.parent, size - done)
-            src.seek(done)
             try:
-                _transfer.append_stream(src.readinto, part, self._chunk_size)
+                out = _open_partial(part)
+                try:
+                    _read_range(
+                        handle, out, done, size,
+                        read_size=self._chunk_size, window=self._reads_in_flight, part=part,
+                    )
+                finally:
+                    os.close(out)
+                # The attributes as the handle closes tell whether the file changed meanwhile.
+                handle.close(get_attributes=True)
+                if handle.end_of_file != size or handle.last_write_time != written:
+                    raise base.SourceChangedError(
+                        f"{what} changed on the server during the download "
+                        f"({handle.end_of_file} bytes, {size} when it began)"
+                    )
+            except base.SourceChangedError:
+                part.unlink(missing_ok=True)
+                raise
             finally:
                 # Whatever was written belongs to this version; the next attempt checks it.
                 with contextlib.suppress(OSError):
@@ -687,6 +739,129 @@ class _SMBReader(io.RawIOBase):
                 _close_handle(self._raw)
             finally:
                 super().close()
+
+
+# -- pipelined reads ----------------------------------------------------------------------------
+
+_CREDIT_BYTES = 65536
+"""Bytes one SMB2 credit pays for (MS-SMB2 3.1.5.2)."""
+_HEADER_SIZE = 64
+"""The SMB2 header; a READ response's DataOffset counts from its start."""
+
+
+def _read_range(
+    handle: Any, out: int, start: int, end: int, *, read_size: int, window: int, part: Path
+) -> None:
+    """Write bytes ``start..end`` of the open file ``handle`` at the same offsets of ``out``.
+
+    Up to ``window`` READ requests are outstanding; responses are written oldest first, so
+    ``out`` grows as a contiguous prefix whenever this stops.
+
+    Raises:
+        SourceChangedError: The file ended before ``end`` (truncated meanwhile).
+        SourceError: ``out`` cannot be written.
+        SMBResponseException, SMBException, OSError: As smbprotocol raises them (the caller
+            decides what is worth a retry).
+    """
+    connection = handle.connection
+    session_id = handle.tree_connect.session.session_id
+    tree_id = handle.tree_connect.tree_connect_id
+    read_size = max(1, min(read_size, connection.max_read_size))
+    credits_wanted = window * _credit_charge(read_size)
+    pending: deque[tuple[int, int, Any]] = deque()
+    offset = start
+    try:
+        while offset < end or pending:
+            while offset < end and len(pending) < window:
+                available = _credits(connection)
+                length = min(read_size, end - offset)
+                if connection.supports_multi_credit:
+                    length = min(length, available * _CREDIT_BYTES)
+                if length <= 0 or available <= 0:
+                    break  # the responses in flight bring the credits back
+                charge = _credit_charge(length)
+                message, _ = handle.read(offset, length, send=False)
+                request = connection.send(
+                    message,
+                    sid=session_id,
+                    tid=tree_id,
+                    credit_request=charge + max(0, credits_wanted - available),
+                )
+                pending.append((offset, length, request))
+                offset += length
+            if not pending:
+                raise SMBException("the SMB server granted no credits for a read")
+            at, length, request = pending.popleft()
+            try:
+                payload = _read_payload(connection.receive(request))
+            except EndOfFile:
+                payload = memoryview(b"")
+            if len(payload) != length:
+                raise base.SourceChangedError(
+                    f"{handle.file_name} ended at {at + len(payload)} bytes during the download "
+                    f"(truncated on the server, {end} bytes when it began)"
+                )
+            _write_at(out, payload, at, part)
+    finally:
+        _forget(connection, pending)
+
+
+def _credit_charge(length: int) -> int:
+    """Credits a READ of ``length`` bytes costs (MS-SMB2 3.1.5.2)."""
+    return (max(0, length - 1) // _CREDIT_BYTES) + 1
+
+
+def _credits(connection: Any) -> int:
+    """Credits the server has granted and no request has spent yet."""
+    with connection.sequence_lock:
+        return connection.sequence_window["high"] - connection.sequence_window["low"]
+
+
+def _read_payload(response: Any) -> memoryview:
+    """The data of a READ response (MS-SMB2 2.2.20), as a view into the received message."""
+    body = response["data"].get_value()
+    length = int.from_bytes(body[4:8], "little")
+    if not length:
+        return memoryview(b"")
+    begin = body[2] - _HEADER_SIZE
+    if begin < 16 or begin + length > len(body):
+        raise SMBException(f"malformed SMB2 READ response (data at {body[2]}, {length} bytes)")
+    return memoryview(body)[begin : begin + length]
+
+
+def _write_at(out: int, data: memoryview, offset: int, part: Path) -> None:
+    """Write all of ``data`` at ``offset`` of ``out``."""
+    try:
+        while data:
+            written = os.pwrite(out, data, offset)
+            data = data[written:]
+            offset += written
+    except OSError as exc:
+        raise base.SourceError(f"cannot write {part}: {exc.strerror or exc}") from exc
+
+
+def _open_partial(part: Path) -> int:
+    """Open ``part`` for positioned writes, creating it (never ``O_APPEND``: pwrite would append).
+
+    Raises:
+        SourceError: ``part`` cannot be opened.
+    """
+    try:
+        return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise base.SourceError(f"cannot write {part}: {exc.strerror or exc}") from exc
+
+
+def _forget(connection: Any, pending: deque[tuple[int, int, Any]]) -> None:
+    """Receive and drop the responses still awaited, so the connection stops tracking them.
+
+    A request left unreceived would keep its response in the connection's table for as long as
+    the connection lives. On a dead connection each receive fails at once.
+    """
+    while pending:
+        _, _, request = pending.popleft()
+        with contextlib.suppress(Exception):
+            connection.receive(request)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

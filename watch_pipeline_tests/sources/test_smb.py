@@ -1,8 +1,9 @@
 """SMBSourceClient against a real Samba ``smbd`` on loopback (the ``smb_server`` fixture).
 
 Files are created directly in the folder backing the share; the client sees them over SMB.
-Where a test must count bytes or break the connection at a known point, it wraps
-``smbclient.open_file``, the outermost third-party call, and nothing deeper.
+Where a test must count bytes or act at a known point of a download, it wraps the outermost
+third-party calls the client makes: ``smbclient.open_file`` and smbprotocol's
+``Connection.receive`` (which every READ response passes through).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import Any
 import imohash
 import pytest
 import smbclient
+from smbprotocol.connection import Connection
+from smbprotocol.header import Commands
+from smbprotocol.open import SMB2ReadResponse
 
 from watch_pipeline.pipeline.fingerprint import imohash_fileobj
 from watch_pipeline.sources._transfer import partial_file
@@ -29,6 +33,7 @@ from watch_pipeline.sources.base import (
     BrowseEntry,
     RejectedEntry,
     SourceAuthError,
+    SourceChangedError,
     SourceEntry,
     SourceError,
     SourceNotFoundError,
@@ -97,8 +102,13 @@ def listed(client: SMBSourceClient, **kwargs: Any) -> set[str]:
     return {e.remote_path for e in client.list_files(**kwargs) if isinstance(e, SourceEntry)}
 
 
-class OpenSpy:
-    """Wraps ``smbclient.open_file``: counts bytes read, can act once after ``after`` bytes."""
+class WireSpy:
+    """Counts what crosses the wire: READ payload bytes received, READ responses, files opened.
+
+    Wraps ``Connection.receive``, through which every response comes (pipelined or not), and
+    ``smbclient.open_file``. ``action`` runs once, inside the receive that brings the total to
+    ``after`` bytes or more (that response is still delivered).
+    """
 
     def __init__(
         self,
@@ -106,51 +116,39 @@ class OpenSpy:
         *,
         after: int | None = None,
         action: Callable[[], None] | None = None,
-        eof_at: int | None = None,
     ) -> None:
         self.bytes_read = 0
         self.reads = 0
         self.opens = 0
         self._after = after
         self._action = action
-        self._eof_at = eof_at
+        real_receive = Connection.receive
         real_open = smbclient.open_file
 
-        def open_file(*args: Any, **kwargs: Any) -> _SpyFile:
-            self.opens += 1
-            return _SpyFile(real_open(*args, **kwargs), self)
+        def receive(connection: Connection, request: Any, *args: Any, **kwargs: Any) -> Any:
+            response = real_receive(connection, request, *args, **kwargs)
+            if request.message["command"].get_value() == Commands.SMB2_READ:
+                self._received(response)
+            return response
 
+        def open_file(*args: Any, **kwargs: Any) -> Any:
+            self.opens += 1
+            return real_open(*args, **kwargs)
+
+        monkeypatch.setattr(Connection, "receive", receive)
         monkeypatch.setattr(smbclient, "open_file", open_file)
+
+    def _received(self, response: Any) -> None:
+        read = SMB2ReadResponse()
+        read.unpack(response["data"].get_value())
+        self.bytes_read += len(read["buffer"].get_value())
+        self.reads += 1
+        if self._after is not None and self.bytes_read >= self._after and self._action:
+            action, self._action = self._action, None
+            action()
 
     def reset(self) -> None:
         self.bytes_read = self.reads = self.opens = 0
-
-
-class _SpyFile:
-    def __init__(self, raw: Any, spy: OpenSpy) -> None:
-        self._raw = raw
-        self._spy = spy
-
-    def readinto(self, buffer: Any) -> int:
-        spy = self._spy
-        if spy._eof_at is not None and spy.bytes_read >= spy._eof_at:
-            return 0  # a premature "end of file": the original product's truncation
-        n = self._raw.readinto(buffer)
-        spy.bytes_read += n
-        spy.reads += 1
-        if spy._after is not None and spy.bytes_read >= spy._after and spy._action is not None:
-            action, spy._action = spy._action, None
-            action()
-        return n
-
-    def __enter__(self) -> _SpyFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._raw.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
 
 
 # -- listing ---------------------------------------------------------------------------------
@@ -287,7 +285,7 @@ def test_fingerprint_of_a_large_file_reads_only_three_windows(
             fh.seek(offset)
             fh.write(random_bytes(64 * KIB, seed=offset))
         fh.truncate(size)
-    spy = OpenSpy(monkeypatch)
+    spy = WireSpy(monkeypatch)
 
     [entry] = list(client.list_files())
     with client.open(entry.remote_path) as fh:
@@ -352,7 +350,7 @@ def stamp_like_an_earlier_download(part: Path, data: bytes, remote: Path) -> Non
     os.utime(part, ns=(stamp, stamp))
 
 
-def assert_downloaded(dest: Path, data: bytes, spy: OpenSpy, *, read: int) -> None:
+def assert_downloaded(dest: Path, data: bytes, spy: WireSpy, *, read: int) -> None:
     """``dest`` holds ``data``, ``read`` bytes of it crossed the wire, no ``.part`` is left."""
     assert dest.read_bytes() == data
     assert spy.bytes_read == read
@@ -393,7 +391,7 @@ def test_download_resumes_from_the_partial_file(
     dest = tmp_path / "talk.mp4"
     already = 2 * MIB + 3
     stamp_like_an_earlier_download(partial_file(dest), data[:already], folder[1] / "talk.mp4")
-    spy = OpenSpy(monkeypatch)
+    spy = WireSpy(monkeypatch)
 
     client.download("talk.mp4", dest, expected_size=len(data))
 
@@ -412,7 +410,7 @@ def test_partial_file_of_another_version_is_discarded(
     dest = tmp_path / "talk.mp4"
     stamp_like_an_earlier_download(partial_file(dest), old[: 512 * KIB], remote)
     os.utime(remote)  # the file was rewritten on the server since that attempt
-    spy = OpenSpy(monkeypatch)
+    spy = WireSpy(monkeypatch)
 
     client.download("talk.mp4", dest, expected_size=len(new))
 
@@ -440,7 +438,7 @@ def test_server_stopped_mid_download_then_the_next_call_resumes(
     data = random_bytes(24 * MIB, seed=24)
     put(folder[1] / "long.mp4", data)
     dest = tmp_path / "long.mp4"
-    spy = OpenSpy(monkeypatch, after=5 * MIB, action=smb_server.stop)
+    spy = WireSpy(monkeypatch, after=5 * MIB, action=smb_server.stop)
     client = make_client(
         smb_server, folder[0], chunk_size=1 * MIB, max_attempts=3, retry_backoff=0.05
     )
@@ -453,6 +451,7 @@ def test_server_stopped_mid_download_then_the_next_call_resumes(
         assert smb_server.password not in message
         kept = partial_file(dest).stat().st_size
         assert 5 * MIB <= kept < len(data)
+        assert kept == spy.bytes_read  # every byte received was kept, in order
         assert not dest.exists()
     finally:
         smb_server.start()
@@ -472,35 +471,103 @@ def test_server_restarted_mid_download_is_resumed_within_the_call(
 ) -> None:
     data = random_bytes(16 * MIB, seed=16)
     put(folder[1] / "long.mp4", data)
-    spy = OpenSpy(monkeypatch, after=4 * MIB, action=smb_server.restart)
+    spy = WireSpy(monkeypatch, after=4 * MIB, action=smb_server.restart)
 
     with make_client(smb_server, folder[0], chunk_size=1 * MIB, retry_backoff=0.05) as client:
         dest = client.download("long.mp4", tmp_path / "long.mp4", expected_size=len(data))
 
     assert dest.read_bytes() == data
     assert spy.opens == 2  # reconnected once
-    assert spy.bytes_read <= len(data) + 1 * MIB  # at most the chunk in flight read twice
+    assert spy.bytes_read == len(data)  # what arrived before the restart was kept, not re-read
 
 
-def test_truncated_transfer_is_detected_and_discarded(
+def test_file_truncated_during_the_download_fails_and_is_discarded(
     smb_server: SambaServer,
     folder: tuple[str, Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    data = random_bytes(3 * MIB, seed=33)
-    put(folder[1] / "talk.mp4", data)
-    OpenSpy(monkeypatch, eof_at=1 * MIB)  # the stream "ends" early, as in the original bug
+    data = random_bytes(8 * MIB, seed=33)
+    remote = put(folder[1] / "talk.mp4", data)
+    # Cut to 6 MiB once 2 MiB arrived: the reads already in flight end at 4 MiB at most.
+    WireSpy(monkeypatch, after=2 * MIB, action=lambda: os.truncate(remote, 6 * MIB))
+    dest = tmp_path / "talk.mp4"
+
+    with (
+        make_client(smb_server, folder[0], chunk_size=1 * MIB, reads_in_flight=2) as client,
+        pytest.raises(
+            SourceChangedError,
+            match=rf"talk\.mp4 ended at {6 * MIB} bytes during the download \(truncated on the "
+            rf"server, {len(data)} bytes when it began\)",
+        ),
+    ):
+        client.download("talk.mp4", dest, expected_size=len(data))
+
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a partial one
+
+
+def test_file_rewritten_during_the_download_fails_and_is_discarded(
+    smb_server: SambaServer,
+    folder: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = random_bytes(4 * MIB, seed=34)
+    remote = put(folder[1] / "talk.mp4", data)
+    os.utime(remote, (1_000_000_000, 1_000_000_000))
+
+    def rewrite_the_start() -> None:  # same size, other bytes, a new modification time
+        with open(remote, "r+b") as fh:
+            fh.write(random_bytes(1 * MIB, seed=35))
+
+    WireSpy(monkeypatch, after=2 * MIB, action=rewrite_the_start)
     dest = tmp_path / "talk.mp4"
 
     with (
         make_client(smb_server, folder[0], chunk_size=1 * MIB) as client,
-        pytest.raises(SourceError, match=rf"truncated download of .*: got {MIB} of {len(data)}"),
+        pytest.raises(SourceChangedError, match=r"talk\.mp4 changed on the server during the"),
     ):
         client.download("talk.mp4", dest, expected_size=len(data))
 
-    assert not dest.exists()
-    assert not partial_file(dest).exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 64 * KIB - 1, 64 * KIB, 64 * KIB + 1, 7 * 64 * KIB + 5]
+)
+def test_pipelined_reads_are_byte_exact_around_read_boundaries(
+    smb_server: SambaServer,
+    folder: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+) -> None:
+    data = random_bytes(size, seed=size)
+    put(folder[1] / "clip.mp4", data)
+    spy = WireSpy(monkeypatch)
+
+    with make_client(smb_server, folder[0], chunk_size=64 * KIB, reads_in_flight=3) as client:
+        dest = client.download("clip.mp4", tmp_path / "clip.mp4", expected_size=size)
+
+    assert_downloaded(dest, data, spy, read=size)
+    assert spy.reads == -(-size // (64 * KIB))  # one read per 64 KiB started, none empty
+
+
+def test_reads_larger_than_the_first_credit_grant(
+    smb_server: SambaServer,
+    folder: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 4 reads of 8 MiB in flight cost 512 credits; a session starts with far fewer.
+    data = random_bytes(40 * MIB + 3, seed=40)
+    put(folder[1] / "long.mp4", data)
+    spy = WireSpy(monkeypatch)
+
+    with make_client(smb_server, folder[0], chunk_size=8 * MIB, reads_in_flight=4) as client:
+        dest = client.download("long.mp4", tmp_path / "long.mp4", expected_size=len(data))
+
+    assert_downloaded(dest, data, spy, read=len(data))
 
 
 def test_size_different_from_the_listing_is_refused(
@@ -524,7 +591,7 @@ def test_free_space_is_checked_first(
     put(folder[1] / "talk.mp4", b"z" * 5000)
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage._replace(free=4000))
-    spy = OpenSpy(monkeypatch)
+    spy = WireSpy(monkeypatch)
 
     with pytest.raises(SourceError, match=f"not enough free space in {tmp_path}: need 5000, have"):
         client.download("talk.mp4", tmp_path / "talk.mp4")
