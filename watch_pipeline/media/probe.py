@@ -11,6 +11,9 @@ stated is implausible for the file's size (fewer than ``MIN_PLAUSIBLE_BIT_RATE``
 stream (or copies the first video stream) to nowhere, stopping at ``count_limit`` seconds of media
 and at ``limits.COUNT_TIMEOUT_SECONDS``, and its last ``-progress`` time is the duration. A silence
 bomb therefore reports its real length, and ``limits.check_duration`` can refuse it.
+
+``save_probes`` and ``load_probes`` keep results in a small JSON file, so a later step (the
+stitch after ``raw_file``) can reuse them instead of running ffprobe again.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import json
 import math
 import mimetypes
 import os
-from dataclasses import dataclass, replace
-from pathlib import PurePath
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path, PurePath
 from typing import Any
 
 from watch_pipeline.media import limits
@@ -35,7 +39,9 @@ __all__ = [
     "ProbeTimeout",
     "StreamInfo",
     "content_type_for",
+    "load_probes",
     "probe",
+    "save_probes",
 ]
 
 DEFAULT_TIMEOUT_SECONDS = limits.PROBE_TIMEOUT_SECONDS
@@ -151,6 +157,41 @@ def probe(
         info = replace(info, duration=_count_duration(name, info, count_limit),
                        duration_counted=True)  # fmt: skip
     return info
+
+
+def save_probes(dest: Path, probes: Mapping[Path, MediaInfo]) -> None:
+    """Write probe results to ``dest`` as JSON, for :func:`load_probes` in a later step.
+
+    The file appears whole or not at all (written beside ``dest``, then renamed).
+
+    Args:
+        dest: The JSON file; its directory must exist. An existing file is replaced.
+        probes: Results of :func:`probe`, by the path probed.
+    """
+    record = {os.fspath(path): asdict(info) for path, info in probes.items()}
+    tmp = dest.with_name(f".{dest.name}.writing")
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(tmp, dest)
+
+
+def load_probes(src: Path) -> dict[Path, MediaInfo]:
+    """The probe results :func:`save_probes` wrote to ``src``, by the path probed.
+
+    A missing, damaged or older-format file reads as no results: the files are then probed
+    again, which costs time but never correctness.
+    """
+    try:
+        record = json.loads(src.read_text(encoding="utf-8"))
+        return {Path(path): _info_from_dict(fields) for path, fields in record.items()}
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return {}
+
+
+def _info_from_dict(fields: dict[str, Any]) -> MediaInfo:
+    video, audio = fields["video"], fields["audio"]
+    return MediaInfo(**{**fields,
+                        "video": None if video is None else StreamInfo(**video),
+                        "audio": None if audio is None else StreamInfo(**audio)})  # fmt: skip
 
 
 def _plausible(duration: float | None, size: int | None) -> bool:

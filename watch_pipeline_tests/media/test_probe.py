@@ -11,7 +11,9 @@ from watch_pipeline.media.probe import (
     ProbeError,
     StreamInfo,
     content_type_for,
+    load_probes,
     probe,
+    save_probes,
 )
 from watch_pipeline.media.validate import sniff
 
@@ -242,3 +244,22 @@ def test_unknown_durations_fall_back_to_streams(tmp_path):
         audio=StreamInfo(codec="pcm_s16le", sample_rate=8000, channels=1),
         bit_rate=None,
     )
+
+
+def test_saved_probes_read_back_equal(media_dir, tmp_path):
+    probes = {media_dir / name: probe(media_dir / name) for name in ("tone.wav", "clip.mp4")}
+    record = tmp_path / "probes.json"
+
+    save_probes(record, probes)
+
+    assert load_probes(record) == probes
+    assert [p.name for p in tmp_path.iterdir()] == ["probes.json"]
+
+
+@pytest.mark.parametrize("text", [None, "", "{not json", '{"a.wav": {"duration": 1}}', "[1]"])
+def test_missing_or_damaged_saved_probes_read_as_none(tmp_path, text):
+    record = tmp_path / "probes.json"
+    if text is not None:
+        record.write_text(text)
+
+    assert load_probes(record) == {}
