@@ -35,6 +35,7 @@ def test_parts_dropped_one_by_one_become_one_transcribed_media(env, speech_facto
     drop(env, speech_factory, "rec", 2)
     (req,), _ = rescan(env)
     assert req.partition_key not in {r.imohash for r in harness.files(env).values()}
+    assert req.partition_key.startswith("meeting-")  # named after the stitched recording
     assert harness.run_import(env, req.partition_key).success
     (media,) = harness.media_rows(env)
     assert media.filename == "meeting.wav" and media.status == "completed"

@@ -43,7 +43,9 @@ def test_dropped_file_is_imported_and_transcribed(env, speech_factory):
     requests, skip = tick(env)
     assert skip is None and len(requests) == 1
     req = requests[0]
-    assert req.partition_key == req.run_key == files(env)["talk.mp4"].imohash
+    fingerprint = files(env)["talk.mp4"].imohash
+    # The key reads as the file's name; the run key is the content's identity.
+    assert (req.partition_key, req.run_key) == (f"talk-{fingerprint}", fingerprint)
     assert req.tags["watch_pipeline/source"] == "watch"
 
     result = run_import(env, req.partition_key)
