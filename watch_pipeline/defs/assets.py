@@ -172,9 +172,11 @@ def build_transcript_asset(model_id: str | None = None) -> dg.AssetsDefinition:
         A failure marks the media ``error`` with the reason; the import itself stays.
         """
         ctx = step_context(context, steps.TRANSCRIPT, context.partition_key)
+        cat, store = catalog.get(), object_store.get_store()
         result = failing_clearly(lambda: steps.transcribe_media(
-            ctx, catalog.get(), source_access(sources), object_store.get_store(),
-            transcriber.get_transcriber(), requested=transcript_requested(context)))
-        return dg.MaterializeResult(metadata=to_metadata(result.metadata()))
+            ctx, cat, source_access(sources), store, transcriber.get_transcriber(),
+            requested=transcript_requested(context)))
+        return dg.MaterializeResult(metadata=step_metadata(
+            steps.TRANSCRIPT, result, cat, store, context.partition_key))
 
     return _transcript
