@@ -1,0 +1,167 @@
+"""Benchmark: the waveform of a 2-hour recording, and the thumbnail of a 1 GiB video.
+
+Waveform: a 2-hour recording (a 220 Hz tone under pink noise, mono 44.1 kHz AAC at 64 kbit/s,
+about 58 MB, made once and kept in ``--dir``) goes through ``make_waveform`` (decode to 16 kHz
+mono PCM streamed into the peaks) plus the JSON document and the PNG written to disk. The
+baseline is ffmpeg decoding the same audio to nowhere (``ffmpeg -i SRC -map 0:a:0 -f null -``).
+Targets: <= 1.2x the baseline's wall time; peak RSS < 150 MiB for our Python process and for
+ffmpeg.
+
+Thumbnail: a 1 GiB video (720p30 testsrc2 with a tone, x264 ultrafast lossless, cut at 1 GiB
+with ``-fs``; default GOP of 250 frames) goes through ``make_thumbnail`` (seek to 10 %, key
+frames of the next minute, then the chosen frame encoded at 640 and 160 px). Beside it, the
+least any thumbnail costs: one seek to 10 % and one frame decoded to nowhere. Target: < 3 s.
+
+Each measurement runs in a fresh child Python that times the call itself (its start-up is not
+counted) and reports ``getrusage`` of itself and of its children (ffmpeg). Runs alternate, after
+one untimed warm-up of each (page cache); medians of ``--runs`` (3) are printed with the ratio.
+
+Usage: python bench/previews.py [--hours 2] [--video-mib 1024] [--runs 3] [--dir /tmp/previews]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MIB = 1024 * 1024
+FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+
+
+def make_recording(path: Path, hours: float) -> None:
+    seconds = int(hours * 3600)
+    subprocess.run(
+        [*FFMPEG, "-f", "lavfi", "-i", f"sine=frequency=220:sample_rate=44100:duration={seconds}",
+         "-f", "lavfi", "-i", f"anoisesrc=color=pink:sample_rate=44100:amplitude=0.2:"
+         f"duration={seconds}",
+         "-filter_complex", "[0:a][1:a]amix=inputs=2:duration=shortest[a]", "-map", "[a]",
+         "-ac", "1", "-c:a", "aac", "-b:a", "64k", str(path)],
+        check=True)  # fmt: skip
+
+
+def make_video(path: Path, mib: int) -> None:
+    subprocess.run(
+        [*FFMPEG, "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-fs", str(mib * MIB), str(path)],
+        check=True)  # fmt: skip
+
+
+def duration_of(path: Path) -> float:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of",
+                          "json", str(path)], check=True, capture_output=True, text=True).stdout
+    return float(json.loads(out)["format"]["duration"])
+
+
+def child(kind: str, src: Path, out: Path, duration: float) -> None:
+    """Run one measurement in this (fresh) process and print its figures as JSON."""
+    from watch_pipeline.media import previews
+
+    started = time.perf_counter()
+    if kind == "waveform":
+        wave = previews.make_waveform(src, duration=duration)
+        with open(out / "waveform.json", "w", encoding="ascii") as fh:
+            wave.write_json(fh)
+        (out / "waveform.png").write_bytes(wave.png())
+        detail = {"length": wave.length, "json_bytes": (out / "waveform.json").stat().st_size}
+    elif kind == "thumbnail":
+        made = previews.make_thumbnail(src, out / "t.webp", out / "s.webp", duration=duration)
+        detail = {"width": made.large.width, "bytes": made.large.size}
+    elif kind == "decode":
+        subprocess.run([*FFMPEG, "-i", str(src), "-map", "0:a:0", "-f", "null", "-"],
+                       check=True)
+        detail = {}
+    elif kind == "seek":
+        subprocess.run([*FFMPEG, "-ss", f"{duration * 0.1:.3f}", "-i", str(src), "-map", "0:v:0",
+                        "-frames:v", "1", "-f", "null", "-"], check=True)
+        detail = {}
+    else:
+        raise SystemExit(f"unknown measurement {kind}")
+    seconds = time.perf_counter() - started
+    print(json.dumps({
+        "seconds": seconds,
+        "self_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "children_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        **detail}))
+
+
+def measure(kind: str, src: Path, duration: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-previews-") as out:
+        proc = subprocess.run([sys.executable, __file__, "--child", kind, str(src), out,
+                               str(duration)], check=True, capture_output=True, text=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def compare(ours: str, baseline: str, src: Path, runs: int) -> tuple[list[dict], list[dict]]:
+    duration = duration_of(src)
+    measure(ours, src, duration)
+    measure(baseline, src, duration)  # warm-up: page cache
+    mine, base = [], []
+    for _ in range(runs):
+        mine.append(measure(ours, src, duration))
+        base.append(measure(baseline, src, duration))
+    return mine, base
+
+
+def median(rows: list[dict], key: str) -> float:
+    return statistics.median(row[key] for row in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--video-mib", type=int, default=1024)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "previews")
+    parser.add_argument("--child", nargs=4, metavar=("KIND", "SRC", "OUT", "DURATION"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, src, out, duration = args.child
+        child(kind, Path(src), Path(out), float(duration))
+        return
+
+    args.dir.mkdir(parents=True, exist_ok=True)
+    recording = args.dir / f"recording-{args.hours:g}h.m4a"
+    video = args.dir / f"video-{args.video_mib}mib.mp4"
+    for path, make in ((recording, lambda p: make_recording(p, args.hours)),
+                       (video, lambda p: make_video(p, args.video_mib))):
+        if not path.exists():
+            started = time.perf_counter()
+            make(path.with_suffix(".tmp" + path.suffix))
+            path.with_suffix(".tmp" + path.suffix).rename(path)
+            print(f"made {path.name} ({path.stat().st_size / MIB:.0f} MiB) in "
+                  f"{time.perf_counter() - started:.0f} s")
+
+    mine, base = compare("waveform", "decode", recording, args.runs)
+    ratio = median(mine, "seconds") / median(base, "seconds")
+    rss_self = max(r["self_rss_mib"] for r in mine)
+    rss_ffmpeg = max(r["children_rss_mib"] for r in mine)
+    print(f"waveform of {duration_of(recording) / 3600:.2f} h "
+          f"({recording.stat().st_size / MIB:.0f} MiB AAC), median of {args.runs}:")
+    print(f"  ffmpeg decode to null   {median(base, 'seconds'):7.2f} s")
+    print(f"  make_waveform+JSON+PNG  {median(mine, 'seconds'):7.2f} s   ratio {ratio:.2f}x "
+          f"(target <= 1.2x)  [{mine[0]['length']} pixels, JSON {mine[0]['json_bytes'] / MIB:.1f}"
+          f" MiB]")
+    print(f"  peak RSS: python {rss_self:.0f} MiB, ffmpeg {rss_ffmpeg:.0f} MiB (target < 150)")
+
+    mine, base = compare("thumbnail", "seek", video, args.runs)
+    print(f"thumbnail of {video.stat().st_size / MIB:.0f} MiB video "
+          f"({duration_of(video):.0f} s), median of {args.runs}:")
+    print(f"  one seek + one frame    {median(base, 'seconds'):7.2f} s")
+    print(f"  make_thumbnail          {median(mine, 'seconds'):7.2f} s   (target < 3 s)  "
+          f"ratio {median(mine, 'seconds') / median(base, 'seconds'):.2f}x; peak RSS python "
+          f"{max(r['self_rss_mib'] for r in mine):.0f} MiB, ffmpeg "
+          f"{max(r['children_rss_mib'] for r in mine):.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
