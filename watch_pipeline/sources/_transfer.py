@@ -179,17 +179,20 @@ def fetch_in_parts(
     *,
     part_size: int,
     workers: int,
-    fetch: Callable[[int, int, threading.Event], None],
+    fetch: Callable[[int, int, threading.Event, Callable[[int], None]], None],
     on_prefix: Callable[[int], None],
     lookahead: int | None = None,
 ) -> None:
     """Fetch ``[start, total)`` as parts of ``part_size`` bytes, ``workers`` at a time.
 
-    Each worker thread takes the lowest part not yet taken and calls ``fetch(first, end, stop)``
-    for the bytes ``[first, end)``; ``fetch`` writes them itself (``os.pwrite`` at their offsets)
-    and returns once they all are written, or early once ``stop`` is set. Whenever the run of
-    completed parts from ``start`` grows, ``on_prefix(end_of_that_run)`` is called, in
-    increasing order and never concurrently, so the caller can record how much of the file is
+    Each worker thread takes the lowest part not yet taken and calls
+    ``fetch(first, end, stop, progress)`` for the bytes ``[first, end)``; ``fetch`` writes them
+    itself (``os.pwrite`` at their offsets), calls ``progress(offset)`` after each write to say
+    that ``[first, offset)`` is written, and returns once all are, or early once ``stop`` is set.
+
+    ``on_prefix(offset)`` is called whenever the bytes known written from ``start`` on without
+    a gap (the completed parts, then what the first incomplete part has written) grow: in
+    increasing order, never concurrently, so the caller can record how much of the file is
     whole.
 
     A part is taken only while it lies within ``lookahead`` parts (default ``2 * workers``) of
@@ -218,6 +221,11 @@ def fetch_in_parts(
             state["next"] += 1
             return state["next"] - 1
 
+    def progress(index: int, offset: int) -> None:
+        with changed:
+            if index == state["prefix"] and not stop.is_set():
+                on_prefix(offset)
+
     def completed(index: int) -> None:
         with changed:
             if stop.is_set():
@@ -233,7 +241,7 @@ def fetch_in_parts(
     def work() -> None:
         while (index := take()) is not None:
             try:
-                fetch(*bounds[index], stop)
+                fetch(*bounds[index], stop, lambda offset, i=index: progress(i, offset))
                 completed(index)
             except BaseException as exc:
                 with changed:

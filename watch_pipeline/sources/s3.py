@@ -16,16 +16,20 @@ complete:
 
 * An object of at most :data:`PART_SIZE` bytes (or a rest that small) is one streamed GET
   (``Range: bytes=<done>-``) appended to ``<dest>.part``, whose size is then the resume point.
-* A larger one is fetched as parts of :data:`PART_SIZE` bytes, :data:`DOWNLOAD_WORKERS` ranged
-  GETs in flight, each worker writing its part with ``os.pwrite`` through one
-  :data:`DOWNLOAD_CHUNK` buffer into ``<dest>.part`` preallocated to the full size.
+* A larger one is fetched as parts, :data:`DOWNLOAD_WORKERS` ranged GETs in flight, each
+  worker writing its part with ``os.pwrite`` through one :data:`DOWNLOAD_CHUNK` buffer into
+  ``<dest>.part`` preallocated to the full size. Parts are as few as keep every worker busy (an
+  even split of the rest) but between :data:`PART_SIZE` and :data:`MAX_PART_SIZE`: every GET has
+  a fixed cost (a round trip and time to first byte on S3; moto even reads the whole object
+  for each one), so 16 ranged GETs of a 256 MiB object are slower than 4.
 
   What is complete is tracked as one contiguous prefix, not as a set of ranges: parts are
   handed out in order with a bounded lookahead (:func:`_transfer.fetch_in_parts`), and whenever
-  the run of completed parts from the start grows, its end is written to the ETag file. A failed
-  attempt cuts ``<dest>.part`` back to that prefix (so its size is the resume point again); after
-  a crash the next attempt cuts it. At most the lookahead's parts beyond the prefix are fetched
-  twice, and the partial file always means "the first N bytes", as for a sequential download.
+  the bytes written from the start without a gap grow (completed parts, then what the first
+  incomplete part has written), their end is written to the ETag file. A failed attempt cuts
+  ``<dest>.part`` back to that prefix (so its size is the resume point again); after a crash the
+  next attempt cuts it. What the other parts in flight had fetched is fetched again, and the
+  partial file always means "the first N bytes", as for a sequential download.
   The prefix is recorded without an fsync (that would hold every download to the disk's write
   rate), so it is trusted only within the boot that wrote it: after a reboot the page cache that
   held the bytes may be gone, and such a partial file is discarded.
@@ -54,7 +58,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -83,7 +87,9 @@ log = logging.getLogger(__name__)
 MIB = _transfer.MIB
 
 PART_SIZE = 16 * MIB
-"""Bytes per ranged GET of a parallel download; an object this size or smaller is one GET."""
+"""The smallest part of a parallel download; an object this size or smaller is one GET."""
+MAX_PART_SIZE = 64 * MIB
+"""The largest part: bounds what a crash can waste (the parts in flight beyond the prefix)."""
 DOWNLOAD_WORKERS = 4
 """Ranged GETs in flight in one download; each worker holds one :data:`DOWNLOAD_CHUNK` buffer."""
 DOWNLOAD_CHUNK = 1 * MIB  # larger reads make urllib3 allocate afresh each time: slower
@@ -465,13 +471,14 @@ class S3SourceClient(base.SourceClient):
             _write_tag(tag, version.if_match, end)
             prefix = end
 
-        def fetch(first: int, end: int, stop: threading.Event) -> None:
-            self._fetch_range(remote_path, key, version, (fd, part), first, end, stop)
+        def fetch(first: int, end: int, stop: threading.Event,
+                  progress: Callable[[int], None]) -> None:
+            self._fetch_range(remote_path, key, version, (fd, part), (first, end), stop, progress)
 
         fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o666)
         try:
             _transfer.preallocate(fd, version.size, part)
-            _transfer.fetch_in_parts(done, version.size, part_size=PART_SIZE,
+            _transfer.fetch_in_parts(done, version.size, part_size=part_size(version.size - done),
                                      workers=DOWNLOAD_WORKERS, fetch=fetch, on_prefix=on_prefix)
         except BaseException:
             _transfer.truncate(part, prefix)
@@ -480,13 +487,15 @@ class S3SourceClient(base.SourceClient):
             os.close(fd)
 
     def _fetch_range(self, remote_path: str, key: str, version: _Version, out: tuple[int, Path],
-                     first: int, end: int, stop: threading.Event) -> None:
+                     span: tuple[int, int], stop: threading.Event,
+                     progress: Callable[[int], None]) -> None:
         """Write the object's bytes ``[first, end)`` at the same offsets of ``out`` (fd, path).
 
-        A stream that drops is re-requested from the byte it reached; returns early, leaving
-        the part incomplete, once ``stop`` is set.
+        ``progress(offset)`` follows each write. A stream that drops is re-requested from the
+        byte it reached; returns early, leaving the part incomplete, once ``stop`` is set.
         """
         fd, part = out
+        first, end = span
         view = memoryview(bytearray(DOWNLOAD_CHUNK))
         pos, failures = first, 0
         while pos < end and not stop.is_set():
@@ -499,6 +508,7 @@ class S3SourceClient(base.SourceClient):
                         raise http.client.IncompleteRead(b"", end - pos)
                     _transfer.pwrite_all(fd, view[:n], pos, part)
                     pos += n
+                    progress(pos)
             except _STREAM_ERRORS as exc:
                 failures = 1 if pos > reached else failures + 1
                 wait = self._retry_wait(remote_path, exc, failures, pos)
@@ -790,6 +800,14 @@ def partial_files(dest: Path) -> tuple[Path, Path]:
     """
     dest = Path(dest)
     return _transfer.partial_file(dest), dest.with_name(dest.name + ETAG_SUFFIX)
+
+
+def part_size(rest: int) -> int:
+    """The part size for fetching ``rest`` bytes in parallel.
+
+    An even split over the workers, but within :data:`PART_SIZE` and :data:`MAX_PART_SIZE`.
+    """
+    return min(max(-(-rest // DOWNLOAD_WORKERS), PART_SIZE), MAX_PART_SIZE)
 
 
 def kept_bytes(dest: Path) -> int:

@@ -26,15 +26,21 @@ from watch_pipeline_tests.fixtures.s3_server import S3Server
 from watch_pipeline_tests.sources.test_s3 import FlakyBody, make_client, put, random_bytes
 
 KIB = 1024
+MIB = 1024 * KIB
 PART = 64 * KIB
 WAIT_S = 20.0
 
 
-@pytest.fixture(autouse=True)
 def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(s3_module, "PART_SIZE", PART)
+    monkeypatch.setattr(s3_module, "MAX_PART_SIZE", PART)
     monkeypatch.setattr(s3_module, "DOWNLOAD_CHUNK", 16 * KIB)
     monkeypatch.setattr(_transfer, "RETRY_BACKOFF_SECONDS", 0.01)
+
+
+@pytest.fixture(autouse=True)
+def _small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    small_parts(monkeypatch)
 
 
 class Gets:
@@ -134,7 +140,7 @@ def test_a_failed_part_leaves_the_complete_prefix_and_the_next_attempt_fetches_t
     assert not dest.exists()
 
     monkeypatch.undo()
-    monkeypatch.setattr(s3_module, "PART_SIZE", PART)
+    small_parts(monkeypatch)
     again = make_client(s3_server, s3_bucket)
     gets = Gets(again)
     again.download("talk.mp4", dest, expected_size=len(data), etag=etag)
@@ -238,3 +244,51 @@ def test_an_object_of_another_size_than_listed_is_a_changed_error(
         client.download("talk.mp4", tmp_path / "talk.mp4", expected_size=listed, etag=etag)
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_part_that_keeps_dropping_keeps_what_the_first_part_had_written(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = random_bytes(4 * PART)
+    etag = put(s3_server, s3_bucket, "talk.mp4", data)
+    client = make_client(s3_server, s3_bucket)
+    dest = tmp_path / "talk.mp4"
+
+    def first_part_breaks_after_40_kib(first: int, real: Any, kwargs: dict[str, Any]
+                                       ) -> dict[str, Any]:
+        response = real(**kwargs)
+        if first < PART:
+            error = botocore.exceptions.ConnectionClosedError(endpoint_url="x")
+            response["Body"] = FlakyBody(response["Body"], 40 * KIB - first, error)
+        return response
+
+    patch_gets(monkeypatch, client, first_part_breaks_after_40_kib)
+    with pytest.raises(SourceUnreachableError, match="dropped"):
+        client.download("talk.mp4", dest, expected_size=len(data), etag=etag)
+
+    # The other parts had arrived whole, but only a prefix without a gap is kept.
+    part, _tag = partial_files(dest)
+    assert part.read_bytes() == data[: 40 * KIB]
+    assert kept_bytes(dest) == 40 * KIB
+
+    monkeypatch.undo()
+    small_parts(monkeypatch)
+    again = make_client(s3_server, s3_bucket)
+    gets = Gets(again)
+    again.download("talk.mp4", dest, expected_size=len(data), etag=etag)
+    assert dest.read_bytes() == data
+    assert_tiles(gets.spans(), 40 * KIB, len(data))
+
+
+@pytest.mark.parametrize(
+    ("rest", "expected"),
+    [(17 * MIB, 16 * MIB), (96 * MIB, 24 * MIB), (256 * MIB, 64 * MIB), (10240 * MIB, 64 * MIB)],
+)
+def test_parts_are_an_even_split_within_the_bounds(
+    monkeypatch: pytest.MonkeyPatch, rest: int, expected: int
+) -> None:
+    monkeypatch.setattr(s3_module, "PART_SIZE", 16 * MIB)
+    monkeypatch.setattr(s3_module, "MAX_PART_SIZE", 64 * MIB)
+    monkeypatch.setattr(s3_module, "DOWNLOAD_WORKERS", 4)
+
+    assert s3_module.part_size(rest) == expected
