@@ -478,8 +478,8 @@ class SMBSourceClient(base.SourceClient):
                 out = _open_partial(part)
                 try:
                     _read_range(
-                        handle, out, done, size,
-                        read_size=self._chunk_size, window=self._reads_in_flight, part=part,
+                        handle, out, done, size, read_size=self._chunk_size,
+                        window=self._reads_in_flight, what=what, part=part,
                     )
                 finally:
                     os.close(out)
@@ -750,7 +750,15 @@ _HEADER_SIZE = 64
 
 
 def _read_range(
-    handle: Any, out: int, start: int, end: int, *, read_size: int, window: int, part: Path
+    handle: Any,
+    out: int,
+    start: int,
+    end: int,
+    *,
+    read_size: int,
+    window: int,
+    what: str,
+    part: Path,
 ) -> None:
     """Write bytes ``start..end`` of the open file ``handle`` at the same offsets of ``out``.
 
@@ -798,7 +806,7 @@ def _read_range(
                 payload = memoryview(b"")
             if len(payload) != length:
                 raise base.SourceChangedError(
-                    f"{handle.file_name} ended at {at + len(payload)} bytes during the download "
+                    f"{what} ended at {at + len(payload)} bytes during the download "
                     f"(truncated on the server, {end} bytes when it began)"
                 )
             _write_at(out, payload, at, part)
