@@ -8,7 +8,6 @@ for the backends themselves; these stand in where the backend is not what a test
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import struct
@@ -26,7 +25,9 @@ from watch_pipeline.sources.base import (
     SourceNotFoundError,
     SourceUnreachableError,
 )
+from watch_pipeline.store import checksum
 from watch_pipeline.store.base import ObjectStore, ObjectStoreError, StoredObject, check_key
+from watch_pipeline.store.checksum import CRC32C
 from watch_pipeline.transcribe.base import Segment, Transcriber, Transcript, TranscriptionError
 
 
@@ -133,7 +134,7 @@ class FakeObjectStore(ObjectStore):
         self.objects[key] = data
         self.content_types[key] = content_type
         self.puts.append(key)
-        return StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
+        return StoredObject(key, len(data), checksum.to_hex(checksum.value(data)), CRC32C)
 
     def put_file(self, key: str, src: Path, *, content_type: str | None = None) -> StoredObject:
         """Store ``src``'s bytes under ``key``."""
@@ -144,10 +145,10 @@ class FakeObjectStore(ObjectStore):
         return self._put(key, data, content_type)
 
     def head(self, key: str) -> StoredObject | None:
-        """Size and SHA-256 of ``key``, or ``None``."""
+        """Size and CRC32C of ``key``, or ``None``."""
         data = self.objects.get(check_key(key))
-        return None if data is None else StoredObject(key, len(data),
-                                                      hashlib.sha256(data).hexdigest())
+        return None if data is None else StoredObject(
+            key, len(data), checksum.to_hex(checksum.value(data)), CRC32C)
 
     def open(self, key: str) -> io.BytesIO:
         """A seekable copy of the object."""

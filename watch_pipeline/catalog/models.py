@@ -250,6 +250,11 @@ class MediaFile(Base):
     # One media row per ``media`` partition (migration 0007): two runs of a partition share it.
     partition_key: Mapped[str | None] = mapped_column(sa.String(64), index=True, unique=True)
     object_key: Mapped[str | None] = mapped_column(sa.String(1024))
+    # The stored bytes' checksum and how it was computed ('crc32c'; 'sha256' for rows stored
+    # before migration 0009, which copied ``checksum_sha256`` here). ``checksum_sha256`` is
+    # kept as it was for those rows; new rows leave it empty.
+    checksum: Mapped[str | None] = mapped_column(sa.String(128))
+    checksum_algorithm: Mapped[str | None] = mapped_column(sa.String(16))
     checksum_sha256: Mapped[str | None] = mapped_column(sa.String(64))
     file_size: Mapped[int | None] = mapped_column(sa.BigInteger)
     content_type: Mapped[str | None] = mapped_column(sa.String(100))

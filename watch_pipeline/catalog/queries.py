@@ -398,8 +398,12 @@ def object_key(owner_id: int, media_id: int, filename: str) -> str:
 
 
 def complete_upload(catalog: Catalog, item: ImportItem, media_id: int, *, key: str,
-                    sha256: str | None, auto_transcribe: bool) -> int:
+                    checksum: str | None, checksum_algorithm: str | None,
+                    auto_transcribe: bool) -> int:
     """Record the stored object, mark the origin ``imported`` and its twins as duplicates.
+
+    ``checksum`` is the store's checksum of the object, recorded with its algorithm
+    (``crc32c``; ``sha256`` for an object an earlier version stored).
 
     Returns how many other rows were marked ``skipped_duplicate``.
     """
@@ -408,7 +412,8 @@ def complete_upload(catalog: Catalog, item: ImportItem, media_id: int, *, key: s
     with catalog.session() as session:
         media = session.get(MediaFile, media_id)
         media.object_key = key
-        media.checksum_sha256 = sha256
+        media.checksum = checksum
+        media.checksum_algorithm = checksum_algorithm if checksum else None
         media.status = MediaStatus.PROCESSING if auto_transcribe else MediaStatus.COMPLETED
         origin_ids = [p.file_id for p in item.parts] or [item.file_id]
         origins = [session.get(f, i) for i in origin_ids]

@@ -242,7 +242,8 @@ class MediaObject:
     done_before: bool = False
     url: str = ""
     size: int = 0
-    sha256: str = ""
+    checksum: str = ""
+    checksum_algorithm: str = ""
     duplicates_marked: int = 0
     written_back: str | None = None
     skipped: str | None = None
@@ -254,7 +255,8 @@ class MediaObject:
         if self.done_before:
             return {"object_key": self.object_key, "media_id": self.media_id, "cached": True}
         return {"object_key": self.object_key, "url": self.url, "media_id": self.media_id,
-                "bytes": self.size, "sha256": self.sha256, "cached": self.cached,
+                "bytes": self.size, "checksum": self.checksum,
+                "checksum_algorithm": self.checksum_algorithm, "cached": self.cached,
                 "duplicates_marked": self.duplicates_marked,
                 **known(written_back_to_source=self.written_back)}
 
@@ -563,7 +565,9 @@ def store_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
         cached = existing is not None and existing.size == size
         stored = existing if cached and existing is not None else store.put_file(
             key, path, content_type=record.content_type)
-        twins = queries.complete_upload(catalog, item, record.id, key=key, sha256=stored.sha256,
+        twins = queries.complete_upload(catalog, item, record.id, key=key,
+                                        checksum=stored.checksum,
+                                        checksum_algorithm=stored.checksum_algorithm,
                                         auto_transcribe=item.auto_transcribe)
         if twins:
             ctx.log.info(f"{twins} other file(s) with the same content marked duplicate")
@@ -575,7 +579,8 @@ def store_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
         if item.delete_after_import and item.source_type == SourceType.LOCAL:
             _delete_originals(item, client, ctx.log)
     return MediaObject(object_key=key, media_id=record.id, cached=cached, url=store.url(key),
-                       size=size, sha256=stored.sha256 or "", duplicates_marked=twins,
+                       size=size, checksum=stored.checksum or "",
+                       checksum_algorithm=stored.checksum_algorithm or "", duplicates_marked=twins,
                        written_back=written_back)
 
 

@@ -20,12 +20,17 @@ class StoredObject:
     Attributes:
         key: The object key.
         size: Size in bytes.
-        sha256: Hex SHA-256 of the content, computed while uploading (``None`` when unknown).
+        checksum: The content's checksum as hex (``None`` when unknown): the CRC32C the store
+            verified the stored bytes with (``store/checksum.py``), or, for objects stored
+            before CRC32C, their SHA-256.
+        checksum_algorithm: ``"crc32c"`` or ``"sha256"``: how ``checksum`` was computed
+            (``None`` with it).
     """
 
     key: str
     size: int
-    sha256: str | None = None
+    checksum: str | None = None
+    checksum_algorithm: str | None = None
 
 
 class SizedReader(io.RawIOBase):
@@ -108,7 +113,12 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     def put_file(self, key: str, src: Path, *, content_type: str | None = None) -> StoredObject:
-        """Stream ``src`` to ``key`` (overwriting) and return its size and SHA-256."""
+        """Stream ``src`` to ``key`` (overwriting) and return its size and CRC32C.
+
+        The store verifies the stored bytes against a CRC32C of the source before the object
+        appears under ``key``; on a mismatch nothing is left under ``key`` (an earlier object
+        there stays) and :class:`ObjectStoreError` says so.
+        """
 
     @abc.abstractmethod
     def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> StoredObject:

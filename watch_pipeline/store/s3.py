@@ -3,16 +3,27 @@
 This module is the one place boto3 transfer settings live (multipart threshold, part size,
 concurrency, retries, timeouts, checksum policy).
 
-Uploads and the SHA-256: S3 metadata is fixed when an object is created, and a multipart
-upload cannot know the hash of its content before its last part is sent. ``put_file`` therefore
-reads the local file twice: a first streaming pass computes the SHA-256 (local reads run at
-over 1 GB/s, far faster than any upload), then ``upload_fileobj`` sends the file with
-``x-amz-meta-sha256`` already set, reading it through :class:`_HashingReader`, which hashes the
-bytes actually read for sending. If the two hashes differ the source changed between the
-passes: the object is deleted and :class:`ObjectStoreError` raised. The alternative, uploading
-first and then rewriting the metadata with ``copy_object``, would leave a window in which the
-object has no hash, copies the whole object again on the server, and needs a multipart copy
-above 5 GiB.
+Uploads and the checksum: every upload carries the CRC32C of its bytes
+(``x-amz-checksum-crc32c``, ``store/checksum.py``), so the server verifies each request body
+and refuses one that arrived different (``BadDigest``); nothing needs reading back. S3
+metadata is fixed when an object is created, so ``put_file`` first reads the local file once
+to compute the whole file's CRC32C (from the page cache, several GB/s, far faster than any
+upload) and stores it as ``x-amz-meta-crc32c`` for :meth:`S3ObjectStore.head`. Then:
+
+* below ``multipart_threshold``, one ``PutObject`` streams the file with that CRC32C in its
+  header, read through :class:`_Crc32cReader`, which checksums the bytes actually sent;
+* above it, a multipart upload created with ``ChecksumAlgorithm=CRC32C`` (``COMPOSITE``, the
+  type every S3 implementation with checksums supports): each part is read into memory
+  (``max_concurrency`` parts at most), sent with its own CRC32C, and listed with it in
+  ``CompleteMultipartUpload``. The server reports the composite checksum (the CRC32C of the
+  part CRCs, ``-N``; asked with a HEAD when the completion does not carry it); it must equal
+  ours, which also catches a server that did not verify the parts. A server that keeps no
+  checksum at all cannot be checked this way; the upload then stands on the part CRCs it was
+  sent with. The part CRCs, combined, must give the first pass's CRC32C.
+
+If the source changed between the passes (sizes or checksums disagree) the object is deleted
+and :class:`ObjectStoreError` raised; a refused part aborts the multipart upload. Objects
+stored before CRC32C carry ``x-amz-meta-sha256`` instead, which ``head`` still reports.
 
 Reads: :class:`S3RangeReader` is a seekable read-only file object over ranged GETs, so a
 fingerprint of three small windows costs three small requests, never a download.
@@ -20,20 +31,22 @@ fingerprint of three small windows costs three small requests, never a download.
 
 from __future__ import annotations
 
-import hashlib
 import io
+import os
 import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
 import botocore.exceptions
-from boto3.s3.transfer import TransferConfig
 from botocore.client import BaseClient
 from botocore.config import Config
 
 from watch_pipeline.catalog.secrets import public_repr
+from watch_pipeline.store import checksum
 from watch_pipeline.store.base import (
     ObjectStore,
     ObjectStoreError,
@@ -47,13 +60,15 @@ MIB = 1024 * 1024
 MULTIPART_THRESHOLD = 64 * MIB
 MULTIPART_CHUNKSIZE = 16 * MIB
 MAX_CONCURRENCY = 4
-"""Parallel part uploads per ``put_file``. s3transfer reads each part of a file object into
-memory, so one upload holds at most ``MAX_CONCURRENCY * MULTIPART_CHUNKSIZE`` of parts."""
+"""Parallel part uploads per ``put_file``. Each part is read into memory to be sent with its
+CRC32C, so one upload holds at most ``MAX_CONCURRENCY * MULTIPART_CHUNKSIZE`` of parts."""
 MAX_ATTEMPTS = 3
 """Attempts per request (botocore "standard" retry mode: throttling, 5xx, connection errors)."""
 
+CRC32C_METADATA = "crc32c"
+"""User metadata name of the whole object's CRC32C (hex): the ``x-amz-meta-crc32c`` header."""
 SHA256_METADATA = "sha256"
-"""User metadata name: sent as the ``x-amz-meta-sha256`` header."""
+"""User metadata of objects stored before CRC32C (``x-amz-meta-sha256``); read, not written."""
 
 _READ_CHUNK = 1 * MIB
 
@@ -73,6 +88,9 @@ _EXPLANATIONS = {
     "412": "the object changed while it was being read",
     "InvalidRange": "the requested range is outside the object",
     "RequestTimeTooSkewed": "the local clock differs too much from the server's",
+    "BadDigest": "the server received bytes that do not match their CRC32C (corrupted in "
+                 "transit, or the source changed while being sent)",
+    "InvalidDigest": "the server refused the checksum sent with the request",
 }
 
 
@@ -82,8 +100,9 @@ def make_s3_client(*, endpoint_url: str | None, region: str | None,
     """A boto3 S3 client with the project's settings (the one place they are chosen).
 
     Path-style addressing for custom endpoints (MinIO and most S3-compatible servers need it),
-    standard retries, and checksums only when required: boto3 >= 1.36 adds CRC checksums to
-    every upload, which several S3-compatible servers reject (we verify content ourselves).
+    standard retries, and checksums only when required: boto3 >= 1.36 adds its own CRC to every
+    upload (CRC32C needs the CRT), which several S3-compatible servers reject; our uploads send
+    their CRC32C explicitly (see the module docstring).
 
     Raises:
         botocore.exceptions.BotoCoreError, ValueError: Invalid region or endpoint.
@@ -318,20 +337,19 @@ class S3RangeReader(SizedReader):
         detail = describe_error(exc, endpoint=endpoint)
         return self._error_type(f"S3 {action} of {self.name} failed: {detail}")
 
-class _HashingReader(io.RawIOBase):
-    """A seekable reader over a local file that hashes the bytes handed out, once each.
+class _Crc32cReader(io.RawIOBase):
+    """A seekable reader over a local file that checksums the bytes handed out, once each.
 
-    s3transfer reads upload parts from it in order, and botocore may read a body, seek back
-    and read it again (payload signing over plain HTTP, retries). Only bytes that extend the
-    hashed prefix are hashed, so the digest is that of the content sent, whatever the re-reads;
-    ``hashed`` tells how far that prefix reaches.
+    botocore may read a body, seek back and read it again (payload signing over plain HTTP,
+    retries). Only bytes that extend the checksummed prefix are added, so the CRC is that of the
+    content sent, whatever the re-reads; ``checked`` tells how far that prefix reaches.
     """
 
     def __init__(self, raw: io.FileIO) -> None:
         super().__init__()
         self._raw = raw
-        self._digest = hashlib.sha256()
-        self._hashed = 0
+        self.crc = 0
+        self.checked = 0
         self._pos = 0
 
     def readable(self) -> bool:
@@ -348,40 +366,32 @@ class _HashingReader(io.RawIOBase):
         return self._pos
 
     def read(self, size: int = -1) -> bytes:
-        # Overridden so a 16 MiB part is one bytes object, not a bytearray plus a copy.
-        data = self._raw.read(size) if size is None or size < 0 else self._read_full(size)
-        self._advance(memoryview(data))
+        # Overridden so a large read is one bytes object (google_crc32c takes only bytes).
+        data = self._raw.read(size if size is not None and size >= 0 else -1) or b""
+        self._advance(data)
         return data
 
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        n = self._raw.readinto(view) or 0
-        self._advance(view[:n])
-        return n
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
 
-    @property
-    def hashed(self) -> int:
-        """How many bytes from offset 0 have been hashed."""
-        return self._hashed
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()
-
-    def _read_full(self, size: int) -> bytes:
-        data = self._raw.read(size) or b""
-        while len(data) < size:
-            more = self._raw.read(size - len(data))
-            if not more:
-                break
-            data += more
-        return data
-
-    def _advance(self, chunk: memoryview) -> None:
+    def _advance(self, chunk: bytes) -> None:
         start, end = self._pos, self._pos + len(chunk)
-        if start <= self._hashed < end:
-            self._digest.update(chunk[self._hashed - start :])
-            self._hashed = end
+        if start <= self.checked < end:
+            self.crc = checksum.extend(self.crc, chunk[self.checked - start :])
+            self.checked = end
         self._pos = end
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One uploaded part: what ``CompleteMultipartUpload`` lists, and its size."""
+
+    number: int
+    etag: str
+    crc: int
+    size: int
 
 
 class S3ObjectStore(ObjectStore):
@@ -430,17 +440,11 @@ class S3ObjectStore(ObjectStore):
         self._bucket = bucket
         prefix = prefix.strip("/")
         self._prefix = f"{check_key(prefix)}/" if prefix else ""
-        self._transfer_config = TransferConfig(
-            multipart_threshold=multipart_threshold,
-            multipart_chunksize=multipart_chunksize,
-            max_concurrency=max_concurrency,
-            use_threads=True,
-            # The CRT client ignores most of these settings; keep behaviour identical everywhere.
-            preferred_transfer_client="classic",
-        )
-        # Not a constructor argument of boto3's TransferConfig, but honoured by s3transfer:
-        # bounds the parts read into memory from our file object.
-        self._transfer_config.max_in_memory_upload_chunks = max_concurrency
+        if multipart_chunksize < 5 * MIB:
+            raise ObjectStoreError("S3 multipart parts must be at least 5 MiB")
+        self._multipart_threshold = max(multipart_threshold, 1)
+        self._part_size = multipart_chunksize
+        self._max_concurrency = max(max_concurrency, 1)
         self._client: BaseClient | None = None
         self._client_lock = threading.Lock()
 
@@ -477,42 +481,143 @@ class S3ObjectStore(ObjectStore):
         return self._prefix + check_key(key)
 
     def put_file(self, key: str, src: Path, *, content_type: str | None = None) -> StoredObject:
-        """Upload ``src`` to ``key`` (multipart above the threshold) with its SHA-256 as metadata.
+        """Upload ``src`` to ``key`` with its CRC32C, verified by the server (see the module).
 
         Raises:
             OSError: ``src`` cannot be read.
-            ObjectStoreError: The key is unsafe, S3 refused or failed the upload, or the source
-                changed while being uploaded (the partial object is then deleted).
+            ObjectStoreError: The key is unsafe, S3 refused or failed the upload (a body that
+                does not match its CRC32C included), or the source changed while being
+                uploaded (the object is then deleted).
         """
-        full_key = self.full_key(key)
-        size, sha256 = _hash_file(src)
-        extra: dict[str, Any] = {"Metadata": {SHA256_METADATA: sha256}}
-        if content_type:
-            extra["ContentType"] = content_type
+        self.full_key(key)  # an unsafe key is refused before the file is read
         with open(src, "rb", buffering=0) as raw:
-            reader = _HashingReader(raw)
-            try:
-                self.client.upload_fileobj(
-                    reader, self._bucket, full_key, ExtraArgs=extra, Config=self._transfer_config
-                )
-            except _BOTO_ERRORS as exc:
-                raise self._error("upload", key, exc) from exc
-            sent_size = raw.seek(0, io.SEEK_END)
-        if (reader.hashed, sent_size, reader.hexdigest()) != (size, size, sha256):
+            before = os.fstat(raw.fileno())
+            crc, size = checksum.extend_fd(0, raw.fileno(), 0, before.st_size + 1)
+            extra: dict[str, Any] = {"Metadata": {CRC32C_METADATA: checksum.to_hex(crc)}}
+            if content_type:
+                extra["ContentType"] = content_type
+            if size < self._multipart_threshold:
+                sent, sent_crc = self._put_single(key, raw, size, crc, extra)
+            else:
+                sent, sent_crc = self._put_multipart(key, raw.fileno(), size, extra)
+            after = os.fstat(raw.fileno())
+        if (sent, sent_crc, size, after.st_size, after.st_mtime_ns) != (
+                size, crc, before.st_size, before.st_size, before.st_mtime_ns):
             self.delete(key)
             raise ObjectStoreError(
                 f"source {src} changed while being uploaded to {self.url(key)}; not stored"
             )
-        return StoredObject(key=key, size=size, sha256=sha256)
+        return StoredObject(key=key, size=size, checksum=checksum.to_hex(crc),
+                            checksum_algorithm=checksum.CRC32C)
+
+    def _put_single(self, key: str, raw: io.FileIO, size: int, crc: int,
+                    extra: dict[str, Any]) -> tuple[int, int]:
+        """One ``PutObject`` streaming ``raw``; return the bytes sent and their CRC32C."""
+        raw.seek(0)
+        reader = _Crc32cReader(raw)
+        try:
+            self.client.put_object(Bucket=self._bucket, Key=self.full_key(key), Body=reader,
+                                   ContentLength=size, ChecksumAlgorithm="CRC32C",
+                                   ChecksumCRC32C=checksum.to_base64(crc), **extra)
+        except _BOTO_ERRORS as exc:
+            raise self._error("upload", key, exc) from exc
+        return reader.checked, reader.crc
+
+    def _put_multipart(self, key: str, fd: int, size: int,
+                       extra: dict[str, Any]) -> tuple[int, int]:
+        """A multipart upload with a CRC32C per part; return the bytes sent and their CRC32C.
+
+        Raises:
+            ObjectStoreError: A request failed, or the server's composite checksum is not ours
+                (the upload is aborted, or the completed object deleted).
+        """
+        full_key = self.full_key(key)
+        try:
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self._bucket, Key=full_key, ChecksumAlgorithm="CRC32C",
+                **extra)["UploadId"]
+        except _BOTO_ERRORS as exc:
+            raise self._error("upload", key, exc) from exc
+        try:
+            parts = self._upload_parts(full_key, upload_id, fd, size)
+            response = self.client.complete_multipart_upload(
+                Bucket=self._bucket, Key=full_key, UploadId=upload_id,
+                MultipartUpload={"Parts": [
+                    {"PartNumber": p.number, "ETag": p.etag,
+                     "ChecksumCRC32C": checksum.to_base64(p.crc)} for p in parts]})
+        except BaseException as exc:
+            try:
+                self.client.abort_multipart_upload(Bucket=self._bucket, Key=full_key,
+                                                   UploadId=upload_id)
+            except _BOTO_ERRORS:
+                pass  # the bucket's lifecycle rule (or a later upload) cleans it up
+            if isinstance(exc, _BOTO_ERRORS):
+                raise self._error("upload", key, exc) from exc
+            raise
+        crc = sent = 0
+        for part in parts:
+            crc = checksum.combine(crc, part.crc, part.size)
+            sent += part.size
+        reported = response.get("ChecksumCRC32C") or self._server_crc32c(key)
+        # COMPOSITE reads "<CRC32C of the part CRCs>-N" (some servers leave out "-N"); a server
+        # defaulting to FULL_OBJECT reports the whole object's CRC32C. A server that keeps no
+        # checksum reports none: nothing to compare then.
+        expected = checksum.composite([p.crc for p in parts])
+        if reported is not None and reported.split("-")[0] not in (expected,
+                                                                   checksum.to_base64(crc)):
+            self.delete(key)
+            raise ObjectStoreError(
+                f"S3 upload of {self.url(key)} failed: the server's CRC32C of the stored parts "
+                f"({reported}) is not the one sent ({expected}-{len(parts)}); not stored")
+        return sent, crc
+
+    def _server_crc32c(self, key: str) -> str | None:
+        """The CRC32C the server keeps for ``key`` (``None`` when it keeps none)."""
+        try:
+            response = self.client.head_object(Bucket=self._bucket, Key=self.full_key(key),
+                                               ChecksumMode="ENABLED")
+        except _BOTO_ERRORS as exc:
+            raise self._error("head", key, exc) from exc
+        return response.get("ChecksumCRC32C")
+
+    def _upload_parts(self, full_key: str, upload_id: str, fd: int, size: int) -> list[_Part]:
+        """Send every part, ``max_concurrency`` at a time, each read just before it is sent."""
+        offsets = range(0, size, self._part_size)
+        with ThreadPoolExecutor(max_workers=self._max_concurrency,
+                                thread_name_prefix="s3-store-part") as pool:
+            running: list[Future[_Part]] = []
+            parts: list[_Part] = []
+            try:
+                for number, offset in enumerate(offsets, start=1):
+                    if len(running) >= self._max_concurrency:
+                        parts.append(running.pop(0).result())
+                    running.append(pool.submit(self._upload_part, full_key, upload_id, fd,
+                                               number, offset))
+                parts.extend(f.result() for f in running)
+            except BaseException:
+                for future in running:
+                    future.cancel()
+                raise
+        return parts
+
+    def _upload_part(self, full_key: str, upload_id: str, fd: int, number: int,
+                     offset: int) -> _Part:
+        data = b"".join(_pread_full(fd, self._part_size, offset))
+        crc = checksum.value(data)
+        response = self.client.upload_part(
+            Bucket=self._bucket, Key=full_key, UploadId=upload_id, PartNumber=number,
+            Body=data, ContentLength=len(data), ChecksumAlgorithm="CRC32C",
+            ChecksumCRC32C=checksum.to_base64(crc))
+        return _Part(number=number, etag=response["ETag"], crc=crc, size=len(data))
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> StoredObject:
-        """Store ``data`` under ``key`` in one ``PutObject`` with its SHA-256 as metadata.
+        """Store ``data`` under ``key`` in one ``PutObject`` with its CRC32C.
 
         Raises:
             ObjectStoreError: The key is unsafe or S3 refused or failed the request.
         """
         full_key = self.full_key(key)
-        sha256 = hashlib.sha256(data).hexdigest()
+        crc = checksum.value(data)
         extra: dict[str, Any] = {}
         if content_type:
             extra["ContentType"] = content_type
@@ -521,18 +626,22 @@ class S3ObjectStore(ObjectStore):
                 Bucket=self._bucket,
                 Key=full_key,
                 Body=data,
-                Metadata={SHA256_METADATA: sha256},
+                Metadata={CRC32C_METADATA: checksum.to_hex(crc)},
+                ChecksumAlgorithm="CRC32C",
+                ChecksumCRC32C=checksum.to_base64(crc),
                 **extra,
             )
         except _BOTO_ERRORS as exc:
             raise self._error("upload", key, exc) from exc
-        return StoredObject(key=key, size=len(data), sha256=sha256)
+        return StoredObject(key=key, size=len(data), checksum=checksum.to_hex(crc),
+                            checksum_algorithm=checksum.CRC32C)
 
     def head(self, key: str) -> StoredObject | None:
-        """Return size and SHA-256 metadata of ``key``, or ``None`` when it does not exist.
+        """Return size and checksum metadata of ``key``, or ``None`` when it does not exist.
 
-        A HEAD response has no body, so a missing bucket also reads as ``None`` here; the next
-        write names it.
+        The checksum is the ``crc32c`` metadata, else the ``sha256`` of objects stored before
+        CRC32C. A HEAD response has no body, so a missing bucket also reads as ``None`` here;
+        the next write names it.
 
         Raises:
             ObjectStoreError: The key is unsafe or S3 refused the request.
@@ -546,11 +655,14 @@ class S3ObjectStore(ObjectStore):
             raise self._error("head", key, exc) from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise self._error("head", key, exc) from exc
-        return StoredObject(
-            key=key,
-            size=int(response["ContentLength"]),
-            sha256=(response.get("Metadata") or {}).get(SHA256_METADATA),
-        )
+        size = int(response["ContentLength"])
+        metadata = response.get("Metadata") or {}
+        for name, algorithm in ((CRC32C_METADATA, checksum.CRC32C),
+                                (SHA256_METADATA, checksum.SHA256)):
+            if metadata.get(name):
+                return StoredObject(key=key, size=size, checksum=metadata[name],
+                                    checksum_algorithm=algorithm)
+        return StoredObject(key=key, size=size)
 
     def open(self, key: str) -> S3RangeReader:
         """Open ``key`` as a seekable :class:`S3RangeReader` (one HEAD now, one GET per read).
@@ -644,14 +756,12 @@ def _error_code(exc: botocore.exceptions.ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _hash_file(src: Path) -> tuple[int, str]:
-    """Stream ``src`` once and return ``(size, sha256 hex)``."""
-    digest = hashlib.sha256()
-    buf = bytearray(8 * MIB)
-    view = memoryview(buf)
-    size = 0
-    with open(src, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-            size += n
-    return size, digest.hexdigest()
+def _pread_full(fd: int, length: int, offset: int) -> Iterator[bytes]:
+    """Read ``length`` bytes at ``offset`` (fewer at the end of the file), in as few reads."""
+    while length > 0:
+        data = os.pread(fd, length, offset)
+        if not data:
+            return
+        yield data
+        length -= len(data)
+        offset += len(data)

@@ -68,7 +68,7 @@ def test_resource_in_a_dagster_run(tmp_path: Path) -> None:
     @dg.asset
     def note(object_store: ObjectStoreResource) -> dg.MaterializeResult:
         stored = object_store.get_store().put_bytes("notes/n.txt", b"hello")
-        return dg.MaterializeResult(metadata={"sha256": stored.sha256})
+        return dg.MaterializeResult(metadata={"checksum": stored.checksum})
 
     result = dg.materialize(
         [note], resources={"object_store": ObjectStoreResource(local_root=str(tmp_path))}

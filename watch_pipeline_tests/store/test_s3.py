@@ -10,12 +10,17 @@ from typing import Any
 
 import pytest
 
+from watch_pipeline.store import checksum
 from watch_pipeline.store.base import ObjectStoreError, StoredObject
 from watch_pipeline.store.s3 import S3ObjectStore, S3RangeReader
 from watch_pipeline_tests.fixtures.s3_server import S3AuthUsers, S3Server, _free_port
 from watch_pipeline_tests.store.contract import UNSAFE_KEYS, assert_key_refused
 
 MIB = 1024 * 1024
+
+
+def crc32c(data: bytes) -> str:
+    return checksum.to_hex(checksum.value(data))
 
 
 def make_store(server: S3Server, bucket: str, **kwargs: Any) -> S3ObjectStore:
@@ -50,11 +55,13 @@ def test_round_trip(store: S3ObjectStore, s3_server: S3Server, tmp_path: Path) -
 
     stored = store.put_file(key, tmp_path / "talk.mp4", content_type="video/mp4")
 
-    assert stored == StoredObject(key, len(data), hashlib.sha256(data).hexdigest())
+    assert stored == StoredObject(key, len(data), crc32c(data), "crc32c")
     assert store.head(key) == stored
-    raw = s3_server.client().head_object(Bucket=store.bucket, Key=key)
-    assert raw["Metadata"] == {"sha256": stored.sha256}
+    raw = s3_server.client().head_object(Bucket=store.bucket, Key=key, ChecksumMode="ENABLED")
+    assert raw["Metadata"] == {"crc32c": stored.checksum}
     assert raw["ContentType"] == "video/mp4"
+    # the checksum the server keeps (and checks on AWS and MinIO) is the one of the bytes
+    assert checksum.from_base64(raw["ChecksumCRC32C"]) == checksum.value(data)
     assert store.get_bytes(key) == data
     with store.open(key) as fh:
         fh.seek(1000)
@@ -69,14 +76,14 @@ def test_put_bytes_with_prefix(s3_server: S3Server, s3_bucket: str) -> None:
 
     stored = store.put_bytes("t/transcript.json", b"{}", content_type="application/json")
 
-    assert stored.sha256 == hashlib.sha256(b"{}").hexdigest()
+    assert stored.checksum == crc32c(b"{}")
     assert store.url("t/transcript.json") == f"s3://{s3_bucket}/media/t/transcript.json"
     body = s3_server.client().get_object(Bucket=s3_bucket, Key="media/t/transcript.json")["Body"]
     assert body.read() == b"{}"
     assert store.head("t/transcript.json") == stored
 
 
-def test_multipart_upload_above_threshold(
+def test_multipart_upload_sends_a_crc32c_per_part(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path
 ) -> None:
     store = make_store(
@@ -87,15 +94,78 @@ def test_multipart_upload_above_threshold(
 
     stored = store.put_file("big.bin", tmp_path / "big.bin")
 
-    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored.checksum == crc32c(data)
     assert calls["UploadPart"] == 3
     assert calls["CompleteMultipartUpload"] == 1
-    raw = s3_server.client().head_object(Bucket=s3_bucket, Key="big.bin")
+    raw = s3_server.client().head_object(Bucket=s3_bucket, Key="big.bin",
+                                         ChecksumMode="ENABLED")
     assert raw["ETag"].endswith('-3"')  # S3's multipart ETag: <md5 of part md5s>-<parts>
-    assert raw["Metadata"]["sha256"] == stored.sha256
+    assert raw["Metadata"]["crc32c"] == stored.checksum
+    # the server's composite, computed from the bytes it received: the CRC32C of the parts'
+    parts = [data[i : i + 5 * MIB] for i in range(0, len(data), 5 * MIB)]
+    composite = checksum.composite([checksum.value(p) for p in parts])
+    assert raw["ChecksumCRC32C"] in (composite, f"{composite}-3")
     assert store.head("big.bin") == stored
     with store.open("big.bin") as fh:
-        assert hashlib.sha256(fh.read()).hexdigest() == stored.sha256
+        assert fh.read() == data
+
+
+def test_a_part_corrupted_in_transit_is_caught_and_nothing_is_stored(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    """A part whose bytes change after their CRC32C was taken: AWS and MinIO refuse the part
+    (BadDigest); moto stores it, and the composite it reports then differs from ours."""
+    store = make_store(
+        s3_server, s3_bucket, multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB
+    )
+    write_random(tmp_path / "big.bin", 11 * MIB)
+
+    def flip_a_byte(params: dict[str, Any], **_kwargs: Any) -> None:
+        if params.get("PartNumber") == 2:
+            body = bytearray(params["Body"])
+            body[1234] ^= 0x01
+            params["Body"] = bytes(body)
+
+    store.client.meta.events.register("before-parameter-build.s3.UploadPart", flip_a_byte)
+    with pytest.raises(ObjectStoreError, match=r"big\.bin.*CRC32C.*not stored|BadDigest"):
+        store.put_file("big.bin", tmp_path / "big.bin")
+
+    assert store.head("big.bin") is None
+    uploads = s3_server.client().list_multipart_uploads(Bucket=s3_bucket)
+    assert not uploads.get("Uploads")
+
+
+def test_a_source_rewritten_during_the_upload_is_not_stored(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    store = make_store(
+        s3_server, s3_bucket, multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB
+    )
+    src = tmp_path / "big.bin"
+    write_random(src, 11 * MIB)
+
+    def rewrite_the_source(params: dict[str, Any], **_kwargs: Any) -> None:
+        if params.get("PartNumber") == 1:
+            with open(src, "r+b") as fh:  # another program rewrites the end of the file
+                fh.seek(10 * MIB)
+                fh.write(b"x" * 100)
+
+    store.client.meta.events.register("before-parameter-build.s3.UploadPart",
+                                      rewrite_the_source)
+    with pytest.raises(ObjectStoreError, match="changed while being uploaded"):
+        store.put_file("big.bin", src)
+
+    assert store.head("big.bin") is None
+
+
+def test_objects_stored_before_crc32c_report_their_sha256(
+    store: S3ObjectStore, s3_server: S3Server
+) -> None:
+    digest = hashlib.sha256(b"abc").hexdigest()
+    s3_server.client().put_object(Bucket=store.bucket, Key="old.wav", Body=b"abc",
+                                  Metadata={"sha256": digest})
+
+    assert store.head("old.wav") == StoredObject("old.wav", 3, digest, "sha256")
 
 
 def test_empty_file(store: S3ObjectStore, tmp_path: Path) -> None:
@@ -103,7 +173,7 @@ def test_empty_file(store: S3ObjectStore, tmp_path: Path) -> None:
 
     stored = store.put_file("empty", tmp_path / "empty")
 
-    assert stored == StoredObject("empty", 0, hashlib.sha256(b"").hexdigest())
+    assert stored == StoredObject("empty", 0, crc32c(b""), "crc32c")
     with store.open("empty") as fh:
         assert fh.read() == b""
         assert fh.read(10) == b""
