@@ -13,6 +13,7 @@ from watch_pipeline.defs.assets import (
 )
 from watch_pipeline.defs.batch import import_batch_job
 from watch_pipeline.defs.jobs import import_job, recompute_fingerprints_job, transcribe_job
+from watch_pipeline.defs.manual import manual_import_job
 from watch_pipeline.defs.previews import thumbnail, waveform
 from watch_pipeline.defs.recovery import build_stranded_run_sensor
 from watch_pipeline.defs.resources import launch
@@ -35,7 +36,7 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[raw_file, stitched_media, media_object, waveform, thumbnail, transcript],
         jobs=[import_job, import_batch_job, transcribe_job, cleanup_temp_job,
-              recompute_fingerprints_job],
+              recompute_fingerprints_job, manual_import_job],
         schedules=[cleanup_temp_schedule],
         sensors=[*build_watch_sensors(config.sensor_interval_seconds,
                                       config.local_sensor_interval_seconds),

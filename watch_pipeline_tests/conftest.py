@@ -15,4 +15,5 @@ pytest_plugins = [
     "watch_pipeline_tests.fixtures.riva_server",
     "watch_pipeline_tests.fixtures.speech",
     "watch_pipeline_tests.fixtures.docker_stack",
+    "watch_pipeline_tests.fixtures.http_server",
 ]

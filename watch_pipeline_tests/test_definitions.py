@@ -13,14 +13,14 @@ from watch_pipeline.definitions import defs
 ROOT = Path(__file__).resolve().parent.parent
 
 
-JOBS = ["cleanup_temp_job", "import_batch_job", "import_job", "recompute_fingerprints_job",
-        "transcribe_job"]
+JOBS = ["cleanup_temp_job", "import_batch_job", "import_job", "manual_import_job",
+        "recompute_fingerprints_job", "transcribe_job"]
 SENSORS = ["import_failure_sensor", "local_watch_sensor", "notification_sensor",
            "recompute_fingerprints_sensor", "s3_watch_sensor", "smb_watch_sensor",
            "source_health_sensor", "stranded_run_sensor"]
 SCHEDULES = ["cleanup_temp"]
 ASSETS = ["media_object", "raw_file", "stitched_media", "thumbnail", "transcript", "waveform"]
-RESOURCES = ["catalog", "mailer", "object_store", "sources", "transcriber"]
+RESOURCES = ["catalog", "mailer", "manual_import", "object_store", "sources", "transcriber"]
 
 
 def test_definitions_load_and_resolve(dagster_home):

@@ -220,6 +220,9 @@ class WatchSource(Base):
     fs_events_mode: Mapped[str | None] = mapped_column(sa.String(16))
     fs_events_reason: Mapped[str | None] = mapped_column(sa.Text)
     fs_events_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The one system source holding files brought by hand (migration 0010): never scanned, not
+    # listed by ``source list`` unless asked; its rows carry per-file overrides (see below).
+    is_manual: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -285,6 +288,8 @@ class WatchSourceFile(Base):
         sa.CheckConstraint(
             f"skip_reason IS NULL OR skip_reason IN ({_values(SkipReason)})", name="skip_reason"
         ),
+        sa.CheckConstraint(f"origin IS NULL OR origin IN ({_values(MediaOrigin)})",
+                           name="origin"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -323,6 +328,14 @@ class WatchSourceFile(Base):
     # The Dagster run that took this row for import (migration 0007): another run of the same
     # partition refuses to import while that run is still running.
     import_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    # Per-file overrides of the source's settings, set on files brought by hand (migration
+    # 0010); NULL takes the source's value (``origin``: ``watch``).
+    owner_id: Mapped[int | None] = mapped_column()
+    collections: Mapped[list[str] | None] = mapped_column(JsonList)
+    tags: Mapped[list[str] | None] = mapped_column(JsonList)
+    auto_transcribe: Mapped[bool | None] = mapped_column()
+    delete_after_import: Mapped[bool | None] = mapped_column()
+    origin: Mapped[str | None] = mapped_column(sa.String(16))
 
     source: Mapped[WatchSource] = relationship(back_populates="files")
     media_file: Mapped[MediaFile | None] = relationship()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -83,7 +83,8 @@ def claim_candidates(session: Session, source_ids: list[int]) -> list[ClaimCandi
                # a source whose last scan failed (server down, login refused) waits: its files
                # would only burn their retries
                sa.or_(WatchSource.last_scan_status.is_(None),
-                      WatchSource.last_scan_status != ScanStatus.ERROR),
+                      WatchSource.last_scan_status != ScanStatus.ERROR,
+                      WatchSource.is_manual.is_(True)),  # never scanned: nothing failed
                sa.or_(f.partition_key.is_not(None), f.imohash.is_not(None)),
                f.status.in_((FileStatus.PENDING, FileStatus.ERROR)))
         .order_by(f.created_at, f.id)
@@ -169,6 +170,10 @@ class ImportItem:
     source's part pattern; ``filename`` is then part 1's name until the caller names the
     stitched recording (``pipeline.steps`` does, with ``pipeline.multipart``; the catalog does
     not parse names). A single file has no parts.
+
+    Owner, collections, tags, ``auto_transcribe`` and ``delete_after_import`` are the origin
+    row's own values where it has them (a file brought by hand), else its source's; ``origin``
+    is how the media entered: ``watch``, ``upload`` (a path brought by hand) or ``url``.
     """
 
     fingerprint: str
@@ -191,6 +196,7 @@ class ImportItem:
     parts: tuple[PartRef, ...] = ()
     missing: tuple[int, ...] = ()
     multipart_regex: str | None = None
+    origin: str = MediaOrigin.WATCH.value
 
     @property
     def is_group(self) -> bool:
@@ -204,6 +210,14 @@ class NothingToImport(LookupError):
 
 _ORIGIN_ORDER = (WatchSourceFile.watch_source_id, WatchSourceFile.part_number,
                  WatchSourceFile.created_at, WatchSourceFile.id)
+
+
+_V = TypeVar("_V")
+
+
+def _own(value: _V | None, default: _V) -> _V:
+    """A file row's override, else the source's value."""
+    return default if value is None else value
 
 
 def _item(session: Session, key: str, rows: list[WatchSourceFile]) -> ImportItem:
@@ -222,13 +236,16 @@ def _item(session: Session, key: str, rows: list[WatchSourceFile]) -> ImportItem
         fingerprint=key, file_id=first.id, source_id=source.id, source_name=source.name,
         source_type=source.source_type, remote_path=first.remote_path, filename=first.filename,
         file_size=sum(p.file_size for p in parts) if parts else (first.file_size or 0),
-        owner_id=source.owner_id, collections=tuple(source.collections or ()),
-        tags=tuple(source.tags or ()), auto_transcribe=source.auto_transcribe,
-        delete_after_import=source.delete_after_import,
+        owner_id=_own(first.owner_id, source.owner_id),
+        collections=tuple(_own(first.collections, source.collections) or ()),
+        tags=tuple(_own(first.tags, source.tags) or ()),
+        auto_transcribe=_own(first.auto_transcribe, source.auto_transcribe),
+        delete_after_import=_own(first.delete_after_import, source.delete_after_import),
         upload_stitched_to_source=source.upload_stitched_to_source,
         min_speakers=source.min_speakers, max_speakers=source.max_speakers,
         detected_at=min(r.created_at for r in rows), parts=parts, missing=missing,
-        multipart_regex=source.multipart_regex if parts else None)
+        multipart_regex=source.multipart_regex if parts else None,
+        origin=first.origin or MediaOrigin.WATCH.value)
 
 
 def _origin_rows(session: Session, key: str, statuses: tuple[str, ...] | None
@@ -349,6 +366,8 @@ def ensure_media(catalog: Catalog, item: ImportItem, *, content_type: str | None
     lock), so runs racing on one partition share one row. ``imohash`` is the stored file's own
     fingerprint when it differs from the partition key (a stitched recording), so the stitched
     file found again later is a duplicate; ``imohash_version`` names the algorithm that made it.
+    The row records how the media entered (``item.origin``); media brought by hand belong to no
+    watch source.
     """
     stem = item.filename.rsplit(".", 1)[0] if "." in item.filename else item.filename
     with catalog.session() as session:
@@ -356,8 +375,9 @@ def ensure_media(catalog: Catalog, item: ImportItem, *, content_type: str | None
             session, MediaFile.__table__, ["partition_key"]).values(
                 owner_id=item.owner_id, title=stem[:500], filename=item.filename,
                 imohash=imohash or item.fingerprint, imohash_version=imohash_version,
-                partition_key=item.fingerprint, origin=MediaOrigin.WATCH,
-                status=MediaStatus.PROCESSING, watch_source_id=item.source_id,
+                partition_key=item.fingerprint, origin=item.origin,
+                status=MediaStatus.PROCESSING,
+                watch_source_id=item.source_id if item.origin == MediaOrigin.WATCH else None,
                 collections=list(item.collections), tags=list(item.tags)))
         media = session.scalars(
             sa.select(MediaFile).where(MediaFile.partition_key == item.fingerprint)
@@ -720,29 +740,38 @@ def load_seen(session: Session, source_id: int) -> dict[str, SeenRow]:
 
 
 class ImportedCopy(NamedTuple):
-    """A file row that already brought some content in (dedup layer 2)."""
+    """A file row that already brought some content in (dedup layer 2).
+
+    ``by_hand``: the row is a file brought by hand (``media import``), not a watched one.
+    """
 
     source_id: int
     media_file_id: int | None
+    by_hand: bool = False
+
+
+def _copy(row: sa.Row | None) -> ImportedCopy | None:
+    if row is None:
+        return None
+    return ImportedCopy(row.watch_source_id, row.media_file_id,
+                        row.origin not in (None, MediaOrigin.WATCH))
 
 
 def imported_copy(session: Session, fingerprint: str) -> ImportedCopy | None:
-    """``(source id, media id)`` of a row already imported with this imohash."""
-    row = session.execute(
-        sa.select(_F.watch_source_id, _F.media_file_id)
+    """``(source id, media id, by hand)`` of a row already imported with this imohash."""
+    return _copy(session.execute(
+        sa.select(_F.watch_source_id, _F.media_file_id, _F.origin)
         .where(_F.imohash == fingerprint,
                _F.status.in_((FileStatus.IMPORTED, FileStatus.STITCHED_PART))).limit(1)
-    ).first()
-    return ImportedCopy(row.watch_source_id, row.media_file_id) if row else None
+    ).first())
 
 
 def imported_in_partition(session: Session, fingerprint: str) -> ImportedCopy | None:
-    """``(source id, media id)`` of a row already imported in a partition of ``fingerprint``."""
-    row = session.execute(
-        sa.select(_F.watch_source_id, _F.media_file_id).where(
+    """``(source id, media id, by hand)`` of a row imported in a partition of ``fingerprint``."""
+    return _copy(session.execute(
+        sa.select(_F.watch_source_id, _F.media_file_id, _F.origin).where(
             _of_content_key(_F.partition_key, fingerprint),
-            _F.status.in_((FileStatus.IMPORTED, FileStatus.STITCHED_PART))).limit(1)).first()
-    return ImportedCopy(row.watch_source_id, row.media_file_id) if row else None
+            _F.status.in_((FileStatus.IMPORTED, FileStatus.STITCHED_PART))).limit(1)).first())
 
 
 def existing_media(session: Session, fingerprint: str) -> int | None:
@@ -819,6 +848,7 @@ class EnabledSource:
     last_scan_at: datetime | None
     polling_interval_minutes: int
     events_on: bool = False  # use_fs_events and the watcher holds it in ``events`` mode
+    manual: bool = False  # the manual-imports source: its files are claimed, never scanned
 
 
 def enabled_sources(session: Session, kind: str) -> list[EnabledSource]:
@@ -828,7 +858,8 @@ def enabled_sources(session: Session, kind: str) -> list[EnabledSource]:
                                      WatchSource.is_enabled.is_(True))
         .order_by(WatchSource.last_scan_at.is_not(None), WatchSource.last_scan_at)).all()
     return [EnabledSource(r.id, r.name, r.last_scan_at, r.polling_interval_minutes,
-                          bool(r.use_fs_events) and r.fs_events_mode == EVENTS_MODE)
+                          bool(r.use_fs_events) and r.fs_events_mode == EVENTS_MODE,
+                          bool(r.is_manual))
             for r in rows]
 
 

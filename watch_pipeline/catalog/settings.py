@@ -55,6 +55,17 @@ SETTINGS: dict[str, SettingSpec] = {
                     "Media lasting longer (hours, after probing; parts summed) is skipped with "
                     "reason too_long, and transcription normalises no more than this.",
                     above=0, maximum=36),
+        SettingSpec("import.url_max_bytes", int, 20 * 1024**3,
+                    "Largest download `media import --url` (and manual_import_job) accepts, in "
+                    "bytes; a larger body is refused before or while it arrives.",
+                    minimum=1, maximum=1024**4),
+        SettingSpec("import.url_timeout_seconds", float, 60.0,
+                    "A URL download gives up on a server that does not connect or send more "
+                    "bytes for this long (a dropped connection is resumed).",
+                    above=0, maximum=3_600),
+        SettingSpec("import.url_max_redirects", int, 5,
+                    "Redirects a URL download follows before giving up.",
+                    minimum=0, maximum=20),
         SettingSpec("fingerprints.recompute_complete", bool, False,
                     "Set by recompute_fingerprints_job; false makes the sensor launch it once."),
     )

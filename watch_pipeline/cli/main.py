@@ -14,6 +14,7 @@ from watch_pipeline.cli import (
     admin,
     email,
     events,
+    imports,
     media,
     multipart,
     sources,
@@ -37,6 +38,7 @@ for _command in (sources.source, media.media, admin.settings, admin.db, admin.se
                  admin.fingerprints, transcriber.transcriber, store.store, multipart.multipart,
                  email.email, events.events):
     cli.add_command(_command)
+media.media.add_command(imports.import_)
 
 
 def main() -> None:

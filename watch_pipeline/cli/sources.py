@@ -204,11 +204,14 @@ _LIST_COLUMNS = (Column("ID", 4, right=True), Column("NAME", 24), Column("TYPE",
 @source.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--type", "source_type", type=click.Choice([t.value for t in SourceType]))
+@click.option("--all", "show_all", is_flag=True,
+              help="Also the system source holding files imported by hand.")
 @pass_cli
-def list_(cli: CliContext, as_json: bool, source_type: str | None) -> None:
+def list_(cli: CliContext, as_json: bool, source_type: str | None, show_all: bool) -> None:
     """List watch sources with their last scan."""
     with cli.session() as session:
-        rows = svc.list_sources(session, source_type=source_type)
+        rows = [s for s in svc.list_sources(session, source_type=source_type)
+                if show_all or not s.is_manual]
         if as_json:
             emit_json([svc.source_to_dict(s) for s in rows])
             return

@@ -26,6 +26,8 @@ process that uses them and shows the variable's name, never its value, in run co
   ``RIVA_SSL_CERT``, ``RIVA_LANGUAGE_CODE``, ``RIVA_MODEL``, ``RIVA_API_KEY``,
   ``RIVA_ALLOW_INSECURE_API_KEY``);
 - mailer: ``WATCH_SMTP_CA_FILE``, ``WATCH_GRAPH_BASE_URL``, ``WATCH_M365_AUTHORITY_BASE_URL``;
+- manual_import: ``WATCH_IMPORT_ROOT``, the folder below which ``manual_import_job`` may import
+  files (unset: the job imports URLs only);
 - sensors: ``WATCH_SENSOR_INTERVAL_SECONDS`` (watch sensors, 30),
   ``WATCH_LOCAL_SENSOR_INTERVAL_SECONDS`` (the local watch sensor: else
   ``WATCH_SENSOR_INTERVAL_SECONDS`` when that is set, else 3; a tick with nothing due costs
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
@@ -47,6 +49,7 @@ import dagster as dg
 from watch_pipeline.catalog.db import default_catalog_url
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.catalog.secrets import KeyConfig
+from watch_pipeline.defs.manual import ManualImportResource
 from watch_pipeline.mail.graph import DEFAULT_AUTHORITY_BASE, DEFAULT_GRAPH_BASE
 from watch_pipeline.mail.resource import MailerResource
 from watch_pipeline.sources.resource import SourcesResource
@@ -109,6 +112,7 @@ class Launch:
         object_store: Where media and transcripts are stored.
         transcriber: The transcription backend.
         mailer: Mail delivery (CA file, Microsoft 365 endpoints, key location).
+        manual_import: Where ``manual_import_job`` may read files (the import root).
         sensor_interval_seconds: How often the watch sensors tick (the local one aside).
         local_sensor_interval_seconds: How often the local watch sensor ticks.
         notify_interval_seconds: How often the notification and health sensors tick.
@@ -120,6 +124,7 @@ class Launch:
     object_store: ObjectStoreResource
     transcriber: TranscriberResource
     mailer: MailerResource
+    manual_import: ManualImportResource = field(default_factory=ManualImportResource)
     sensor_interval_seconds: int = 30
     notify_interval_seconds: int = 60
     local_sensor_interval_seconds: int = 3
@@ -129,7 +134,7 @@ class Launch:
         """The Definitions' resources, keyed by the parameter names assets and sensors use."""
         return {"catalog": self.catalog, "sources": self.sources,
                 "object_store": self.object_store, "transcriber": self.transcriber,
-                "mailer": self.mailer}
+                "mailer": self.mailer, "manual_import": self.manual_import}
 
 
 def _catalog(env: _Environ) -> CatalogResource:
@@ -227,6 +232,7 @@ def launch(environ: Mapping[str, str] | None = None) -> Launch:
         object_store=_object_store(env),
         transcriber=_transcriber(env),
         mailer=_mailer(env),
+        manual_import=ManualImportResource(import_root=env.text("WATCH_IMPORT_ROOT")),
         sensor_interval_seconds=env.seconds("WATCH_SENSOR_INTERVAL_SECONDS", 30),
         notify_interval_seconds=env.seconds("WATCH_NOTIFY_INTERVAL_SECONDS", 60),
         local_sensor_interval_seconds=env.seconds(
@@ -239,6 +245,11 @@ def launch(environ: Mapping[str, str] | None = None) -> Launch:
 def build_resources(environ: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
     """The resources every asset, sensor and job may ask for, keyed by parameter name."""
     return launch(environ).resources()
+
+
+def build_sources(environ: Mapping[str, str] | None = None) -> SourcesResource:
+    """The sources resource configured from the environment (the CLI's scratch folder)."""
+    return _sources(_Environ(os.environ if environ is None else environ))
 
 
 def build_object_store(environ: Mapping[str, str] | None = None) -> ObjectStoreResource:

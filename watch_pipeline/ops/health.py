@@ -33,8 +33,9 @@ def find_problems(catalog: Catalog, now: datetime, *,
     """
     problems: list[Problem] = []
     with catalog.session() as session:
-        sources = session.scalars(sa.select(WatchSource).where(WatchSource.is_enabled.is_(True))
-                                  .order_by(WatchSource.id)).all()
+        sources = session.scalars(sa.select(WatchSource).where(
+            WatchSource.is_enabled.is_(True), WatchSource.is_manual.is_(False))  # never scanned
+            .order_by(WatchSource.id)).all()
         for s in sources:
             if (s.consecutive_scan_failures or 0) >= FAILED_SCANS_LIMIT:
                 problems.append(Problem(s.id, s.name, "failing",

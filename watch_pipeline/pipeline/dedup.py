@@ -9,6 +9,10 @@ are decided here, from what the catalog holds for a fingerprint or a partition k
 3. otherwise a ``media_file`` with that content that is not in ``error``: ``duplicate_existing``
    (any origin).
 
+A file brought by hand is not a watch source's file: content it brought in makes a later watched
+copy ``duplicate_existing``, and a file brought by hand after any import is
+``duplicate_existing`` too.
+
 A row in ``error`` never blocks an import. The scan asks before any download; the import step
 asks again when it marks the other waiting copies of what it just stored.
 """
@@ -39,7 +43,7 @@ def reason_between(source_id: int, other_source_id: int) -> SkipReason:
 
 
 def find_duplicate(*, content: str, source_id: int, imported: ImportedCopy | None,
-                   existing_media_id: int | None) -> Duplicate | None:
+                   existing_media_id: int | None, by_hand: bool = False) -> Duplicate | None:
     """Apply layers 2 and 3 to a file of ``source_id`` whose content key is ``content``.
 
     Args:
@@ -47,10 +51,17 @@ def find_duplicate(*, content: str, source_id: int, imported: ImportedCopy | Non
         source_id: The source the new file was found in.
         imported: A row already imported with this content, if any (the same source included).
         existing_media_id: A ``media_file`` with this content that is not in ``error``.
+        by_hand: The new file was brought by hand (``media import``), not found by a scan.
 
     Returns:
         ``None`` when the content is new.
     """
+    if imported is not None and (by_hand or imported.by_hand):
+        media_id = imported.media_file_id or existing_media_id
+        how = "by hand" if imported.by_hand else f"from source {imported.source_id}"
+        return Duplicate(SkipReason.DUPLICATE_EXISTING, media_id,
+                         f"same content ({content}) already imported {how}"
+                         + (f" as media {media_id}" if media_id else ""))
     if imported is not None:
         media_id = imported.media_file_id
         where = ("this source" if imported.source_id == source_id

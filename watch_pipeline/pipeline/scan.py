@@ -368,8 +368,9 @@ def scan_due_sources(catalog: Catalog, sources: list[queries.EnabledSource], *,
     for source in sources:
         eventful = source.id in latest and (
             source.last_scan_at is None or latest[source.id] > source.last_scan_at - lookback)
-        if not (planner.is_due(source.last_scan_at, source.polling_interval_minutes, now)
-                or source.id in ripe or eventful):
+        if source.manual or not (planner.is_due(source.last_scan_at,
+                                                source.polling_interval_minutes, now)
+                                 or source.id in ripe or eventful):
             continue
         remaining = budget_seconds - (time.monotonic() - started)
         if remaining <= 1:

@@ -14,6 +14,7 @@ from watch_pipeline.catalog.secrets import SecretBox
 from watch_pipeline.catalog.sources import SECRET_COLUMN, source_secret
 from watch_pipeline.sources.base import SourceClient
 from watch_pipeline.sources.factory import create_client
+from watch_pipeline.sources.manual import ManualImportsClient
 
 
 def client_for_source(source: WatchSource, *, box: Callable[[], SecretBox],
@@ -27,6 +28,8 @@ def client_for_source(source: WatchSource, *, box: Callable[[], SecretBox],
         watch_folder: Returns the local sources' root; called only for local sources (it
             raises :class:`SourceError` when the caller was launched without one).
     """
+    if getattr(source, "is_manual", False):  # files brought by hand: by path, never listed
+        return ManualImportsClient()
     secrets: dict[str, str] = {}
     column = SECRET_COLUMN.get(source.source_type)
     if column and getattr(source, column):
