@@ -3,26 +3,32 @@
 A real 16-bit PCM WAV of ``--size-mib`` MiB (pseudo-random samples) is written once. Then, run
 after run and alternating, the same file is
 
-* copied with ``shutil.copyfile`` (the baseline: the kernel's copy, nothing else), and
+* copied with ``shutil.copyfile`` (the baseline: the kernel's copy, nothing else), then flushed
+  with ``fsync`` (timed apart: the disk's share, which a durable store cannot skip);
+* stored with ``LocalObjectStore.put_file`` (the store alone: copy, CRC32C of source and
+  destination, fsync, atomic rename);
 * imported by our pipeline in a child process: a fresh catalog with one local source
   (auto_transcribe off) whose folder holds a hard link to the file, aged 2 minutes so it is
   stable; one tick of the ``local`` watch sensor through ``dg.build_sensor_context`` with its
   partition request applied; then ``dg.materialize([raw_file, stitched_media, media_object])``
   for the requested partition. Only that ``materialize`` call is timed; it includes re-checking
-  the fingerprint, ffprobe, the copy with SHA-256 and the fsync, and Dagster's own bookkeeping.
+  the fingerprint, ffprobe, the store's copy and the fsync, and Dagster's own bookkeeping.
   A tiny WAV found in the same tick is imported first, so one-off first-run costs are not
-  counted; its time is printed as the fixed cost any import pays.
+  counted; its time is printed as the fixed cost any import pays, split into our steps
+  (ffprobe apart) and Dagster's share (the rest of the ``materialize`` call).
 
 The child's peak RSS comes from ``getrusage(RUSAGE_CHILDREN)`` in the parent. Dropping the page
-cache is not possible here, so the source is read warm by both and each figure is a median.
+cache is not possible here, so the source is read warm by all and each figure is a median.
+``--profile FILE`` writes a cProfile of the big import's ``materialize`` (first run).
 
-Usage: python bench/import_local.py [--size-mib 1024] [--runs 2] [--dir /tmp]
+Usage: python bench/import_local.py [--size-mib 1024] [--runs 3] [--dir /tmp] [--profile F]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import collections
+import cProfile
 import json
 import os
 import random
@@ -64,32 +70,44 @@ def write_wav(path: Path, size_mib: int) -> None:
         os.fsync(out.fileno())
 
 
-def baseline_copy(src: Path, dest: Path) -> float:
+def baseline_copy(src: Path, dest: Path) -> tuple[float, float]:
+    """``shutil.copyfile``'s seconds, and those of the ``fsync`` after it."""
     os.sync()  # write back the previous run's pages outside the timed part
     start = time.perf_counter()
     shutil.copyfile(src, dest)
-    elapsed = time.perf_counter() - start
+    copied = time.perf_counter()
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    flushed = time.perf_counter()
     dest.unlink()
+    return copied - start, flushed - copied
+
+
+def store_put(src: Path, root: Path) -> float:
+    """Seconds of ``LocalObjectStore.put_file`` (with its fsync) for ``src``."""
+    from watch_pipeline.store.local import LocalObjectStore
+
+    os.sync()
+    store = LocalObjectStore(root)
+    start = time.perf_counter()
+    stored = store.put_file("user_1/file_1/recording.wav", src, content_type="audio/wav")
+    elapsed = time.perf_counter() - start
+    assert stored.size == src.stat().st_size
+    shutil.rmtree(root)
     return elapsed
 
 
-def sha256_seconds(src: Path) -> float:
-    os.sync()
-    digest, buf = hashlib.sha256(), bytearray(MIB)
-    start = time.perf_counter()
-    with open(src, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(memoryview(buf)[:n])
-    return time.perf_counter() - start
-
-
-def run_child(src: Path, run_dir: Path) -> dict:
+def run_child(src: Path, run_dir: Path, profile: str | None) -> dict:
     os.sync()
     run_dir.mkdir()
     log = run_dir / "child.log"
+    extra = ["--profile", profile] if profile else []
     with open(log, "w") as err:
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", str(run_dir), "--src", str(src)],
+            [sys.executable, __file__, "--child", str(run_dir), "--src", str(src), *extra],
             stdout=subprocess.PIPE, stderr=err, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -98,7 +116,27 @@ def run_child(src: Path, run_dir: Path) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def child(run_dir: Path, src: Path) -> None:
+def _crc32c_of(path: Path) -> str:
+    from watch_pipeline.store import checksum
+
+    with open(path, "rb", buffering=0) as fh:
+        return checksum.to_hex(checksum.extend_fd(0, fh.fileno(), 0, path.stat().st_size)[0])
+
+
+def _timed(fn, name: str, spent: collections.Counter[str]):
+    """``fn``, adding its seconds to ``spent[name]`` (the bench's accounting, not the code's)."""
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - start
+
+    return timed
+
+
+def child(run_dir: Path, src: Path, profile: str | None = None) -> None:
     """The import, in its own process: set up like the sensor would, then materialize."""
     home, watch, scratch = run_dir / "dagster_home", run_dir / "watch", run_dir / "scratch"
     for d in (home, watch, scratch):
@@ -116,8 +154,8 @@ def child(run_dir: Path, src: Path) -> None:
     from watch_pipeline.catalog.sources import create_source
     from watch_pipeline.defs.assets import media_object, raw_file, stitched_media
     from watch_pipeline.defs.sensors import build_watch_sensor
-    from watch_pipeline.pipeline.fingerprint import imohash_path
     from watch_pipeline.sources.resource import SourcesResource
+    from watch_pipeline.store import checksum
     from watch_pipeline.store.local import LocalObjectStore
     from watch_pipeline.store.resource import ObjectStoreResource
 
@@ -132,6 +170,14 @@ def child(run_dir: Path, src: Path) -> None:
     aged = time.time() - 120
     for path in (target, small):
         os.utime(path, (aged, aged))
+
+    from watch_pipeline.pipeline import steps
+
+    spent: collections.Counter[str] = collections.Counter()
+    for module, name in ((steps, "fetch_raw_file"), (steps, "stitch_media"),
+                         (steps, "store_media"), (steps, "probe"),
+                         (LocalObjectStore, "put_file")):
+        setattr(module, name, _timed(getattr(module, name), name, spent))
 
     store_root = home / "object_store"
     resources = {
@@ -158,37 +204,53 @@ def child(run_dir: Path, src: Path) -> None:
         assert dg.materialize(assets, partition_key=keys[small.name], resources=resources,
                               instance=instance).success
         warmup = time.perf_counter() - start
+        warmup_spent = dict(spent)
+        spent.clear()
 
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        profiler = cProfile.Profile() if profile else None
         start = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
         outcome = dg.materialize(assets, partition_key=fingerprint, resources=resources,
                                  instance=instance)
         elapsed = time.perf_counter() - start
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         assert outcome.success
     with catalog.session() as session:
-        media = session.scalar(sa.select(MediaFile).where(MediaFile.imohash == fingerprint))
+        media = session.scalar(sa.select(MediaFile).where(MediaFile.partition_key == fingerprint))
         key, status = media.object_key, media.status
+        recorded = (media.checksum_algorithm, media.checksum)
     stored = LocalObjectStore(store_root).path(key)
-    ok = stored.stat().st_size == src.stat().st_size and imohash_path(stored) == fingerprint
+    ok = stored.stat().st_size == src.stat().st_size and recorded == (
+        checksum.CRC32C, _crc32c_of(stored)) == (checksum.CRC32C, _crc32c_of(src))
     print("RESULT " + json.dumps({
         "seconds": elapsed, "tick_seconds": tick, "warmup_seconds": warmup, "status": status,
         "key": key, "ok": ok,
-        "rss_before_kib": rss_before,
+        "rss_before_kib": rss_before, "warmup_spent": warmup_spent, "spent": dict(spent),
         "rss_self_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+
+
+def _median(values) -> float:
+    return statistics.median(list(values))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the WAV file")
-    parser.add_argument("--runs", type=int, default=2,
+    parser.add_argument("--runs", type=int, default=3,
                         help="runs of each (alternating); medians are shown")
     parser.add_argument("--dir", default=None, help="parent of the temp dir (default: $TMPDIR)")
+    parser.add_argument("--profile", default=None,
+                        help="write a cProfile of the first big import's materialize here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--src", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child), Path(args.src))
+        child(Path(args.child), Path(args.src), args.profile)
         return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_import_", dir=args.dir))
@@ -199,33 +261,54 @@ def main() -> None:
         print(f"wrote a {args.size_mib} MiB WAV in {time.perf_counter() - start:.1f}s")
         size = src.stat().st_size
 
-        copies, ours, results = [], [], []
+        copies, flushes, puts, ours, results = [], [], [], [], []
         for i in range(args.runs):
-            copies.append(baseline_copy(src, tmp / "copy.wav"))
+            copied, flushed = baseline_copy(src, tmp / "copy.wav")
+            copies.append(copied)
+            flushes.append(flushed)
+            puts.append(store_put(src, tmp / "store"))
             run_dir = tmp / f"run{i}"
-            results.append(run_child(src, run_dir))
+            results.append(run_child(src, run_dir, args.profile if i == 0 else None))
             ours.append(results[-1]["seconds"])
             shutil.rmtree(run_dir)
-            print(f"run {i + 1}: copyfile {copies[-1]:.2f}s, import {ours[-1]:.2f}s "
+            print(f"run {i + 1}: copyfile {copies[-1]:.2f}s (+ fsync {flushes[-1]:.2f}s), "
+                  f"put_file {puts[-1]:.2f}s, import {ours[-1]:.2f}s "
                   f"(tiny warm-up import {results[-1]['warmup_seconds']:.2f}s, "
-                  f"sensor tick {results[-1]['tick_seconds']:.2f}s, "
                   f"media {results[-1]['status']}, stored object verified: {results[-1]['ok']})")
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         before_mib = max(r["rss_before_kib"] for r in results) / 1024
-        sha = sha256_seconds(src)
 
-        base, mine = statistics.median(copies), statistics.median(ours)
-        warm = statistics.median(r["warmup_seconds"] for r in results)
+        base, flush, put, mine = map(_median, (copies, flushes, puts, ours))
+        warm = _median(r["warmup_seconds"] for r in results)
+
+        def step(name: str, key: str = "spent") -> float:
+            return _median(r[key].get(name, 0.0) for r in results)
+
         mib = size / MIB
-        ratio = base / mine
-        print(f"baseline shutil.copyfile, median of {args.runs}: {base:6.2f}s "
-              f"{mib / base:7.0f} MiB/s")
+        n = args.runs
+        print(f"baseline shutil.copyfile, median of {n}: {base:6.2f}s {mib / base:7.0f} MiB/s "
+              f"(its fsync after: {flush:.2f}s, {mib / flush:.0f} MiB/s to the disk)")
+        print(f"LocalObjectStore.put_file (CRC32C verified, fsync), median of {n}: {put:6.2f}s "
+              f"{mib / put:7.0f} MiB/s")
+        verdict = "met" if base / put >= RATIO_TARGET else "NOT met"
+        print(f"ratio put_file / copyfile throughput: {base / put:.2f}x (target >= "
+              f"{RATIO_TARGET}: {verdict}); against copyfile + fsync: "
+              f"{(base + flush) / put:.2f}x")
         print(f"import (materialize raw_file, stitched_media, media_object), median of "
-              f"{args.runs}: {mine:6.2f}s {mib / mine:7.0f} MiB/s")
+              f"{n}: {mine:6.2f}s {mib / mine:7.0f} MiB/s")
+        ratio = base / mine
         print(f"ratio import throughput / copyfile throughput: {ratio:.2f}x "
               f"(target >= {RATIO_TARGET}: {'met' if ratio >= RATIO_TARGET else 'NOT met'})")
-        print(f"for reference: sha256 of the file alone {sha:.2f}s ({mib / sha:.0f} MiB/s, the "
-              f"floor for a store that hashes); a tiny file's import {warm:.2f}s (fixed cost)")
+        ours_big = sum(step(s) for s in ("fetch_raw_file", "stitch_media", "store_media"))
+        print(f"  of the import: raw_file {step('fetch_raw_file'):.2f}s, stitched_media "
+              f"{step('stitch_media'):.2f}s, media_object {step('store_media'):.2f}s (put_file "
+              f"{step('put_file'):.2f}s), ffprobe in them {step('probe'):.2f}s; Dagster's share "
+              f"{mine - ours_big:.2f}s")
+        ours_small = sum(step(s, "warmup_spent")
+                         for s in ("fetch_raw_file", "stitch_media", "store_media"))
+        print(f"fixed cost, a tiny file's import: {warm:.2f}s = our steps {ours_small:.2f}s "
+              f"(ffprobe {step('probe', 'warmup_spent'):.2f}s) + Dagster "
+              f"{warm - ours_small:.2f}s")
         verdict = "met" if peak_mib < RSS_TARGET_MIB else "NOT met"
         print(f"peak RSS of the import process: {peak_mib:.0f} MiB (of which {before_mib:.0f} MiB "
               f"before the big import: Python, Dagster, catalog) "

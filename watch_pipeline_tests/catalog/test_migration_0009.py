@@ -97,3 +97,26 @@ def test_downgrade_drops_the_columns_and_keeps_old_sha256(catalog_url: str) -> N
                 SHA256_OF_ABC, "sha256")
     finally:
         engine.dispose()
+
+
+def test_media_show_names_the_algorithm_of_an_old_row(
+    dagster_home: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from watch_pipeline.cli.main import cli
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = create_catalog_engine(url)
+    try:
+        upgrade(engine, "0008")
+        _insert_media(engine, [(1, SHA256_OF_ABC)])
+    finally:
+        engine.dispose()
+    monkeypatch.setenv("WATCH_CATALOG_URL", url)
+
+    result = CliRunner().invoke(cli, ["media", "show", "1", "--json"], catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    assert '"checksum": "' + SHA256_OF_ABC in result.output
+    assert '"checksum_algorithm": "sha256"' in result.output
