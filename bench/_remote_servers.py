@@ -83,10 +83,24 @@ def _fixtures():  # type: ignore[no-untyped-def]
 @contextlib.contextmanager
 def moto_server(log_dir: Path) -> Iterator[str]:
     """Run moto's S3 server (as the tests start it) with bucket :data:`BUCKET`."""
+    with moto_server_process(log_dir) as server:
+        yield server.endpoint_url
+
+
+@contextlib.contextmanager
+def moto_server_process(log_dir: Path) -> Iterator[Any]:
+    """As :func:`moto_server`, but yield the fixture's ``MotoProcess`` (``endpoint_url``, pid)."""
     s3_fixture, _ = _fixtures()
-    with s3_fixture.running_moto(log_dir) as endpoint_url:
-        plain_s3_client(endpoint_url).create_bucket(Bucket=BUCKET)
-        yield endpoint_url
+    with s3_fixture.moto_process(log_dir) as server:
+        plain_s3_client(server.endpoint_url).create_bucket(Bucket=BUCKET)
+        yield server
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)

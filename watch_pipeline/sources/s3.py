@@ -92,8 +92,12 @@ MAX_PART_SIZE = 64 * MIB
 """The largest part: bounds what a crash can waste (the parts in flight beyond the prefix)."""
 DOWNLOAD_WORKERS = 4
 """Ranged GETs in flight in one download; each worker holds one :data:`DOWNLOAD_CHUNK` buffer."""
-DOWNLOAD_CHUNK = 1 * MIB  # larger reads make urllib3 allocate afresh each time: slower
-"""Bytes read from the response stream and written to disk at a time (the memory bound)."""
+DOWNLOAD_CHUNK = 256 * 1024
+"""Bytes read from a response stream and written to disk at a time (the memory bound).
+
+urllib3 reads each chunk into a new bytes object before copying it into the buffer, so a GET
+in flight holds about twice this: 4 GETs of 1 MiB chunks added 8.3 MiB to the peak RSS of a
+256 MiB download, of 256 KiB chunks 2.3 MiB, for 0.03 s more CPU."""
 DOWNLOAD_RETRIES = 5
 """Re-requests after a connection dropped mid-stream, counted per GET since its last progress."""
 LIST_PAGE_SIZE = 1000
@@ -388,11 +392,13 @@ class S3SourceClient(base.SourceClient):
         expected_size: int | None = None,
         etag: str | None = None,
     ) -> Path:
-        """Stream the object into ``dest``, resuming from ``<dest>.part`` when possible.
+        """Fetch the object into ``dest``, resuming from ``<dest>.part`` when possible.
 
-        Bytes arrive in ``<dest>.part``; ``<dest>.part.etag`` records the ETag they belong to, so
-        a later call resumes only a partial file of the same version of the object. Both are
-        removed once ``dest`` is complete (see :func:`partial_files`).
+        Above :data:`PART_SIZE` bytes, as parallel ranged GETs (see the module docstring).
+        Bytes arrive in ``<dest>.part``; ``<dest>.part.etag`` records the ETag they belong to
+        (and how many are complete), so a later call resumes only a partial file of the same
+        version of the object. Both are removed once ``dest`` is complete (see
+        :func:`partial_files`). Memory: one :data:`DOWNLOAD_CHUNK` buffer per GET in flight.
 
         Args:
             remote_path: The key relative to the prefix.
@@ -408,8 +414,9 @@ class S3SourceClient(base.SourceClient):
             UnsafePathError: The path is unsafe, or ``dest`` names a folder.
             SourceChangedError: The object no longer matches the listing (ETag or size) or was
                 replaced mid-download; the partial file is removed.
-            SourceUnreachableError: The connection dropped :data:`DOWNLOAD_RETRIES` times in a row
-                without progress; the partial file is kept for the next attempt.
+            SourceUnreachableError: A connection dropped :data:`DOWNLOAD_RETRIES` times in a row
+                without progress, or the endpoint stopped answering; the complete prefix of the
+                partial file is kept for the next attempt.
             SourceError: Not enough free space near ``dest``; the bytes received differ from the
                 expected size (the partial file is removed); or a subclass for S3 refusing the
                 request.
