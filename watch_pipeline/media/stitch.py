@@ -1,7 +1,7 @@
 """Stitch the parts of a multi-part recording into one file with ffmpeg.
 
-Each part is probed (:func:`watch_pipeline.media.probe.probe`). When every part agrees on the
-first video stream's (codec, width, height) and the first audio stream's (codec, sample rate,
+The parts' probes (:func:`watch_pipeline.media.probe.probe`) decide how. When every part agrees on
+the first video stream's (codec, width, height) and the first audio stream's (codec, sample rate,
 channels), the parts are joined by ffmpeg's concat demuxer with stream copy — no re-encoding, as
 fast as the disk. Otherwise they are re-encoded through the concat filter: video parts are scaled
 and padded to the first part's size, audio resampled to the first audio part's rate and channel
