@@ -29,6 +29,7 @@ the media row of a partition is unique in the database.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import shutil
 import tempfile
@@ -60,7 +61,7 @@ from watch_pipeline.pipeline.multipart import compile_part_regex, output_name, p
 from watch_pipeline.sources.base import SourceClient, SourceError
 from watch_pipeline.store.base import ObjectStore, ObjectStoreError
 from watch_pipeline.transcribe import formats
-from watch_pipeline.transcribe.base import Transcriber, TranscriptionError
+from watch_pipeline.transcribe.base import Transcriber, Transcript, TranscriptionError
 
 RAW_FILE = "raw_file"
 STITCHED_MEDIA = "stitched_media"
@@ -642,6 +643,45 @@ def transcript_base(object_key: str, model_id: str) -> str:
     return f"{object_key.rsplit('/', 1)[0]}/transcripts/{model_slug(model_id)}"
 
 
+TRANSCRIPT_FORMATS: tuple[tuple[str, Callable[[Transcript], str], str], ...] = (
+    ("json", formats.to_json, "application/json"),
+    ("srt", formats.to_srt, "application/x-subrip"),
+    ("vtt", formats.to_vtt, "text/vtt"),
+    ("txt", formats.to_text, "text/plain"),
+)
+"""The stored formats of a transcript: extension, renderer, content type (JSON first)."""
+
+
+def keep_earlier_transcript(store: ObjectStore, base: str, new: Transcript) -> str | None:
+    """Keep the transcript stored at ``base`` when ``new`` says something else.
+
+    A model id does not pin the weights (Riva's server default model is upgraded, a Whisper
+    model directory is replaced under the same name, faster-whisper changes), so the same
+    ``base`` can receive a different transcript. Before it is overwritten, the earlier one's
+    files are copied to ``<base>.<first 12 hex digits of its JSON's SHA-256>.*``: a key that
+    depends only on that transcript, so a retry keeps it once. An earlier transcript with the
+    same text and segments is simply rewritten.
+
+    Returns:
+        The base the earlier transcript was kept under, or ``None`` (none, or the same).
+    """
+    if store.head(base + ".json") is None:
+        return None
+    earlier = store.get_bytes(base + ".json")
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        previous = formats.from_json(earlier.decode("utf-8"))
+        if (previous.text, previous.segments) == (new.text, new.segments):
+            return None
+    kept = f"{base}.{hashlib.sha256(earlier).hexdigest()[:12]}"
+    for extension, _, content_type in TRANSCRIPT_FORMATS:
+        key = f"{base}.{extension}"
+        if store.head(key) is not None:
+            store.put_bytes(f"{kept}.{extension}",
+                            earlier if extension == "json" else store.get_bytes(key),
+                            content_type=content_type)
+    return kept
+
+
 def transcribe_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
                      store: ObjectStore, transcriber: Transcriber, *,
                      requested: bool = False) -> Transcription:
@@ -649,9 +689,10 @@ def transcribe_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
 
     An import skips it when the source has ``auto_transcribe`` off; a ``requested`` transcript
     (a run of ``transcribe_job``, a backfill or a materialization of ``transcript`` alone) is
-    made whatever the source says. Re-running overwrites the same keys for the same model;
-    transcripts by other models are kept. A failure marks the media ``error`` with the reason;
-    the import itself (object, rows) stays.
+    made whatever the source says. Transcripts are keyed by model id (:func:`transcript_base`):
+    other models' transcripts are kept, and so is an earlier one of the same model id that says
+    something else (:func:`keep_earlier_transcript`). A failure marks the media ``error`` with
+    the reason; the import itself (object, rows) stays.
 
     Args:
         ctx: The step.
@@ -679,13 +720,13 @@ def transcribe_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
             result = transcriber.transcribe(path, min_speakers=item.min_speakers,
                                             max_speakers=item.max_speakers)
         base = transcript_base(record.object_key, transcriber.model_id)
-        store.put_bytes(base + ".json", formats.to_json(result).encode(),
-                        content_type="application/json")
-        store.put_bytes(base + ".srt", formats.to_srt(result).encode(),
-                        content_type="application/x-subrip")
-        store.put_bytes(base + ".vtt", formats.to_vtt(result).encode(), content_type="text/vtt")
-        store.put_bytes(base + ".txt", formats.to_text(result).encode(),
-                        content_type="text/plain")
+        kept = keep_earlier_transcript(store, base, result)
+        if kept is not None:
+            ctx.log.info(f"an earlier, different transcript of {transcriber.model_id} is kept "
+                         f"at {kept}.*")
+        for extension, render, content_type in TRANSCRIPT_FORMATS:
+            store.put_bytes(f"{base}.{extension}", render(result).encode(),
+                            content_type=content_type)
     except (TranscriptionError, ObjectStoreError, OSError) as exc:
         reason = (f"transcription failed: {exc} (the media is imported; re-materialize "
                   f"transcript for partition {fingerprint} to retry)")
