@@ -66,8 +66,9 @@ def manual_import_op(context: dg.OpExecutionContext, config: ManualImportConfig,
             arrival = manual.register_url(catalog.get(), config.url, scratch=sources.scratch(),
                                           options=options)
         else:
-            path = manual.resolve_under_root(manual_import.root(), config.path)
-            arrival = manual.register_path(catalog.get(), path, options=options)
+            root = manual_import.root()
+            path = manual.resolve_under_root(root, config.path)
+            arrival = manual.register_path(catalog.get(), path, options=options, within=root)
     except (manual.ManualImportError, SourceError, ValidationError) as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     context.log.info(f"{arrival.path}: {arrival.message}")

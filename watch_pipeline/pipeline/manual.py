@@ -174,11 +174,16 @@ def resolve_under_root(root: Path | None, given: str) -> Path:
     return real
 
 
-def _open_media(path: Path) -> tuple[Path, os.stat_result, str]:
+def _open_media(path: Path, within: Path | None) -> tuple[Path, os.stat_result, str]:
     """Resolve ``path``, check it is a readable media file, and fingerprint it.
 
+    The path returned is the one of the file actually opened (``/proc/self/fd``), checked to lie
+    below ``within`` when given: a link swapped in after :func:`resolve_under_root` looked
+    cannot lead the registration out of the import root.
+
     Raises:
-        ManualImportError: Missing, not a regular file, unreadable, or not media.
+        ManualImportError: Missing, not a regular file, unreadable, not media, or outside
+            ``within``.
     """
     try:
         real = Path(os.path.realpath(path.expanduser(), strict=True))
@@ -192,6 +197,12 @@ def _open_media(path: Path) -> tuple[Path, os.stat_result, str]:
             kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
             raise ManualImportError(f"{path}: is {kind}; give a media file")
         with open(real, "rb") as fh:
+            real = _opened_path(fh.fileno(), real)
+            if within is not None and not real.is_relative_to(os.path.realpath(within)):
+                raise ManualImportError(f"{path}: is outside the import root {within}")
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):  # replaced since it was looked at
+                raise ManualImportError(f"{path}: is not a regular file; give a media file")
             check = validate_media(fh, st.st_size)
             if not check.ok:
                 raise ManualImportError(f"{path}: is not a media file ({check.message})")
@@ -204,9 +215,17 @@ def _open_media(path: Path) -> tuple[Path, os.stat_result, str]:
     return real, st, fingerprint
 
 
+def _opened_path(fd: int, fallback: Path) -> Path:
+    """The path of the open file ``fd`` as the kernel knows it (Linux), else ``fallback``."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:  # pragma: no cover - no /proc
+        return fallback
+
+
 def register_path(catalog: Catalog, path: Path, *, options: ManualOptions,
                   origin: MediaOrigin = MediaOrigin.UPLOAD, delete_after_import: bool = False,
-                  shown: str | None = None) -> Arrival:
+                  shown: str | None = None, within: Path | None = None) -> Arrival:
     """Register the media file at ``path`` for import (see the module docstring).
 
     Args:
@@ -216,13 +235,14 @@ def register_path(catalog: Catalog, path: Path, *, options: ManualOptions,
         origin: ``upload`` (a path) or ``url`` (a staged download).
         delete_after_import: The import removes the file once stored (staged downloads).
         shown: How to name the arrival to a person (default: the resolved path).
+        within: The file opened must lie below this folder (the Dagster job's import root).
 
     Raises:
         ManualImportError: The file is missing, not a regular file, unreadable or not media.
         ValidationError: An option breaks a rule.
     """
     options = options.checked()
-    real, st, fingerprint = _open_media(path)
+    real, st, fingerprint = _open_media(path, within)
     source_id = catalog_manual.manual_source_id(catalog)
     remote_path = remote_path_of(real)
     name = real.name
@@ -305,8 +325,9 @@ def not_media(head: bytes) -> str | None:
     """Why the first bytes of a download are not media, or ``None`` when they look like it."""
     if sniff(head) is not None:
         return None
-    looks = " (it looks like a web page)" if head.lstrip()[:1] == b"<" else ""
-    return f"not a known media container{looks}; first bytes {head[:16]!r}"
+    # The bytes themselves are not quoted: they may come from a server the reader may not see.
+    return "not a known media container" + (
+        " (it looks like a web page)" if head.lstrip()[:1] == b"<" else "")
 
 
 def register_url(catalog: Catalog, url: str, *, scratch: Path, options: ManualOptions,

@@ -137,6 +137,17 @@ def test_paths_outside_the_import_root_are_refused(tmp_path, given):
         manual.resolve_under_root(root, given)
 
 
+def test_the_opened_file_itself_must_lie_below_the_root(sqlite_catalog, tmp_path):
+    root = tmp_path / "imports"
+    root.mkdir()
+    outside = _wav(tmp_path / "outside.wav")
+    with pytest.raises(manual.ManualImportError, match="outside the import root"):
+        manual.register_path(sqlite_catalog, outside, options=OPTIONS, within=root)
+    inside = _wav(root / "inside.wav")
+    assert manual.register_path(sqlite_catalog, inside, options=OPTIONS,
+                                within=root).outcome == "queued"
+
+
 def test_no_import_root_means_no_paths(tmp_path):
     with pytest.raises(manual.ManualImportError, match="WATCH_IMPORT_ROOT is not set"):
         manual.resolve_under_root(None, "a.wav")
