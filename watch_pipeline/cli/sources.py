@@ -66,8 +66,11 @@ _OPTIONS = FieldOptions([
      {"default": None, "help": "Descend into sub-folders (default on)."}),
     (("--auto-transcribe/--no-auto-transcribe",), "auto_transcribe",
      {"default": None, "help": "Transcribe imported media (default on)."}),
-    (("--min-speakers",), "min_speakers", {"type": int, "help": "1-20 (default 1)."}),
-    (("--max-speakers",), "max_speakers", {"type": int, "help": "1-20 (default 20)."}),
+    (("--min-speakers",), "min_speakers",
+     {"type": int, "help": "Fewest speakers, 1-20 (default 1). Riva only, as is --max-speakers: "
+      "the whisper backend labels no speakers and ignores both."}),
+    (("--max-speakers",), "max_speakers",
+     {"type": int, "help": "Most speakers Riva labels, 1-20 (default 20; 1 = no labels)."}),
     (("--collections",), "collections", {"help": "Comma-separated collections for imports."}),
     (("--tags",), "tags", {"help": "Comma-separated tags for imports."}),
     (("--owner",), "owner_id", {"type": int, "help": "Owner user id of imported media."}),

@@ -141,7 +141,11 @@ def _load_model(key: _ModelKey) -> faster_whisper.WhisperModel:
 
 
 class WhisperTranscriber(Transcriber):
-    """Transcribes with faster-whisper, word timestamps on, no speaker labels.
+    """Transcribes with faster-whisper, word timestamps on.
+
+    Whisper labels no speakers: a source's ``min_speakers`` and ``max_speakers`` are accepted
+    and ignored, and every segment's ``speaker`` is ``None``. Speaker labels need the Riva
+    backend (:class:`~watch_pipeline.transcribe.riva.RivaTranscriber`).
 
     Constructing one is cheap: the model is loaded on the first :meth:`transcribe` and kept in a
     process-wide cache keyed by (model path, device, compute type, CPU threads).
@@ -222,7 +226,7 @@ class WhisperTranscriber(Transcriber):
     ) -> Transcript:
         """Normalise ``media_path`` to a temporary 16 kHz WAV and transcribe it.
 
-        Whisper labels no speakers: ``min_speakers`` and ``max_speakers`` are ignored.
+        ``min_speakers`` and ``max_speakers`` are ignored (see the class docstring).
 
         Returns:
             The transcript; ``processing_seconds`` covers normalisation and decoding, not the
