@@ -167,9 +167,10 @@ def build_transcript_asset(model_id: str | None = None) -> dg.AssetsDefinition:
 
         JSON, SRT, VTT and plain text are stored beside the media object under
         ``transcripts/<model>``. An import skips it when the source has ``auto_transcribe`` off;
-        ``transcribe_job`` and a materialization of ``transcript`` alone transcribe. Re-running
-        overwrites the same keys for the same model; transcripts by other models are kept.
-        A failure marks the media ``error`` with the reason; the import itself stays.
+        ``transcribe_job`` and a materialization of ``transcript`` alone transcribe. Earlier
+        transcripts are kept: other models' under their own keys, and one of the same model
+        that came out different under ``transcripts/<model>.<hash>``. A failure marks the
+        media ``error`` with the reason; the import itself stays.
         """
         ctx = step_context(context, steps.TRANSCRIPT, context.partition_key)
         cat, store = catalog.get(), object_store.get_store()
