@@ -14,7 +14,8 @@ least any thumbnail costs: one seek to 10 % and one frame decoded to nowhere. Ta
 
 Each measurement runs in a fresh child Python that times the call itself (its start-up is not
 counted) and reports ``getrusage`` of itself and of its children (ffmpeg). Runs alternate, after
-one untimed warm-up of each (page cache); medians of ``--runs`` (3) are printed with the ratio.
+one untimed warm-up of each (page cache); medians of ``--runs`` (3) are printed with the ratio,
+and for the waveform the CPU time of the child and its ffmpeg (steadier on a shared machine).
 
 Usage: python bench/previews.py [--hours 2] [--video-mib 1024] [--runs 3] [--dir /tmp/previews]
 """
@@ -65,6 +66,8 @@ def child(kind: str, src: Path, out: Path, duration: float) -> None:
     """Run one measurement in this (fresh) process and print its figures as JSON."""
     from watch_pipeline.media import previews
 
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = own.ru_utime + own.ru_stime  # the imports above are not the measurement
     started = time.perf_counter()
     if kind == "waveform":
         wave = previews.make_waveform(src, duration=duration)
@@ -86,8 +89,11 @@ def child(kind: str, src: Path, out: Path, duration: float) -> None:
     else:
         raise SystemExit(f"unknown measurement {kind}")
     seconds = time.perf_counter() - started
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
     print(json.dumps({
         "seconds": seconds,
+        "cpu_seconds": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime - cpu_before,
         "self_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "children_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         **detail}))
@@ -151,6 +157,9 @@ def main() -> None:
     print(f"  make_waveform+JSON+PNG  {median(mine, 'seconds'):7.2f} s   ratio {ratio:.2f}x "
           f"(target <= 1.2x)  [{mine[0]['length']} pixels, JSON {mine[0]['json_bytes'] / MIB:.1f}"
           f" MiB]")
+    cpu = median(mine, "cpu_seconds") / median(base, "cpu_seconds")
+    print(f"  CPU (python + ffmpeg): {median(base, 'cpu_seconds'):.2f} s vs "
+          f"{median(mine, 'cpu_seconds'):.2f} s, ratio {cpu:.2f}x (steadier on a shared machine)")
     print(f"  peak RSS: python {rss_self:.0f} MiB, ffmpeg {rss_ffmpeg:.0f} MiB (target < 150)")
 
     mine, base = compare("thumbnail", "seek", video, args.runs)
