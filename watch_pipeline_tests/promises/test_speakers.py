@@ -49,6 +49,18 @@ def test_a_sources_speaker_range_reaches_riva(riva_env, riva_server, speech_wav)
     assert (document["extra"]["min_speakers"], document["extra"]["max_speakers"]) == ("2", "4")
     assert {s["speaker"] for s in document["segments"]} == {"Speaker 1", "Speaker 2"}
 
+    # A changed range applies to the next import from the source.
+    updated = drive.watch_pipeline(riva_env, "source", "update", "meetings", "--max-speakers", "6")
+    assert updated.exit_code == 0, updated.output + updated.stderr
+    drive.tone(riva_env["watch"] / "meetings" / "second.wav", 587)
+    harness.age(riva_env["watch"] / "meetings" / "second.wav")
+    harness.rewind_scans(riva_env)
+    calls_before = len(riva_server.calls)
+    (run,) = drive.scan_and_import(riva_env)
+    assert run.success
+    (call,) = riva_server.calls[calls_before:]
+    assert (call.speaker_diarization, call.max_speaker_count) == (True, 6)
+
 
 def test_one_speaker_turns_riva_diarization_off(riva_env, riva_server, speech_wav):
     _add_source(riva_env, "lectures", "--min-speakers", "1", "--max-speakers", "1")
@@ -56,20 +68,3 @@ def test_one_speaker_turns_riva_diarization_off(riva_env, riva_server, speech_wa
     assert (call.speaker_diarization, call.max_speaker_count) == (False, 0)
     assert not call.config.HasField("diarization_config")
     assert {s["speaker"] for s in document["segments"]} == {None}
-
-
-def test_a_changed_speaker_range_reaches_riva_on_the_next_import(riva_env, riva_server,
-                                                                 speech_wav, tmp_path):
-    _add_source(riva_env, "panel", "--max-speakers", "2")
-    assert (_import_one(riva_env, riva_server, "panel", speech_wav)[0].max_speaker_count) == 2
-    updated = drive.watch_pipeline(riva_env, "source", "update", "panel", "--max-speakers", "6")
-    assert updated.exit_code == 0, updated.output + updated.stderr
-    other = drive.tone(tmp_path / "other.wav", 587)
-    shutil.copyfile(other, riva_env["watch"] / "panel" / "second.wav")
-    harness.age(riva_env["watch"] / "panel" / "second.wav")
-    harness.rewind_scans(riva_env)
-    calls_before = len(riva_server.calls)
-    (run,) = drive.scan_and_import(riva_env)
-    assert run.success
-    (call,) = riva_server.calls[calls_before:]
-    assert (call.speaker_diarization, call.max_speaker_count) == (True, 6)
