@@ -8,7 +8,8 @@ tool's start-up and login) and our download once per ``--settings`` entry, ``REA
 given). Every copy is checked for size, the first of each method byte for byte. Medians are
 shown, with the CPU seconds each method cost: ours (this process) or the CLI's (its process),
 and ``smbd``'s (its process group, read from ``/proc``); on a 2-core machine their sum bounds
-the rate.
+the rate. ``--cold`` evicts the file from the page cache before every copy, so the server
+reads it from disk (where reads in flight overlap the server's disk reads).
 
 Peak RSS: for each setting a child process (``--child``) builds the client, downloads once and
 reports its ``VmHWM`` (peak RSS since its exec); a child that only imports and connects is the
@@ -147,8 +148,24 @@ def own_usage() -> tuple[float, int]:
 # -- timing ------------------------------------------------------------------------------------
 
 
+def evict(path: Path) -> None:
+    """Drop ``path``'s pages from the page cache (written back first), so the server reads disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def run_rounds(
-    methods: dict[str, Callable[[Path], Any]], *, runs: int, src: Path, tmp: Path, smbd_pgid: int
+    methods: dict[str, Callable[[Path], Any]],
+    *,
+    runs: int,
+    src: Path,
+    tmp: Path,
+    smbd_pgid: int,
+    cold: bool,
 ) -> dict[str, tuple[float, ...]]:
     """Time each method ``runs`` times, rotating the order.
 
@@ -162,6 +179,8 @@ def run_rounds(
     for i in range(runs):
         for name in names[i % len(names) :] + names[: i % len(names)]:
             dest = tmp / "download.bin"
+            if cold:
+                evict(src)
             (cpu, faults), smbd = own_usage(), group_cpu_seconds(smbd_pgid)
             start = time.perf_counter()
             methods[name](dest)
@@ -173,6 +192,8 @@ def run_rounds(
             if got != size or (i == 0 and not filecmp.cmp(src, dest, shallow=False)):
                 raise SystemExit(f"{name}: the copy differs from the source ({got} bytes)")
             dest.unlink()
+    if cold:
+        evict(src)  # the byte-for-byte comparison read it back into the cache
     return {
         name: tuple(statistics.median(v[k] for v in values) for k in range(4))
         for name, values in samples.items()
@@ -278,6 +299,11 @@ def main() -> None:
         default=DEFAULT_SETTING,
         help=f"comma-separated READ_KIBxWINDOW to compare (default {DEFAULT_SETTING})",
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="evict the file from the page cache before every copy (the server reads disk)",
+    )
     parser.add_argument("--profile", action="store_true", help="profile one download")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS children")
     parser.add_argument("--dir", default=None, help="where temp files go (default: system temp)")
@@ -325,7 +351,8 @@ def main() -> None:
             smbd_pgid = server._proc.pid  # smbd leads its own process group
             try:
                 medians = run_rounds(
-                    methods, runs=args.runs, src=src, tmp=tmp, smbd_pgid=smbd_pgid
+                    methods, runs=args.runs, src=src, tmp=tmp, smbd_pgid=smbd_pgid,
+                    cold=args.cold,
                 )
             finally:
                 for client in clients.values():

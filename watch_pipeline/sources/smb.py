@@ -86,6 +86,7 @@ from smbprotocol.exceptions import (
 )
 from smbprotocol.file_info import FileAttributes
 from smbprotocol.header import NtStatus
+from smbprotocol.open import CloseFlags
 
 from watch_pipeline.catalog.secrets import public_repr
 from watch_pipeline.sources import _transfer, base
@@ -484,11 +485,11 @@ class SMBSourceClient(base.SourceClient):
                 finally:
                     os.close(out)
                 # The attributes as the handle closes tell whether the file changed meanwhile.
-                handle.close(get_attributes=True)
-                if handle.end_of_file != size or handle.last_write_time != written:
+                closed = _close_with_attributes(handle)
+                if closed is not None and closed != (size, written):
                     raise base.SourceChangedError(
                         f"{what} changed on the server during the download "
-                        f"({handle.end_of_file} bytes, {size} when it began)"
+                        f"({closed[0]} bytes, {size} when it began)"
                     )
             except base.SourceChangedError:
                 part.unlink(missing_ok=True)
@@ -858,6 +859,20 @@ def _open_partial(part: Path) -> int:
         return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
         raise base.SourceError(f"cannot write {part}: {exc.strerror or exc}") from exc
+
+
+def _close_with_attributes(handle: Any) -> tuple[int, datetime] | None:
+    """Close ``handle``; return the file's size and last-write time the server reported then.
+
+    ``None`` when the server did not vouch for them (MS-SMB2 2.2.16: without
+    ``SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB`` in the response the values must not be used).
+    """
+    response = handle.close(get_attributes=True)
+    if response is None or not response["flags"].has_flag(
+        CloseFlags.SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB
+    ):
+        return None
+    return response["end_of_file"].get_value(), response["last_write_time"].get_value()
 
 
 def _forget(connection: Any, pending: deque[tuple[int, int, Any]]) -> None:
