@@ -77,14 +77,17 @@ def _drop(folder: Path, name: str, source: Path) -> Path:
     return target
 
 
-def test_local_original_is_deleted_once_its_media_is_stored(env, local, tmp_path):
-    original = _drop(local, "talk.wav", drive.tone(tmp_path / "t.wav", 431))
-    (run,) = drive.scan_and_import(env)
-    assert run.success
-    assert not original.exists()
-    (media,) = harness.media_rows(env)
-    assert drive.store(env).path(media.object_key).read_bytes() == (tmp_path / "t.wav").read_bytes()
-    assert harness.files(env)["talk.wav"].status == FileStatus.IMPORTED
+def test_local_originals_are_deleted_once_their_media_is_stored(env, local, tmp_path):
+    # Three at once: the sensor may hand them to import_job and import_batch_job runs alike.
+    tones = {f"talk{i}.wav": drive.tone(tmp_path / f"t{i}.wav", 431 + 10 * i) for i in range(3)}
+    originals = [_drop(local, name, path) for name, path in tones.items()]
+    runs = drive.scan_and_import(env)
+    assert runs and all(run.success for run in runs)
+    assert not any(original.exists() for original in originals)
+    stored = {m.filename: drive.store(env).path(m.object_key).read_bytes()
+              for m in harness.media_rows(env)}
+    assert stored == {name: path.read_bytes() for name, path in tones.items()}
+    assert {row.status for row in harness.files(env).values()} == {FileStatus.IMPORTED}
 
 
 def test_local_original_is_kept_when_its_import_fails(env, local, tmp_path, s3_server):
