@@ -800,19 +800,30 @@ def _read_range(
                 offset += length
             if not pending:
                 raise SMBException("the SMB server granted no credits for a read")
-            at, length, request = pending.popleft()
-            try:
-                payload = _read_payload(connection.receive(request))
-            except EndOfFile:
-                payload = memoryview(b"")
-            if len(payload) != length:
-                raise base.SourceChangedError(
-                    f"{what} ended at {at + len(payload)} bytes during the download "
-                    f"(truncated on the server, {end} bytes when it began)"
-                )
-            _write_at(out, payload, at, part)
+            _receive_into(out, connection, *pending.popleft(), end=end, what=what, part=part)
     finally:
         _forget(connection, pending)
+
+
+def _receive_into(
+    out: int, connection: Any, at: int, length: int, request: Any, *, end: int, what: str,
+    part: Path,
+) -> None:
+    """Wait for one READ response and write its ``length`` bytes at ``at``.
+
+    A function of its own so that the response is freed as soon as it is written, before the
+    next one is awaited.
+    """
+    try:
+        payload = _read_payload(connection.receive(request))
+    except EndOfFile:
+        payload = memoryview(b"")
+    if len(payload) != length:
+        raise base.SourceChangedError(
+            f"{what} ended at {at + len(payload)} bytes during the download "
+            f"(truncated on the server, {end} bytes when it began)"
+        )
+    _write_at(out, payload, at, part)
 
 
 def _credit_charge(length: int) -> int:
