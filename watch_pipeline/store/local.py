@@ -84,8 +84,8 @@ class LocalObjectStore(ObjectStore):
         root: The directory holding the objects; created on the first write.
         fsync: Flush each new object (and its directory entry) to disk before ``put_*``
             returns, so a power loss cannot leave an empty file under a key the catalog
-            already records. The flush overlaps with hashing; turn it off only for scratch
-            stores and benchmarks.
+            already records. Large files are flushed while the copy goes on; turn it off
+            only for scratch stores and benchmarks.
     """
 
     def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
