@@ -249,7 +249,7 @@ def test_max_concurrent_imports_bounds_runs_and_a_burst_is_batched(env, tmp_path
     assert len(media_rows(env)) == 5
     assert {r.status for r in files(env).values()} == {"imported"}
     # each partition got its own materialization of each asset
-    for key in {r.imohash for r in files(env).values()}:
+    for key in {r.partition_key for r in files(env).values()}:
         for asset in ("raw_file", "stitched_media", "media_object", "transcript"):
             records = env["instance"].fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]),
