@@ -22,6 +22,7 @@ from watch_pipeline.defs.assets import (
 )
 from watch_pipeline.defs.jobs import IMPORT_TAGS, import_job
 from watch_pipeline.defs.partitions import media
+from watch_pipeline.defs.previews import thumbnail, waveform
 from watch_pipeline.defs.resources import build_resources
 from watch_pipeline.pipeline import claims
 from watch_pipeline.transcribe.base import Segment, Transcriber, Transcript
@@ -81,7 +82,8 @@ def burst_sensor(context: dg.SensorEvaluationContext,
 
 
 defs = dg.Definitions(
-    assets=[raw_file, stitched_media, media_object, build_transcript_asset("fake:slow")],
+    assets=[raw_file, stitched_media, media_object, waveform, thumbnail,
+            build_transcript_asset("fake:slow")],
     jobs=[import_job],
     sensors=[burst_sensor],
     resources={**build_resources(), "transcriber": SlowTranscriberResource()},

@@ -23,7 +23,7 @@ from watch_pipeline.catalog.settings import SETTINGS, WatchSettings, set_setting
 from watch_pipeline.catalog.sources import create_source
 from watch_pipeline.cli.main import cli
 from watch_pipeline.definitions import defs
-from watch_pipeline.defs.jobs import import_job
+from watch_pipeline.defs.jobs import IMPORT_ASSETS, import_job
 from watch_pipeline.defs.pools import IMPORT_POOL, sync_import_pool
 from watch_pipeline.pipeline.scan import scan_source
 from watch_pipeline.sources.resource import SourcesResource
@@ -231,7 +231,7 @@ def test_daemon_never_runs_more_imports_at_once_than_the_pool_allows(
             daemon.wait(timeout=60)
 
     assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}
-    assert len(runs) == len(PHRASES) and len(steps) == 4 * len(PHRASES)
+    assert len(runs) == len(PHRASES) and len(steps) == len(IMPORT_ASSETS) * len(PHRASES)
     # Two import runs in progress at once, never three (without the pool: up to six) ...
     assert max_overlap(in_progress) == 2, sorted(in_progress)
     # ... so never more than two import steps at once. (Whether two steps really overlapped
