@@ -86,12 +86,12 @@ def baseline_copy(src: Path, dest: Path) -> tuple[float, float]:
     return copied - start, flushed - copied
 
 
-def store_put(src: Path, root: Path) -> float:
-    """Seconds of ``LocalObjectStore.put_file`` (with its fsync) for ``src``."""
+def store_put(src: Path, root: Path, *, fsync: bool = True) -> float:
+    """Seconds of ``LocalObjectStore.put_file`` (with its fsync unless told) for ``src``."""
     from watch_pipeline.store.local import LocalObjectStore
 
     os.sync()
-    store = LocalObjectStore(root)
+    store = LocalObjectStore(root, fsync=fsync)
     start = time.perf_counter()
     stored = store.put_file("user_1/file_1/recording.wav", src, content_type="audio/wav")
     elapsed = time.perf_counter() - start
@@ -261,24 +261,26 @@ def main() -> None:
         print(f"wrote a {args.size_mib} MiB WAV in {time.perf_counter() - start:.1f}s")
         size = src.stat().st_size
 
-        copies, flushes, puts, ours, results = [], [], [], [], []
+        copies, flushes, puts, unsynced, ours, results = [], [], [], [], [], []
         for i in range(args.runs):
             copied, flushed = baseline_copy(src, tmp / "copy.wav")
             copies.append(copied)
             flushes.append(flushed)
             puts.append(store_put(src, tmp / "store"))
+            unsynced.append(store_put(src, tmp / "store", fsync=False))
             run_dir = tmp / f"run{i}"
             results.append(run_child(src, run_dir, args.profile if i == 0 else None))
             ours.append(results[-1]["seconds"])
             shutil.rmtree(run_dir)
             print(f"run {i + 1}: copyfile {copies[-1]:.2f}s (+ fsync {flushes[-1]:.2f}s), "
-                  f"put_file {puts[-1]:.2f}s, import {ours[-1]:.2f}s "
+                  f"put_file {puts[-1]:.2f}s (without fsync {unsynced[-1]:.2f}s), "
+                  f"import {ours[-1]:.2f}s "
                   f"(tiny warm-up import {results[-1]['warmup_seconds']:.2f}s, "
                   f"media {results[-1]['status']}, stored object verified: {results[-1]['ok']})")
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         before_mib = max(r["rss_before_kib"] for r in results) / 1024
 
-        base, flush, put, mine = map(_median, (copies, flushes, puts, ours))
+        base, flush, put, mine, nosync = map(_median, (copies, flushes, puts, ours, unsynced))
         warm = _median(r["warmup_seconds"] for r in results)
 
         def step(name: str, key: str = "spent") -> float:
@@ -294,6 +296,8 @@ def main() -> None:
         print(f"ratio put_file / copyfile throughput: {base / put:.2f}x (target >= "
               f"{RATIO_TARGET}: {verdict}); against copyfile + fsync: "
               f"{(base + flush) / put:.2f}x")
+        print(f"put_file without fsync (copy + CRC32C of source and destination): {nosync:.2f}s, "
+              f"{base / nosync:.2f}x copyfile")
         print(f"import (materialize raw_file, stitched_media, media_object), median of "
               f"{n}: {mine:6.2f}s {mib / mine:7.0f} MiB/s")
         ratio = base / mine

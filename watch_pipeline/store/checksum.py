@@ -29,9 +29,11 @@ CRC32C = "crc32c"
 SHA256 = "sha256"
 """The algorithm of checksums recorded before CRC32C (catalog rows and objects from before)."""
 
-READ_CHUNK = 4 * 1024 * 1024
-"""Bytes per read when checksumming a file: above the 1 MiB at which the GIL is released, and
-small enough that a chunk is still in the CPU cache when the CRC reads it."""
+READ_CHUNK = 1024 * 1024
+"""Bytes per read when checksumming a file: the 1 MiB from which ``google_crc32c`` releases the
+GIL, small enough to be still in the CPU cache when the CRC reads it after ``pread`` copied it
+(measured: 1 MiB reads checksum a cached GiB in ~0.14 s here, 4 MiB in ~0.17 s, ``mmap`` with a
+buffer-protocol CRC in ~0.2 s: the page faults cost more than the copy saves)."""
 
 _POLY = 0x82F63B78  # Castagnoli, bit-reflected
 

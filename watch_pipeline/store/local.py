@@ -17,17 +17,20 @@ How ``put_file`` copies, fastest first:
    must agree after every range, so a difference stops the copy at once. With ``fsync`` a
    second worker flushes the copied data (``fdatasync``) every 128 MiB while the copy goes on,
    so the final flush only has the tail to write.
-3. **Streamed copy** (small files, and file pairs the kernel refuses): 4 MiB positional reads,
+3. **Streamed copy** (small files, and file pairs the kernel refuses): 1 MiB positional reads,
    each CRC'd and written, then the destination is read back and its CRC compared.
 
-The trade, measured on ext4 with ``bench/import_local.py`` (1 GiB in the page cache, 2 cores):
-verification reads every byte twice more (source and destination), at memory speed since both
-are cached, overlapped with the kernel copy. Skipping the destination read would only prove
-what we *handed* to the kernel; reading it back proves what the file holds. It cannot detect
-a disk that corrupts data after accepting it: that would need a read from the device after the
-flush (``O_DIRECT``), at the disk's read rate, which the store does not pay. The source's size
-and mtime are compared before and after, and the byte counts must agree, so a source that
-changes during the copy is refused instead of being stored with a wrong checksum.
+The trade, measured with ``bench/import_local.py`` (1 GiB in the page cache, ext4, 2 shared
+cores): ``shutil.copyfile`` 0.26 s and the ``fsync`` after it 0.33-0.40 s; ``put_file`` 0.51 s
+with both CRCs and the flush; SHA-256 alone took 0.60 s. A CRC32C stream over a cached GiB costs
+~0.14 s of CPU, so verification reads every byte twice more (source and destination) at memory
+speed, on a second core beside the kernel copy. Skipping the destination read would save one
+of those streams but only prove what we *handed* to the kernel; reading it back proves what the
+file holds. Neither can see a disk that corrupts data after accepting it: that would need a
+read from the device after the flush (``O_DIRECT``), at the disk's read rate, which the store
+does not pay. The source's size and mtime are compared before and after, and the byte counts
+must agree, so a source that changes during the copy is refused instead of being stored with
+a wrong checksum.
 """
 
 from __future__ import annotations
