@@ -96,16 +96,21 @@ log = logging.getLogger(__name__)
 MIB = _transfer.MIB
 
 DEFAULT_CHUNK_SIZE = 1 * MIB
-"""Bytes per SMB read (and write) during :meth:`SMBSourceClient.download`/``upload``.
+"""Bytes per SMB READ during :meth:`SMBSourceClient.download`.
 
-Measured with ``bench/smb_download.py``: smbprotocol copies each response several times in
-Python, which costs least while a response fits in the CPU caches; larger reads were slower.
+Measured with ``bench/smb_download.py``: smbprotocol copies each response about six times and
+allocates it afresh each time; 2 to 8 MiB reads cost more CPU (cache misses, page faults when
+glibc hands the freed buffers back to the kernel) than 1 MiB ones, which are few enough that the
+per-request Python overhead stays small.
 """
 MAX_CHUNK_SIZE = 8 * MIB
 """The largest read Samba and current Windows grant by default; more would be split anyway."""
 DEFAULT_READS_IN_FLIGHT = 2
-"""READ requests a download keeps outstanding (see ``bench/smb_download.py``)."""
+"""READ requests a download keeps outstanding: the server reads and sends the next while this
+process writes the last. More did not help on loopback (``bench/smb_download.py``)."""
 MAX_READS_IN_FLIGHT = 16
+UPLOAD_CHUNK_SIZE = 4 * MIB
+"""Bytes per SMB write during :meth:`SMBSourceClient.upload`."""
 DOWNLOAD_ATTEMPTS = 5
 """Connection failures in a row (the count restarts after progress) before a download gives up."""
 
@@ -166,9 +171,9 @@ class SMBSourceClient(base.SourceClient):
         connect_timeout: Seconds to wait for the TCP connection and the protocol negotiation.
         read_timeout: Seconds a server may stay silent while a response is awaited (a frozen
             server is detected after about twice this). Must exceed the time one
-            ``chunk_size`` read takes on the slowest link.
-        chunk_size: Bytes per read and write when copying whole files (reads are capped by the
-            server's negotiated maximum).
+            ``chunk_size`` read takes to arrive on the slowest link.
+        chunk_size: Bytes per READ when downloading (capped by the server's negotiated
+            maximum and by the credits it granted).
         reads_in_flight: READ requests a download keeps outstanding on the connection; memory
             holds about this many ``chunk_size`` responses.
         max_attempts: Failures in a row (restarting after progress) before a download gives up.
@@ -523,7 +528,7 @@ class SMBSourceClient(base.SourceClient):
                 with open(src, "rb") as fh:
                     out = smbclient.open_file(tmp, mode="wb", buffering=0, **self._kwargs())
                     try:
-                        while chunk := fh.read(self._chunk_size):
+                        while chunk := fh.read(UPLOAD_CHUNK_SIZE):
                             view = memoryview(chunk)
                             while view:
                                 view = view[out.write(view) :]
