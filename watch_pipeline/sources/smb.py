@@ -12,7 +12,7 @@ windows of a large file). Downloads keep ``reads_in_flight`` SMB READ requests o
 bytes (capped by the server's negotiated maximum and by the credits it granted) outstanding on
 the one connection, and write each response with ``os.pwrite`` at its offset in
 ``<dest>.part``. Responses are taken oldest first, so the partial file is always a contiguous
-prefix of the remote file, and memory stays at about ``reads_in_flight`` responses. The file is
+prefix of the remote file, and memory holds one more response than ``reads_in_flight``. The file is
 renamed to ``dest`` once the size is verified and the server, asked for the file's attributes as
 the handle closes, reports the size and last-write time it had when the download began (a file
 truncated meanwhile fails at the first short read, one rewritten meanwhile at that close, both
@@ -175,7 +175,7 @@ class SMBSourceClient(base.SourceClient):
         chunk_size: Bytes per READ when downloading (capped by the server's negotiated
             maximum and by the credits it granted).
         reads_in_flight: READ requests a download keeps outstanding on the connection; memory
-            holds about this many ``chunk_size`` responses.
+            holds one ``chunk_size`` response more than this.
         max_attempts: Failures in a row (restarting after progress) before a download gives up.
         retry_backoff: Seconds before the first reconnection; doubled per failure.
 
@@ -769,7 +769,8 @@ def _read_range(
     """Write bytes ``start..end`` of the open file ``handle`` at the same offsets of ``out``.
 
     Up to ``window`` READ requests are outstanding; responses are written oldest first, so
-    ``out`` grows as a contiguous prefix whenever this stops.
+    ``out`` grows as a contiguous prefix whenever this stops. The requests that replace a
+    response go out before it is written, so the server never idles while the disk writes.
 
     Raises:
         SourceChangedError: The file ended before ``end`` (truncated meanwhile).
@@ -777,58 +778,89 @@ def _read_range(
         SMBResponseException, SMBException, OSError: As smbprotocol raises them (the caller
             decides what is worth a retry).
     """
-    connection = handle.connection
-    session_id = handle.tree_connect.session.session_id
-    tree_id = handle.tree_connect.tree_connect_id
-    read_size = max(1, min(read_size, connection.max_read_size))
-    credits_wanted = window * _credit_charge(read_size)
-    pending: deque[tuple[int, int, Any]] = deque()
-    offset = start
+    reads = _PipelinedReads(handle, start, end, read_size=read_size, window=window)
     try:
-        while offset < end or pending:
-            while offset < end and len(pending) < window:
-                available = _credits(connection)
-                length = min(read_size, end - offset)
-                if connection.supports_multi_credit:
-                    length = min(length, available * _CREDIT_BYTES)
-                if length <= 0 or available <= 0:
-                    break  # the responses in flight bring the credits back
-                charge = _credit_charge(length)
-                message, _ = handle.read(offset, length, send=False)
-                request = connection.send(
-                    message,
-                    sid=session_id,
-                    tid=tree_id,
-                    credit_request=charge + max(0, credits_wanted - available),
+        reads.fill()
+        while reads.pending:
+            at, length, payload = reads.take()
+            if len(payload) != length:
+                raise base.SourceChangedError(
+                    f"{what} ended at {at + len(payload)} bytes during the download "
+                    f"(truncated on the server, {end} bytes when it began)"
                 )
-                pending.append((offset, length, request))
-                offset += length
-            if not pending:
-                raise SMBException("the SMB server granted no credits for a read")
-            _receive_into(out, connection, *pending.popleft(), end=end, what=what, part=part)
+            try:
+                reads.fill()  # the server reads on while this response is written
+            finally:
+                _write_at(out, payload, at, part)  # received bytes are kept even if fill failed
+            del payload  # freed now, not while the next response is awaited
     finally:
-        _forget(connection, pending)
+        reads.abandon()
 
 
-def _receive_into(
-    out: int, connection: Any, at: int, length: int, request: Any, *, end: int, what: str,
-    part: Path,
-) -> None:
-    """Wait for one READ response and write its ``length`` bytes at ``at``.
+class _PipelinedReads:
+    """READ requests for bytes ``start..end`` of one open file, up to ``window`` outstanding.
 
-    A function of its own so that the response is freed as soon as it is written, before the
-    next one is awaited.
+    Requests go out in file order and are taken oldest first. Each asks the server for enough
+    credits to keep ``window`` full-size reads outstanding; a read is shortened (or waits for
+    a response) when fewer credits are left.
     """
-    try:
-        payload = _read_payload(connection.receive(request))
-    except EndOfFile:
-        payload = memoryview(b"")
-    if len(payload) != length:
-        raise base.SourceChangedError(
-            f"{what} ended at {at + len(payload)} bytes during the download "
-            f"(truncated on the server, {end} bytes when it began)"
-        )
-    _write_at(out, payload, at, part)
+
+    def __init__(self, handle: Any, start: int, end: int, *, read_size: int, window: int) -> None:
+        self._handle = handle
+        self._connection = handle.connection
+        self._session_id = handle.tree_connect.session.session_id
+        self._tree_id = handle.tree_connect.tree_connect_id
+        self._read_size = max(1, min(read_size, self._connection.max_read_size))
+        self._window = window
+        self._credits_wanted = window * _credit_charge(self._read_size)
+        self._offset = start
+        self._end = end
+        self.pending: deque[tuple[int, int, Any]] = deque()
+
+    def fill(self) -> None:
+        """Send requests until ``window`` are outstanding, the end is reached or credits lack."""
+        connection = self._connection
+        while self._offset < self._end and len(self.pending) < self._window:
+            available = _credits(connection)
+            length = min(self._read_size, self._end - self._offset)
+            if connection.supports_multi_credit:
+                length = min(length, available * _CREDIT_BYTES)
+            if length <= 0 or available <= 0:
+                break  # the responses in flight bring credits back
+            charge = _credit_charge(length)
+            message, _ = self._handle.read(self._offset, length, send=False)
+            request = connection.send(
+                message,
+                sid=self._session_id,
+                tid=self._tree_id,
+                credit_request=charge + max(0, self._credits_wanted - available),
+            )
+            self.pending.append((self._offset, length, request))
+            self._offset += length
+        if not self.pending and self._offset < self._end:
+            raise SMBException("the SMB server granted no credits for a read")
+
+    def take(self) -> tuple[int, int, memoryview]:
+        """Wait for the oldest response: its offset, the length asked for and the data.
+
+        The data is shorter than asked for (possibly empty) where the file ends.
+        """
+        at, length, request = self.pending.popleft()
+        try:
+            return at, length, _read_payload(self._connection.receive(request))
+        except EndOfFile:
+            return at, length, memoryview(b"")
+
+    def abandon(self) -> None:
+        """Receive and drop the responses still awaited, so the connection stops tracking them.
+
+        A request left unreceived would keep its response in the connection's table for as
+        long as the connection lives. On a dead connection each receive fails at once.
+        """
+        while self.pending:
+            _, _, request = self.pending.popleft()
+            with contextlib.suppress(Exception):
+                self._connection.receive(request)
 
 
 def _credit_charge(length: int) -> int:
@@ -889,18 +921,6 @@ def _close_with_attributes(handle: Any) -> tuple[int, datetime] | None:
     ):
         return None
     return response["end_of_file"].get_value(), response["last_write_time"].get_value()
-
-
-def _forget(connection: Any, pending: deque[tuple[int, int, Any]]) -> None:
-    """Receive and drop the responses still awaited, so the connection stops tracking them.
-
-    A request left unreceived would keep its response in the connection's table for as long as
-    the connection lives. On a dead connection each receive fails at once.
-    """
-    while pending:
-        _, _, request = pending.popleft()
-        with contextlib.suppress(Exception):
-            connection.receive(request)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
