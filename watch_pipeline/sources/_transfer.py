@@ -182,6 +182,7 @@ def fetch_in_parts(
     fetch: Callable[[int, int, threading.Event, Callable[[int], None]], None],
     on_prefix: Callable[[int], None],
     lookahead: int | None = None,
+    first_end: int | None = None,
 ) -> None:
     """Fetch ``[start, total)`` as parts of ``part_size`` bytes, ``workers`` at a time.
 
@@ -195,6 +196,10 @@ def fetch_in_parts(
     increasing order, never concurrently, so the caller can record how much of the file is
     whole.
 
+    ``first_end`` ends the first part elsewhere (the parts after it are of ``part_size`` from
+    there): a caller that has already fetched the start of ``[start, total)`` on a stream of its
+    own keeps the later part boundaries where a download from an earlier start put them.
+
     A part is taken only while it lies within ``lookahead`` parts (default ``2 * workers``) of
     the first incomplete one, so one slow part cannot leave many completed parts beyond the
     prefix, which a crash would waste.
@@ -205,6 +210,10 @@ def fetch_in_parts(
     (a run being terminated) also stops the workers before it propagates.
     """
     bounds = [(first, min(first + part_size, total)) for first in range(start, total, part_size)]
+    if first_end is not None and start < first_end < total:
+        bounds = [(start, first_end)] + [
+            (first, min(first + part_size, total)) for first in range(first_end, total, part_size)
+        ]
     ahead = lookahead or 2 * workers
     changed = threading.Condition()
     stop = threading.Event()

@@ -16,12 +16,20 @@ complete:
 
 * An object of at most :data:`PART_SIZE` bytes (or a rest that small) is one streamed GET
   (``Range: bytes=<done>-``) appended to ``<dest>.part``, whose size is then the resume point.
-* A larger one is fetched as parts, :data:`DOWNLOAD_WORKERS` ranged GETs in flight, each
-  worker writing its part with ``os.pwrite`` through one :data:`DOWNLOAD_CHUNK` buffer into
-  ``<dest>.part`` preallocated to the full size. Parts are as few as keep every worker busy (an
-  even split of the rest) but between :data:`PART_SIZE` and :data:`MAX_PART_SIZE`: every GET has
-  a fixed cost (a round trip and time to first byte on S3; moto even reads the whole object
-  for each one), so 16 ranged GETs of a 256 MiB object are slower than 4.
+* A larger one adapts to the server. ``<dest>.part`` is preallocated to the full size and one
+  GET of the whole rest is written into it with ``os.pwrite`` through one
+  :data:`DOWNLOAD_CHUNK` buffer. After a probe (:data:`PROBE_BYTES` or :data:`PROBE_SECONDS`,
+  whichever comes first) its rate is measured:
+
+  - at least :data:`FAST_STREAM_MIBPS`: the one stream is kept to the end (a local MinIO or
+    moto, where more GETs only cost: moto reads the whole object for every GET, ranged or not);
+  - slower: the download splits. The rest is cut into parts as if it were fetched in parallel
+    from the start; the open stream goes on to the end of the part the probe ended in and is
+    then closed, and the other parts are ranged GETs, :data:`DOWNLOAD_WORKERS` streams in
+    flight in all. Parts are as few as keep every worker busy (an even split of the rest) but
+    between :data:`PART_SIZE` and :data:`MAX_PART_SIZE`: every GET has a fixed cost (a round
+    trip and time to first byte on S3), so 16 ranged GETs of a 256 MiB object are slower
+    than 4.
 
   What is complete is tracked as one contiguous prefix, not as a set of ranges: parts are
   handed out in order with a bounded lookahead (:func:`_transfer.fetch_in_parts`), and whenever
@@ -85,6 +93,19 @@ from watch_pipeline.store.s3 import (
 log = logging.getLogger(__name__)
 
 MIB = _transfer.MIB
+
+FAST_STREAM_MIBPS = 200.0
+"""A single stream at least this fast (MiB/s) is kept to the end instead of splitting.
+
+One S3 connection delivers ~100 MB/s, slower than a local disk takes bytes, so parallel parts
+win there; a loopback MinIO or moto stream runs at 400-700 MiB/s on 2 cores, close to what one
+Python process can write, and more GETs only add their fixed cost (moto reads the whole object
+for each: 4 parts took 0.89 s of a 256 MiB download that one GET did in 0.38 s). 200 MiB/s is
+well between the two."""
+PROBE_BYTES = 16 * MIB
+"""The single stream's rate is measured over its first this many bytes ..."""
+PROBE_SECONDS = 0.25
+"""... or over this long, whichever comes first (a slow link need not deliver 16 MiB first)."""
 
 PART_SIZE = 16 * MIB
 """The smallest part of a parallel download; an object this size or smaller is one GET."""
@@ -394,7 +415,8 @@ class S3SourceClient(base.SourceClient):
     ) -> Path:
         """Fetch the object into ``dest``, resuming from ``<dest>.part`` when possible.
 
-        Above :data:`PART_SIZE` bytes, as parallel ranged GETs (see the module docstring).
+        Above :data:`PART_SIZE` bytes, one stream that splits into parallel ranged GETs if it
+        is slower than :data:`FAST_STREAM_MIBPS` (see the module docstring).
         Bytes arrive in ``<dest>.part``; ``<dest>.part.etag`` records the ETag they belong to
         (and how many are complete), so a later call resumes only a partial file of the same
         version of the object. Both are removed once ``dest`` is complete (see
@@ -429,7 +451,7 @@ class S3SourceClient(base.SourceClient):
         _transfer.check_free_space(dest.parent, version.size - done)
         try:
             if version.if_match and version.size - done > PART_SIZE:
-                self._fetch_parts(remote_path, key, version, part, tag, done)
+                self._fetch_adaptive(remote_path, key, version, part, tag, done)
             elif done < version.size:
                 _write_tag(tag, version.if_match)  # appended in order: the size is the prefix
                 part.touch()
@@ -463,42 +485,104 @@ class S3SourceClient(base.SourceClient):
             )
         return _Version(size, _quoted(etag or head.get("ETag")) or "", confirmed=True)
 
-    def _fetch_parts(self, remote_path: str, key: str, version: _Version, part: Path, tag: Path,
-                     done: int) -> None:
-        """Fetch bytes ``done`` to the end as parallel ranged GETs into ``part``.
+    def _fetch_adaptive(self, remote_path: str, key: str, version: _Version, part: Path,
+                        tag: Path, done: int) -> None:
+        """Fetch bytes ``done`` to the end into ``part``: one stream, split if it is slow.
 
         ``part`` is preallocated to the full size; the ETag file records the complete prefix
         as it grows, and a failure cuts ``part`` back to it before the error propagates.
         """
         record = _PrefixRecord(tag, version.if_match, done)  # before the file grows past it
+        url = self._url(remote_path)
+        opened: list[Any] = []  # the probed stream until a part takes it over
 
         def fetch(first: int, end: int, stop: threading.Event,
                   progress: Callable[[int], None]) -> None:
-            self._fetch_range(remote_path, key, version, (fd, part), (first, end), stop, progress)
+            body = opened.pop() if opened and first == pos else None
+            self._fetch_range(remote_path, key, version, (fd, part), (first, end), stop,
+                              progress, body=body)
 
         try:
             fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o666)
             try:
                 _transfer.preallocate(fd, version.size, part)
+                body = self._get_range(remote_path, key, version, done, version.size)
+                opened.append(body)
+                pos, rate = self._probe(body, (fd, part), done, version.size, record.write)
+                size = part_size(version.size - done)
+                if pos >= version.size:
+                    return
+                if rate is not None and rate >= FAST_STREAM_MIBPS:
+                    log.info("S3 download of %s: one stream at %.0f MiB/s (at least %.0f), "
+                             "kept to the end", url, rate, FAST_STREAM_MIBPS)
+                    opened.clear()
+                    self._fetch_range(remote_path, key, version, (fd, part),
+                                      (pos, version.size), threading.Event(), record.write,
+                                      body=body)
+                    return
+                if rate is None:  # the stream dropped during the probe
+                    opened.clear()
+                    body.close()
+                cut = min(done + (pos - done) // size * size + size, version.size)
+                log.info("S3 download of %s: one stream at %s MiB/s (below %.0f): split, the "
+                         "first stream to byte %d, the rest as ranged GETs of %.1f MiB, %d in "
+                         "flight", url, "?" if rate is None else f"{rate:.0f}",
+                         FAST_STREAM_MIBPS, cut, size / MIB, DOWNLOAD_WORKERS)
                 _transfer.fetch_in_parts(
-                    done, version.size, part_size=part_size(version.size - done),
-                    workers=DOWNLOAD_WORKERS, fetch=fetch, on_prefix=record.write,
+                    pos, version.size, part_size=size, workers=DOWNLOAD_WORKERS, fetch=fetch,
+                    on_prefix=record.write, first_end=cut,
                 )
             except BaseException:
                 _transfer.truncate(part, record.done)
                 raise
             finally:
+                for unused in opened:  # not handed on (done in the probe, or a failure)
+                    unused.close()
                 os.close(fd)
         finally:
             record.close()
 
+    def _probe(self, body: Any, out: tuple[int, Path], first: int, end: int,
+               progress: Callable[[int], None]) -> tuple[int, float | None]:
+        """Write ``body`` from ``first`` on into ``out`` until the probe ends, timing it.
+
+        The probe ends after :data:`PROBE_BYTES`, after :data:`PROBE_SECONDS` or at ``end``.
+
+        Returns:
+            The offset reached and the stream's rate in MiB/s since its headers arrived;
+            ``None`` for the rate when the stream dropped (the caller closes ``body``).
+        """
+        fd, part = out
+        view = memoryview(bytearray(DOWNLOAD_CHUNK))
+        pos, stop_at = first, min(end, first + PROBE_BYTES)
+        start = time.perf_counter()
+        deadline = start + PROBE_SECONDS
+        try:
+            while pos < stop_at:
+                n = body.readinto(view[: stop_at - pos])
+                if not n:  # botocore normally raises first: fewer bytes than announced
+                    raise http.client.IncompleteRead(b"", end - pos)
+                _transfer.pwrite_all(fd, view[:n], pos, part)
+                pos += n
+                progress(pos)
+                if time.perf_counter() >= deadline:
+                    break
+        except _STREAM_ERRORS as exc:
+            log.warning("S3 download dropped at byte %d during the rate probe (%s)", pos,
+                        describe_error(exc, endpoint=self._s3.endpoint_url))
+            return pos, None
+        seconds = max(time.perf_counter() - start, 1e-6)
+        return pos, (pos - first) / MIB / seconds
+
     def _fetch_range(self, remote_path: str, key: str, version: _Version, out: tuple[int, Path],
                      span: tuple[int, int], stop: threading.Event,
-                     progress: Callable[[int], None]) -> None:
+                     progress: Callable[[int], None], *, body: Any = None) -> None:
         """Write the object's bytes ``[first, end)`` at the same offsets of ``out`` (fd, path).
 
-        ``progress(offset)`` follows each write. A stream that drops is re-requested from the
-        byte it reached; returns early, leaving the part incomplete, once ``stop`` is set.
+        ``progress(offset)`` follows each write. ``body`` is a stream already open at ``first``
+        (it may go on past ``end``: it is read up to ``end`` and closed); without one, a ranged
+        GET. A stream that drops is re-requested from the byte it reached; returns early,
+        leaving the part incomplete, once ``stop`` is set.
         """
         fd, part = out
         first, end = span
@@ -506,7 +590,8 @@ class S3SourceClient(base.SourceClient):
         pos, failures = first, 0
         while pos < end and not stop.is_set():
             reached = pos
-            body = self._get_range(remote_path, key, version, pos, end)
+            if body is None:
+                body = self._get_range(remote_path, key, version, pos, end)
             try:
                 while pos < end and not stop.is_set():
                     n = body.readinto(view[: end - pos])
@@ -521,6 +606,7 @@ class S3SourceClient(base.SourceClient):
                 stop.wait(wait)
             finally:
                 body.close()
+                body = None
 
     def _retry_wait(self, remote_path: str, exc: BaseException, failures: int, at: int) -> float:
         """Seconds to wait before re-requesting a dropped stream, or raise when it is enough.

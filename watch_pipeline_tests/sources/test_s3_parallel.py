@@ -1,10 +1,12 @@
 """Parallel ranged downloads from S3 against moto's server, with parts shrunk to 64 KiB.
 
 The parts are small so that objects of a few parts stay small; the code paths are those of a
-16 MiB part. What a user sees: the downloaded file is byte for byte the object, a failed attempt
-leaves a partial file that the next attempt continues (only the missing bytes are requested,
-seen in the GETs' ``Range`` headers), and an object replaced mid-download fails without leaving
-a file behind.
+16 MiB part. Every download here is made to split (the single stream's rate probe ends after
+one 16 KiB chunk, and no rate counts as fast): the probe's GET of the whole rest goes on to the
+first part boundary, the other parts are ranged GETs. What a user sees: the downloaded file is
+byte for byte the object, a failed attempt leaves a partial file that the next attempt
+continues (only the missing bytes are requested, seen in the GETs' ``Range`` headers), and an
+object replaced mid-download fails without leaving a file behind.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from watch_pipeline_tests.sources.test_s3 import FlakyBody, make_client, put, ra
 KIB = 1024
 MIB = 1024 * KIB
 PART = 64 * KIB
+PROBE = 16 * KIB
 WAIT_S = 20.0
 
 
@@ -35,6 +38,8 @@ def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(s3_module, "PART_SIZE", PART)
     monkeypatch.setattr(s3_module, "MAX_PART_SIZE", PART)
     monkeypatch.setattr(s3_module, "DOWNLOAD_CHUNK", 16 * KIB)
+    monkeypatch.setattr(s3_module, "PROBE_BYTES", PROBE)
+    monkeypatch.setattr(s3_module, "FAST_STREAM_MIBPS", float("inf"))  # always split
     monkeypatch.setattr(_transfer, "RETRY_BACKOFF_SECONDS", 0.01)
 
 
@@ -68,6 +73,22 @@ def assert_tiles(spans: list[tuple[int, int]], first: int, end: int) -> None:
     assert spans[0][0] == first and spans[-1][1] == end
     assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     assert all(0 < stop - start <= PART for start, stop in spans)
+
+
+def assert_split(gets: Gets, first: int, end: int) -> None:
+    """One GET of ``[first, end)`` (read to the first part boundary), then ranged GETs of parts.
+
+    Every GET is pinned to one version with ``If-Match``.
+    """
+    (probe, if_match), *parts = gets.sent
+    assert probe == f"bytes={first}-{end - 1}"
+    if end > first + PART:
+        spans = gets.spans()
+        spans.remove((first, end))
+        assert_tiles(spans, first + PART, end)
+    else:
+        assert parts == []
+    assert if_match and {m for _, m in gets.sent} == {if_match}
 
 
 def patch_gets(monkeypatch: pytest.MonkeyPatch, client: S3SourceClient, hook: Any) -> None:
@@ -112,7 +133,7 @@ def test_download_is_byte_exact_around_part_boundaries(
     elif size <= PART:
         assert [r for r, _ in gets.sent] == ["bytes=0-"]  # small objects: one GET
     else:
-        assert_tiles(gets.spans(), 0, size)
+        assert_split(gets, 0, size)
         assert {m for _, m in gets.sent} == {f'"{etag}"'}  # every part pinned to one version
 
 
@@ -146,7 +167,7 @@ def test_a_failed_part_leaves_the_complete_prefix_and_the_next_attempt_fetches_t
     again.download("talk.mp4", dest, expected_size=len(data), etag=etag)
 
     assert dest.read_bytes() == data
-    assert_tiles(gets.spans(), 2 * PART, len(data))  # only what was missing
+    assert_split(gets, 2 * PART, len(data))  # only what was missing
     assert [p.name for p in tmp_path.iterdir()] == ["talk.mp4"]
 
 
@@ -192,7 +213,7 @@ def test_a_crash_leaves_a_full_size_file_that_is_resumed_from_its_recorded_prefi
     client.download("talk.mp4", dest, expected_size=len(data), etag=etag)
 
     assert dest.read_bytes() == data
-    assert_tiles(gets.spans(), 2 * PART, len(data))
+    assert_split(gets, 2 * PART, len(data))
 
 
 def test_a_prefix_recorded_before_a_reboot_is_not_trusted(
@@ -210,7 +231,7 @@ def test_a_prefix_recorded_before_a_reboot_is_not_trusted(
     client.download("talk.mp4", dest, expected_size=len(data), etag=etag)
 
     assert dest.read_bytes() == data
-    assert_tiles(gets.spans(), 0, len(data))
+    assert_split(gets, 0, len(data))
 
 
 def test_object_replaced_mid_download_fails_and_keeps_nothing(
@@ -277,7 +298,7 @@ def test_a_part_that_keeps_dropping_keeps_what_the_first_part_had_written(
     gets = Gets(again)
     again.download("talk.mp4", dest, expected_size=len(data), etag=etag)
     assert dest.read_bytes() == data
-    assert_tiles(gets.spans(), 40 * KIB, len(data))
+    assert_split(gets, 40 * KIB, len(data))
 
 
 @pytest.mark.parametrize(
