@@ -68,9 +68,11 @@ if [ "$write_env" = 1 ]; then
   # New: random passwords and the socket's group; existing: what it lacks, DOCKER_GID refreshed.
   bash "$here/write-env.sh" --env-file "$env_file" --image "$tag"
 fi
-watch_dir=$( [ "$write_env" = 1 ] && sed -n 's/^WATCH_FOLDER=//p' "$env_file" || true)
-if [ -n "$watch_dir" ] && [ ! -d "$watch_dir" ]; then
-  mkdir -p "$watch_dir"
-  if [ "$(id -u)" -eq 0 ]; then chown 10001:10001 "$watch_dir"; else chmod 0777 "$watch_dir"; fi
-fi
+for name in WATCH_FOLDER WATCH_IMPORT_FOLDER; do
+  dir=$( [ "$write_env" = 1 ] && sed -n "s/^$name=//p" "$env_file" || true)
+  if [ -n "$dir" ] && [ ! -d "$dir" ]; then
+    mkdir -p "$dir"
+    if [ "$(id -u)" -eq 0 ]; then chown 10001:10001 "$dir"; else chmod 0777 "$dir"; fi
+  fi
+done
 echo "[build] done: $tag. Start the stack with: docker compose -f docker/compose.yaml up -d"

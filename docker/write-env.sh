@@ -51,6 +51,8 @@ elif has POSTGRES_PASSWORD && ! has POSTGRES_SUPERUSER; then
   add POSTGRES_SUPERUSER dagster "the superuser this stack's database was created with"
 fi
 chmod 600 "$env_file"
+add WATCH_IMPORT_FOLDER "$here/import" \
+  "files brought by hand (media import, manual_import_job) are read from here, as /import"
 add POSTGRES_SUPERUSER postgres "PostgreSQL superuser: for the postgres and setup services only"
 add POSTGRES_PASSWORD "$(secret)" "its password"
 add WATCH_DB_USER watch "the app's own PostgreSQL role (no superuser, createrole or createdb)"

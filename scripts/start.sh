@@ -18,13 +18,14 @@ cd "$ROOT"
 
 export DAGSTER_HOME=${DAGSTER_HOME:-$ROOT/.dagster_home}
 export WATCH_FOLDER_PATH=${WATCH_FOLDER_PATH:-$ROOT/watch}
+export WATCH_IMPORT_ROOT=${WATCH_IMPORT_ROOT:-$ROOT/import}
 export WATCH_TEMP_DIR=${WATCH_TEMP_DIR:-$DAGSTER_HOME/tmp}
 export HF_HUB_OFFLINE=1
 # Dagster 1.13 warns about its own `owners` parameter whenever a sensor's job gets resources
 # bound; nothing here sets owners. Only that message is silenced.
 export PYTHONWARNINGS=${PYTHONWARNINGS:-"ignore:Parameter \`owners\` of initializer:Warning"}
 STOP_GRACE_SECONDS=${STOP_GRACE_SECONDS:-6}
-mkdir -p "$DAGSTER_HOME" "$WATCH_FOLDER_PATH" "$WATCH_TEMP_DIR"
+mkdir -p "$DAGSTER_HOME" "$WATCH_FOLDER_PATH" "$WATCH_IMPORT_ROOT" "$WATCH_TEMP_DIR"
 cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 .venv/bin/watch-pipeline db upgrade

@@ -78,6 +78,8 @@ class Stack:
     def __post_init__(self) -> None:
         self.watch = self.tmp / "watch"
         self.watch.mkdir()
+        self.imports = self.tmp / "import"
+        self.imports.mkdir()
         self.env_file = self.tmp / "empty.env"  # never the developer's docker/.env
         self.env_file.write_text("")
         self.rendered = DOCKER / "compose.yaml"
@@ -86,6 +88,7 @@ class Stack:
             **{k: v for k, v in os.environ.items()
                if not k.startswith(("WATCH_", "DAGSTER_", "COMPOSE_", "RIVA_"))},
             "WATCH_IMAGE": IMAGE, "WATCH_STACK": self.name, "WATCH_FOLDER": str(self.watch),
+            "WATCH_IMPORT_FOLDER": str(self.imports),
             "POSTGRES_PASSWORD": PG_ROOT_SECRET, "MINIO_ROOT_USER": "testing",
             "MINIO_ROOT_PASSWORD": S3_ROOT_SECRET,
             "WATCH_DB_PASSWORD": PG_APP_SECRET, "WATCH_S3_SECRET_ACCESS_KEY": S3_APP_SECRET,
