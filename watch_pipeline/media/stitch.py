@@ -211,8 +211,9 @@ def _concatenate(
     with tempfile.TemporaryDirectory(prefix="stitch_") as tmp, contextlib.ExitStack() as running:
         started = time.monotonic()
         copy = _copy_command(parts, Path(tmp), out)
+        refused = _copy_refused(out)
         ffmpeg = None
-        if None in given:
+        if None in given and refused is None:
             # Stream copy is the usual case and costs no CPU: start it at once, while the parts
             # are probed (ffprobe's start-up alone is a sizeable share of a copy's time), and
             # stop it if a part proves unreadable or unlike part 1 and must be re-encoded.
@@ -220,7 +221,7 @@ def _concatenate(
             ffmpeg = running.enter_context(_start_ffmpeg(copy))
         infos = _probe_parts(parts, given, probe_timeout)
         parts_duration = sum(info.duration or 0.0 for info in infos)
-        mismatch = _mismatch(parts, infos)
+        mismatch = refused or _mismatch(parts, infos)
         if ffmpeg is None or mismatch is not None:
             if ffmpeg is not None:
                 ffmpeg.kill()
@@ -340,6 +341,17 @@ def _describe(info: MediaInfo) -> str:
             f"audio {info.audio.codec} {info.audio.sample_rate} Hz {info.audio.channels} ch"
         )
     return ", ".join(bits)
+
+
+def _copy_refused(out: Path) -> str | None:
+    """Why a stream copy into ``out``'s format would be wrong whatever the parts, else ``None``.
+
+    FLAC: a stream copy keeps part 1's STREAMINFO (its sample count), so players and ffprobe see
+    only part 1's length; re-encoding FLAC is lossless and writes the right header.
+    """
+    if _MUXERS.get(out.suffix.lower()) == "flac":
+        return "a FLAC stream copy keeps part 1's length in its header (re-encoded, lossless)"
+    return None
 
 
 def _mismatch(parts: list[Path], infos: list[MediaInfo]) -> str | None:

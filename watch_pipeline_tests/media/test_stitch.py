@@ -343,3 +343,16 @@ def test_tolerance_is_per_part(tmp_path, suffix):
     with pytest.raises(StitchError, match=reason):
         stitch(parts, tmp_path / f"bad{suffix}", probes=probes, tolerance_per_part=0.5)
     assert not (tmp_path / f"bad{suffix}").exists()
+
+
+def test_flac_parts_are_reencoded_so_the_header_carries_the_whole_length(tmp_path):
+    # A FLAC stream copy would keep part 1's STREAMINFO: ffprobe would report 1.5 s for 4.5 s.
+    parts = [make_part(tmp_path / f"take_P00{i}.flac", video=None, audio="flac",
+                       seconds=1.5) for i in (1, 2, 3)]  # fmt: skip
+    dest = tmp_path / "take.flac"
+
+    result = stitch(parts, dest)
+
+    assert result.mode == "reencode"
+    assert "FLAC" in (result.reencode_reason or "")
+    assert probe(dest).duration == pytest.approx(4.5, abs=0.1)
