@@ -22,7 +22,7 @@ from watch_pipeline.catalog.secrets import SecretBox
 
 # Fields that belong to one source type only; the rest apply to every type.
 TYPE_FIELDS: dict[str, frozenset[str]] = {
-    SourceType.LOCAL: frozenset({"local_path", "delete_after_import"}),
+    SourceType.LOCAL: frozenset({"local_path"}),
     SourceType.S3: frozenset({
         "s3_endpoint_url", "s3_bucket_name", "s3_prefix", "s3_region", "s3_access_key_id",
         "s3_use_ssl",
@@ -40,6 +40,9 @@ COMMON_FIELDS = frozenset({
     "file_extensions", "skip_files_older_than_days", "recursive", "auto_transcribe",
     "min_speakers", "max_speakers", "collections", "tags", "multipart_enabled", "multipart_regex",
     "multipart_time_window_hours", "multipart_wait_scans", "upload_stitched_to_source",
+    # Every type: the import deletes the file (S3 object, SMB file) once its media is stored,
+    # and only the version it scanned (pipeline.steps checks the ETag or size and mtime).
+    "delete_after_import",
 })
 _DEFAULTS: dict[str, Any] = {
     "is_enabled": True, "owner_id": 1, "delete_after_import": False, "s3_use_ssl": True,

@@ -41,7 +41,8 @@ _OPTIONS = FieldOptions([
     (("--path", "local_path"), "local_path",
      {"help": "local: folder relative to WATCH_FOLDER_PATH ('.' = the root)."}),
     (("--delete-after-import/--keep-after-import",), "delete_after_import",
-     {"default": None, "help": "local: delete the original once imported."}),
+     {"default": None, "help": "Delete the original once its media is stored (S3: the object, "
+      "SMB: the file), only if unchanged since the scan; never a duplicate or a failed import."}),
     (("--endpoint-url",), "s3_endpoint_url", {"help": "s3: endpoint (MinIO); default AWS."}),
     (("--bucket",), "s3_bucket_name", {"help": "s3: bucket name."}),
     (("--prefix",), "s3_prefix", {"help": "s3: key prefix to watch."}),

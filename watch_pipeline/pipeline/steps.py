@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from watch_pipeline.catalog import queries
@@ -58,7 +58,7 @@ from watch_pipeline.media.validate import validate_media
 from watch_pipeline.pipeline import claims
 from watch_pipeline.pipeline.fingerprint import ALGORITHM_VERSION, imohash_fileobj, imohash_path
 from watch_pipeline.pipeline.multipart import compile_part_regex, output_name, parse_part
-from watch_pipeline.sources.base import SourceClient, SourceError
+from watch_pipeline.sources.base import SourceClient, SourceEntry, SourceError
 from watch_pipeline.store.base import ObjectStore, ObjectStoreError
 from watch_pipeline.transcribe import formats
 from watch_pipeline.transcribe.base import Transcriber, Transcript, TranscriptionError
@@ -535,7 +535,8 @@ def store_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
     re-run finds the object already there (same size) and reports it as cached instead of
     uploading again. Once stored: other rows with the same content become duplicates, a
     stitched recording is written back when the source asks for it, the temp copies go, and a
-    local source with ``delete_after_import`` loses its original(s).
+    source with ``delete_after_import`` loses its original(s) (see :func:`_delete_originals`;
+    a failed or refused delete is a warning, never a failure of the import).
 
     Raises:
         StepFailed: Reading, probing or storing failed (recorded for a retry).
@@ -577,22 +578,108 @@ def store_media(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
             written_back = _write_back(item, client, path, ctx.log)
         # The temp copies (downloads, stitched file) are no longer needed once stored.
         shutil.rmtree(temp_dir(sources, fingerprint), ignore_errors=True)
-        if item.delete_after_import and item.source_type == SourceType.LOCAL:
-            _delete_originals(item, client, ctx.log)
+        if item.delete_after_import:
+            _delete_originals(catalog, item, client, ctx.log)
     return MediaObject(object_key=key, media_id=record.id, cached=cached, url=store.url(key),
                        size=size, checksum=stored.checksum or "",
                        checksum_algorithm=stored.checksum_algorithm or "", duplicates_marked=twins,
                        written_back=written_back)
 
 
-def _delete_originals(item: queries.ImportItem, client: SourceClient, log: Log) -> None:
-    """``delete_after_import``: remove the imported file(s); a failure is only reported."""
-    for original in [p.remote_path for p in item.parts] or [item.remote_path]:
+def _delete_originals(catalog: Catalog, item: queries.ImportItem, client: SourceClient,
+                      log: Log) -> None:
+    """``delete_after_import``: remove the imported file(s), each only as it was scanned.
+
+    Called once the media is stored, so never after a failure, and only for the partition's
+    own rows, so never for a duplicate (which is another row, not imported). All parts of a
+    multi-part recording go once the stitched recording is stored.
+
+    A remote original is deleted only while it is still the version the scan recorded: an S3
+    object with the same ETag (and size), an SMB file with the same size and modification
+    time. One listing through :meth:`SourceClient.list_files` gives the current versions (the
+    ABC has no per-file stat). A local original is read in place and deleted directly (the
+    manual-imports source is never listed).
+
+    Nothing here fails the import: a changed original is kept, and a delete the server refuses
+    (or a server that cannot be reached) leaves the original in place; either way the file's
+    row says why in its message and the run log warns.
+    """
+    originals = ([(p.file_id, p.remote_path) for p in item.parts]
+                 or [(item.file_id, item.remote_path)])
+    current: dict[str, SourceEntry] | None = None
+    if item.source_type != SourceType.LOCAL:
         try:
-            client.delete(original)
-            log.info(f"deleted the original {original}")
+            current = _current_versions(client, [path for _, path in originals])
         except (SourceError, OSError) as exc:
-            log.warning(f"imported, but could not delete {original}: {exc}")
+            for file_id, path in originals:
+                _kept(catalog, file_id, log, f"imported, but the original {path} was kept: "
+                      f"could not check it is the version imported ({exc})")
+            return
+    for file_id, path in originals:
+        if current is not None:
+            now = current.get(path)
+            if now is None:
+                log.info(f"the original {path} is already gone")
+                continue
+            changed = _changed_since_scan(catalog, file_id, now)
+            if changed is not None:
+                _kept(catalog, file_id, log, f"imported, but the original {path} was kept: "
+                      f"{changed} since it was scanned, so it is not the version imported")
+                continue
+        try:
+            client.delete(path)
+        except (SourceError, OSError) as exc:
+            _kept(catalog, file_id, log,
+                  f"imported, but deleting the original {path} failed: {exc}")
+            continue
+        log.info(f"deleted the original {path}")
+
+
+def _current_versions(client: SourceClient, paths: list[str]) -> dict[str, SourceEntry]:
+    """The listed entries of ``paths`` that still exist (the listing stops once all are seen)."""
+    wanted = set(paths)
+    suffixes = tuple(PurePosixPath(path).suffix.lower() for path in paths)
+    found: dict[str, SourceEntry] = {}
+    listing = client.list_files(recursive=any("/" in path for path in paths),
+                                extensions=suffixes if all(suffixes) else ())
+    try:
+        for entry in listing:
+            if isinstance(entry, SourceEntry) and entry.remote_path in wanted:
+                found[entry.remote_path] = entry
+                if len(found) == len(wanted):
+                    break
+    finally:
+        close = getattr(listing, "close", None)
+        if close is not None:
+            close()
+    return found
+
+
+def _changed_since_scan(catalog: Catalog, file_id: int, now: SourceEntry) -> str | None:
+    """What differs between the version the scan recorded and ``now``, or ``None``."""
+    with catalog.session() as session:
+        row = session.get(WatchSourceFile, file_id)
+        if row is None:
+            return "its catalog row is gone"
+        size, mtime, etag = row.file_size, row.file_modified_at, row.etag
+    if (etag or None) != (now.etag or None):
+        return f"its ETag changed ({etag} -> {now.etag})"
+    if size != now.size:
+        return f"its size changed ({size} -> {now.size} bytes)"
+    if mtime != now.mtime:
+        return f"its modification time changed ({_iso(mtime)} -> {_iso(now.mtime)})"
+    return None
+
+
+def _iso(at: datetime | None) -> str:
+    return at.isoformat() if at is not None else "unknown"
+
+
+def _kept(catalog: Catalog, file_id: int, log: Log, why: str) -> None:
+    """An original stays: the run log warns and the file's row says why (status unchanged)."""
+    log.warning(why)
+    with catalog.session() as session:
+        queries.update_file_row(session, file_id, {"error_message": why[:4000]})
 
 
 def _write_back(item: queries.ImportItem, client: SourceClient, path: Path, log: Log) -> str:

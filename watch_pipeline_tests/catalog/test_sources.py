@@ -165,3 +165,19 @@ def test_smb_path_refuses_what_smb_refuses(sqlite_catalog, smb_path):
             sqlite_catalog.session() as s:
         create_source(s, None, fields={**smb, "smb_path": smb_path})
     assert info.value.field == "smb_path"
+
+
+@pytest.mark.parametrize("fields", [
+    {"source_type": "local", "local_path": "cams"},
+    {"source_type": "s3", "s3_bucket_name": "rec-bucket"},
+    {"source_type": "smb", "smb_server": "files.example", "smb_share": "rec"},
+])
+def test_every_source_type_takes_delete_after_import(sqlite_catalog, fields):
+    with sqlite_catalog.session() as s:
+        source = create_source(s, None, fields={"name": "del", **fields})
+        assert source_to_dict(source)["delete_after_import"] is False
+        update_source(s, None, source, fields={"delete_after_import": True})
+        assert source_to_dict(find_source(s, "del"))["delete_after_import"] is True
+        kept = create_source(s, None, fields={"name": "del2", **fields,
+                                              "delete_after_import": True})
+        assert source_to_dict(kept)["delete_after_import"] is True

@@ -4,10 +4,9 @@ Never after a failed import (corrupt media, an object store that refuses the upl
 for a duplicate, which is not imported. Driven as the product does: a watch sensor tick scans
 and claims, the runs it requests import in-process on a real Dagster instance.
 
-Local sources through the CLI; S3 (moto's server) and SMB (smbd) with the same cases.
-``delete_after_import`` is a local-only field today (the catalog refuses it for s3/smb and
-``store_media`` deletes only local originals): the remote tests that need it done are
-``xfail(strict=True)``; the ones that must never delete set the column directly and run now.
+Local sources through the CLI; S3 (moto's server) and SMB (smbd) with the same cases, plus what
+only a remote original can do: be replaced after the scan (kept: it is not the version imported)
+or refuse the delete (the import stays completed, with a warning on the file's row).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -28,8 +28,7 @@ from watch_pipeline.catalog.keys import active_box
 from watch_pipeline.catalog.models import FileStatus, SkipReason, WatchSource
 from watch_pipeline.catalog.secrets import KeyConfig
 from watch_pipeline.catalog.settings import set_setting
-from watch_pipeline.catalog.sources import create_source
-from watch_pipeline.catalog.validation import ValidationError
+from watch_pipeline.catalog.sources import create_source, find_source, source_to_dict
 from watch_pipeline.store.resource import ObjectStoreResource
 from watch_pipeline_tests.defs import harness
 from watch_pipeline_tests.promises import drive
@@ -204,36 +203,93 @@ def _add_remote(env, remote: Remote, **fields: Any) -> int:
 
 
 def _remote_deleting(env, remote: Remote) -> int:
-    """A remote source with ``delete_after_import`` on, set in the catalog row directly.
-
-    The catalog refuses the field for remote sources today; setting the column exercises what
-    the import does with it (which the cases below pin down: never delete on failure or for a
-    duplicate), whatever ``catalog/sources.py`` accepts.
-    """
-    source_id = _add_remote(env, remote)
-    with env["catalog"].session() as s:
-        s.execute(sa.update(WatchSource).where(WatchSource.id == source_id)
-                  .values(delete_after_import=True))
-    return source_id
+    """A remote source with ``delete_after_import`` on."""
+    return _add_remote(env, remote, delete_after_import=True)
 
 
-@pytest.mark.xfail(strict=True, raises=ValidationError, reason=(
-    "delete_after_import is a local-only field: catalog/sources.py TYPE_FIELDS puts it under "
-    "SourceType.LOCAL only, so `source add --type s3|smb --delete-after-import` is refused "
-    "(\"only applies to local sources\")"))
 def test_remote_source_takes_delete_after_import(env, remote):
-    _add_remote(env, remote, delete_after_import=True)
+    source_id = _remote_deleting(env, remote)
+    with env["catalog"].session() as s:
+        assert source_to_dict(find_source(s, source_id))["delete_after_import"] is True
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pipeline/steps.py store_media deletes originals only when item.source_type == "
-    "SourceType.LOCAL; S3Client.delete and SMBClient.delete exist but are never called"))
 def test_remote_original_is_deleted_once_its_media_is_stored(env, remote, tmp_path):
     _remote_deleting(env, remote)
-    remote.put(drive.tone(tmp_path / "t.wav", 441), "talk.wav")
+    recording = drive.tone(tmp_path / "t.wav", 441)
+    remote.put(recording, "talk.wav")
     (run,) = drive.scan_and_import(env, remote.kind)
-    assert run.success and harness.files(env)["talk.wav"].status == FileStatus.IMPORTED
+    assert run.success
+    row = harness.files(env)["talk.wav"]
+    assert row.status == FileStatus.IMPORTED and row.error_message is None
     assert not remote.exists("talk.wav")
+    (media,) = harness.media_rows(env)
+    assert drive.store(env).path(media.object_key).read_bytes() == recording.read_bytes()
+
+
+def test_remote_parts_are_deleted_once_the_stitched_recording_is_stored(env, remote, tmp_path):
+    _remote_deleting(env, remote)
+    with env["catalog"].session() as s:
+        s.execute(sa.update(WatchSource).values(multipart_enabled=True))
+    names = ["meet_P001.wav", "meet_P002.wav"]
+    for number, name in enumerate(names):
+        remote.put(drive.tone(tmp_path / name, 451 + 10 * number), name)
+    (run,) = drive.scan_and_import(env, remote.kind)
+    assert run.success
+    assert {harness.files(env)[name].status for name in names} == {FileStatus.STITCHED_PART}
+    assert not any(remote.exists(name) for name in names)
+    assert [m.filename for m in harness.media_rows(env)] == ["meet.wav"]
+
+
+def test_s3_object_replaced_after_the_scan_is_kept(env, s3_server, s3_bucket, tmp_path):
+    remote = _s3(s3_server, s3_bucket)
+    with env["catalog"].session() as s:
+        set_setting(s, "watch.file_stability_seconds", 0)
+    _remote_deleting(env, remote)
+    scanned = drive.tone(tmp_path / "scanned.wav", 461)
+    remote.put(scanned, "talk.wav")
+    (request,) = drive.tick(env, "s3")
+    key = request.partition_key
+    assert key
+    fetched = dg.materialize(harness.ASSETS[:2], partition_key=key, instance=env["instance"],
+                             resources=env["resources"])
+    assert fetched.success
+    # Replaced between the download and the store: same size, other bytes (a new ETag).
+    replacement = drive.tone(tmp_path / "replacement.wav", 463)
+    assert replacement.stat().st_size == scanned.stat().st_size
+    remote.put(replacement, "talk.wav")
+    stored = dg.materialize(harness.ASSETS[2:3], partition_key=key, instance=env["instance"],
+                            resources=env["resources"])
+    assert stored.success
+    row = harness.files(env)["talk.wav"]
+    assert row.status == FileStatus.IMPORTED
+    assert "was kept" in row.error_message and "ETag changed" in row.error_message
+    body = s3_server.client().get_object(Bucket=s3_bucket, Key="talk.wav")["Body"].read()
+    assert body == replacement.read_bytes()
+    (media,) = harness.media_rows(env)
+    assert drive.store(env).path(media.object_key).read_bytes() == scanned.read_bytes()
+
+
+def test_smb_delete_refused_leaves_the_import_completed(env, smb_server, tmp_path):
+    remote = _smb(smb_server)
+    with env["catalog"].session() as s:
+        set_setting(s, "watch.file_stability_seconds", 0)
+    _remote_deleting(env, remote)
+    recording = drive.tone(tmp_path / "t.wav", 467)
+    remote.put(recording, "talk.wav")
+    folder = smb_server.share_path / remote.fields["smb_path"].lstrip("/")
+    folder.chmod(0o555)  # the share's user may read the folder but not remove from it
+    try:
+        (run,) = drive.scan_and_import(env, "smb")
+    finally:
+        folder.chmod(0o755)
+    assert run.success
+    row = harness.files(env)["talk.wav"]
+    assert row.status == FileStatus.IMPORTED
+    assert "deleting the original talk.wav failed" in row.error_message
+    assert remote.exists("talk.wav")
+    (media,) = harness.media_rows(env)
+    assert media.object_key
+    assert drive.store(env).path(media.object_key).read_bytes() == recording.read_bytes()
 
 
 def test_remote_original_is_kept_when_its_import_fails(env, remote, tmp_path, s3_server):
