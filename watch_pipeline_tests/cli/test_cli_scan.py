@@ -256,7 +256,9 @@ def test_media_list_and_show(run, media_rows):
     assert "--status" in run("media", "list", "--status", "done", code=2).stderr
 
     shown = json.loads(run("media", "show", "1", "--json").output)
-    assert set(shown) == {c.name for c in MediaFile.__table__.columns}
+    assert set(shown) == {c.name for c in MediaFile.__table__.columns} | {"previews"}
+    assert {"thumbnail", "waveform"} <= set(shown["previews"])  # none stored here
+    assert not any(shown["previews"].values())
     assert shown["transcript_key"] == JSON_KEY and shown["transcript_model"] == "tiny.en"
     assert "transcript_model" in run("media", "show", "1").output
     assert "no media numbered 9" in run("media", "show", "9", code=1).stderr
