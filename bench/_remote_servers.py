@@ -5,6 +5,10 @@
 * :func:`samba_server`: a real ``smbd`` through the tests' own
   :class:`~watch_pipeline_tests.fixtures.smb_server.SambaServer` (generated ``smb.conf``, an OS
   user made for the run and removed afterwards). Needs root, ``smbd`` and ``smbpasswd``.
+* :func:`throttled`: the tests' throttling TCP proxy
+  (:mod:`watch_pipeline_tests.fixtures.throttle_proxy`) in front of a loopback server, as a
+  subprocess (its CPU is not charged to the benchmark), each connection's replies limited to
+  N MiB/s: a slow link such as one S3 connection.
 * :func:`postgres_server`: a throwaway PostgreSQL cluster on loopback, started as the tests'
   ``postgres_server`` fixture starts it (``initdb`` + ``pg_ctl``, durability off).
 
@@ -17,11 +21,13 @@ import contextlib
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -101,6 +107,25 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     # After the command name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def throttled(endpoint_url: str, mibps: float) -> Iterator[str]:
+    """Yield the URL of a proxy to ``endpoint_url`` replying at ``mibps`` MiB/s per connection."""
+    upstream = urlsplit(endpoint_url).port
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "watch_pipeline_tests.fixtures.throttle_proxy",
+         "--upstream-port", str(upstream), "--mibps", str(mibps)],
+        stdout=subprocess.PIPE, env=env, cwd=REPO_ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @dataclass(frozen=True)

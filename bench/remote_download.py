@@ -4,13 +4,18 @@ One ``--size-mib`` MiB file of random bytes is put on a loopback moto S3 server 
 and on a real Samba share (``SambaServer`` from the tests' fixtures). Then ``--runs`` rounds,
 each method once per round, the order rotated every round:
 
-* S3: ours (:meth:`S3SourceClient.download`: ``DOWNLOAD_WORKERS`` ranged GETs of ``PART_SIZE``
-  in flight, ``pwrite`` into a preallocated ``<dest>.part``, then a rename) vs boto3
+* S3: ours (:meth:`S3SourceClient.download`: one GET ``pwrite`` into a preallocated
+  ``<dest>.part``, its rate probed over the first ``PROBE_BYTES`` or ``PROBE_SECONDS``; kept to
+  the end at ``FAST_STREAM_MIBPS`` or more, else split into ``DOWNLOAD_WORKERS`` streams of
+  ranged GETs; then a rename; the mode it chose is printed) vs boto3
   ``download_file`` as one GET (``multipart_threshold`` above the size) and vs ``download_file``
   with a tuned ``TransferConfig`` (``--tuned-chunk-mib``, ``--tuned-concurrency``, by default
   128 MiB x 2: the fastest of 16, 32, 64 MiB x 4 and 128 MiB x 2 against moto, where fewer GETs
   win; boto3's defaults, 8 MiB parts on 10 threads, took 4.4 s). The ratio against the faster
-  baseline is the verdict. Beside each time: the CPU seconds moto's server process and
+  baseline is the verdict. With ``--throttle-mibps N`` the S3 case runs twice: directly against
+  moto, then through a loopback proxy that sends each connection's replies at N MiB/s (a slow
+  link such as one S3 connection, ~100 MB/s; ``bench/_remote_servers.throttled``). Beside each
+  time: the CPU seconds moto's server process and
   this process spent on it. Then the limits of the setup, measured in the same run: one GET read
   and discarded (the server and loopback alone), writing the size into the page cache from
   memory (the disk side alone), and one 1-byte ranged GET (moto's fixed cost per GET).
@@ -34,11 +39,15 @@ line); S3 and MinIO read only the range. A many-part download pays that once per
 on 2 busy cores ours took 0.89 s with 0.66 s of moto CPU (4 GETs) against 0.38 s and 0.15 s for
 one GET, while ours forced to one GET (``--part-mib 512``) ran at 1.03x of ``download_file``'s
 one GET. So against moto parallel parts cannot win; they are for servers whose single stream is
-slower than the disk (S3's per-connection throughput, a WAN link).
+slower than the disk (S3's per-connection throughput, a WAN link). Hence the adaptive download:
+directly against moto the probe sees a fast stream and keeps one GET; through the throttling
+proxy it splits.
 
 Needs root (Samba's OS user). Usage:
     python bench/remote_download.py [--size-mib 512] [--runs 3] [--dir /tmp] [--skip-smb]
-        [--part-mib N --workers N]  (ours with other settings, to tune them)
+        [--throttle-mibps 50]  (the S3 case again through a proxy at 50 MiB/s per connection)
+        [--part-mib N --workers N --fast-mibps X]  (ours with other settings, to tune them;
+        --fast-mibps inf always splits, 0 never)
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -71,6 +81,7 @@ from _remote_servers import (
     plain_s3_client,
     samba_server,
     smb_login,
+    throttled,
     write_random_file,
 )
 from boto3.s3.transfer import TransferConfig
@@ -108,12 +119,35 @@ def our_smb_client(login: SmbLogin) -> SMBSourceClient:
     )
 
 
-def tune_ours(part_mib: int | None, workers: int | None) -> None:
-    """Override our S3 download's part size and workers (for tuning runs)."""
+def tune_ours(part_mib: int | None, workers: int | None, fast_mibps: float | None = None
+              ) -> None:
+    """Override our S3 download's part size, workers and split threshold (for tuning runs)."""
     if part_mib:
         s3_module.PART_SIZE = part_mib * MIB
     if workers:
         s3_module.DOWNLOAD_WORKERS = workers
+    if fast_mibps is not None:
+        s3_module.FAST_STREAM_MIBPS = fast_mibps
+
+
+class ModeLog(logging.Handler):
+    """Keeps the INFO lines in which our S3 download says which mode it chose."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> ModeLog:
+        logger = logging.getLogger(s3_module.__name__)
+        logger.addHandler(self)
+        logger.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        logging.getLogger(s3_module.__name__).removeHandler(self)
 
 
 # -- child: one download of ours, for peak RSS ----------------------------------------------
@@ -125,7 +159,7 @@ def child(mode: str) -> None:
     dest = Path(job["dest"])
     client: Any
     if mode.startswith("s3"):
-        tune_ours(job.get("part_mib"), job.get("workers"))
+        tune_ours(job.get("part_mib"), job.get("workers"), job.get("fast_mibps"))
         client = our_s3_client(job["endpoint_url"])
         client.test_connection()
     else:
@@ -227,7 +261,7 @@ def report(
     *,
     size: int,
     runs: int,
-    rss: tuple[float, float, float],
+    rss: tuple[float, float, float] | None,
     cpu: dict[str, tuple[float, float]] | None = None,
     added_rss_target: float | None = None,
 ) -> None:
@@ -252,6 +286,8 @@ def report(
         verdict = "ok" if ratio >= RATIO_TARGET else "MISSED"
         print(f"  ratio ours/best baseline{'':<25}: {ratio:5.2f}x  "
               f"(want >= {RATIO_TARGET}x: {verdict})")
+    if rss is None:
+        return
     peak, maxrss, floor = rss
     if added_rss_target is None:
         verdict = "ok" if peak < RSS_TARGET_MIB else "MISSED"
@@ -307,67 +343,77 @@ def s3_limits(boto: Any, src: Path, tmp: Path, runs: int) -> None:
         median = statistics.median(seconds)
         rate = "" if "1-byte" in label else f"  {size / MIB / median:7.1f} MiB/s"
         print(f"    {label:<50}: {median:6.3f} s{rate}")
-    if not hasattr(s3_module, "part_size"):
-        return  # a checkout from before parallel downloads (for before/after runs)
     if size <= s3_module.PART_SIZE:
         print("    ours: one GET (the object is not larger than PART_SIZE)")
-        return
-    part = s3_module.part_size(size)
-    print(f"    ours: {-(-size // part)} GETs of {part / MIB:.0f} MiB, "
-          f"{s3_module.DOWNLOAD_WORKERS} in flight")
 
 
 def bench_s3(args: argparse.Namespace, tmp: Path, src: Path) -> None:
-    size = src.stat().st_size
-    tune_ours(args.part_mib, args.workers)
+    """The S3 case directly against moto and, with ``--throttle-mibps``, through the proxy."""
+    tune_ours(args.part_mib, args.workers, args.fast_mibps)
     with moto_server_process(tmp) as server:
-        endpoint_url = server.endpoint_url
-        boto = plain_s3_client(endpoint_url)
-        boto.upload_file(str(src), BUCKET, NAME)
-        ours = our_s3_client(endpoint_url)
-        ours.test_connection()
-        boto.head_object(Bucket=BUCKET, Key=NAME)
-        one_get = TransferConfig(multipart_threshold=size + 1)
-        tuned_chunk = args.tuned_chunk_mib * MIB
-        tuned = TransferConfig(
-            multipart_threshold=tuned_chunk,
-            multipart_chunksize=tuned_chunk,
-            max_concurrency=args.tuned_concurrency,
-        )
-        tuned_name = (
-            f"download_file ({args.tuned_chunk_mib} MiB x{args.tuned_concurrency})"
-        )
-        methods: dict[str, Callable[[Path], Any]] = {
-            "S3SourceClient.download": lambda dest: ours.download(NAME, dest),
-            "download_file (one GET)": (
-                lambda dest: boto.download_file(BUCKET, NAME, str(dest), Config=one_get)
-            ),
-            tuned_name: lambda dest: boto.download_file(BUCKET, NAME, str(dest), Config=tuned),
-        }
-        cpu: dict[str, tuple[float, float]] = {}
-        try:
+        plain_s3_client(server.endpoint_url).upload_file(str(src), BUCKET, NAME)
+        s3_case(args, tmp, src, server.pid, server.endpoint_url,
+                f"S3 (moto, {server.endpoint_url})")
+        if args.throttle_mibps:
+            print(f"       {load_note()}")
+            with throttled(server.endpoint_url, args.throttle_mibps) as url:
+                s3_case(args, tmp, src, server.pid, url,
+                        f"S3 (moto behind a {args.throttle_mibps:g} MiB/s-per-connection "
+                        f"proxy, {url})")
+
+
+def s3_case(args: argparse.Namespace, tmp: Path, src: Path, server_pid: int, endpoint_url: str,
+            label: str) -> None:
+    size = src.stat().st_size
+    boto = plain_s3_client(endpoint_url)
+    ours = our_s3_client(endpoint_url)
+    ours.test_connection()
+    boto.head_object(Bucket=BUCKET, Key=NAME)
+    one_get = TransferConfig(multipart_threshold=size + 1)
+    tuned_chunk = args.tuned_chunk_mib * MIB
+    tuned = TransferConfig(
+        multipart_threshold=tuned_chunk,
+        multipart_chunksize=tuned_chunk,
+        max_concurrency=args.tuned_concurrency,
+    )
+    tuned_name = f"download_file ({args.tuned_chunk_mib} MiB x{args.tuned_concurrency})"
+    methods: dict[str, Callable[[Path], Any]] = {
+        "S3SourceClient.download": lambda dest: ours.download(NAME, dest),
+        "download_file (one GET)": (
+            lambda dest: boto.download_file(BUCKET, NAME, str(dest), Config=one_get)
+        ),
+        tuned_name: lambda dest: boto.download_file(BUCKET, NAME, str(dest), Config=tuned),
+    }
+    cpu: dict[str, tuple[float, float]] = {}
+    try:
+        with ModeLog() as modes:
             medians = run_rounds(
-                methods, runs=args.runs, src=src, tmp=tmp, server_pid=server.pid, cpu=cpu
+                methods, runs=args.runs, src=src, tmp=tmp, server_pid=server_pid, cpu=cpu
             )
-        finally:
-            ours.close()
+    finally:
+        ours.close()
+    rss = None
+    if not args.skip_rss:
         job = {
             "endpoint_url": endpoint_url,
             "dest": str(tmp / "child.bin"),
             "part_mib": args.part_mib,
             "workers": args.workers,
+            "fast_mibps": args.fast_mibps,
         }
         rss = measure_rss("s3", job, tmp / "child.bin")
-        report(
-            f"S3 (moto, {endpoint_url})",
-            medians,
-            size=size,
-            runs=args.runs,
-            rss=rss,
-            cpu=cpu,
-            added_rss_target=S3_ADDED_RSS_TARGET_MIB,
-        )
-        s3_limits(boto, src, tmp, args.runs)
+    report(
+        label,
+        medians,
+        size=size,
+        runs=args.runs,
+        rss=rss,
+        cpu=cpu,
+        added_rss_target=S3_ADDED_RSS_TARGET_MIB,
+    )
+    s3_limits(boto, src, tmp, args.runs)
+    for line in modes.lines:
+        print(f"    ours chose: {line.partition(': ')[2]}")
 
 
 def bench_smb(args: argparse.Namespace, tmp: Path, src: Path) -> None:
@@ -442,6 +488,12 @@ def main() -> None:
     parser.add_argument("--skip-smb", action="store_true", help="leave out the SMB half")
     parser.add_argument("--part-mib", type=int, default=None, help="ours: S3 part size")
     parser.add_argument("--workers", type=int, default=None, help="ours: S3 GETs in flight")
+    parser.add_argument("--fast-mibps", type=float, default=None,
+                        help="ours: the single-stream rate kept without splitting (inf: always "
+                             "split)")
+    parser.add_argument("--throttle-mibps", type=float, default=None,
+                        help="also run the S3 case through a proxy at this MiB/s per connection")
+    parser.add_argument("--skip-rss", action="store_true", help="leave out the peak-RSS children")
     parser.add_argument(
         "--tuned-chunk-mib", type=int, default=128, help="tuned download_file: part size"
     )

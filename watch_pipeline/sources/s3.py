@@ -11,8 +11,8 @@ three 16 KiB windows, so fingerprinting an object costs one HEAD and at most thr
 
 Downloads land in ``<dest>.part``, renamed to ``dest`` once complete (the steps shared with SMB
 are in :mod:`watch_pipeline.sources._transfer`). ``<dest>.part.etag`` records the ETag of the
-version being fetched and, while a parallel download runs, how many bytes from the start are
-complete:
+version being fetched and, while a download into a preallocated file runs (one stream or
+parallel parts), how many bytes from the start are complete:
 
 * An object of at most :data:`PART_SIZE` bytes (or a rest that small) is one streamed GET
   (``Range: bytes=<done>-``) appended to ``<dest>.part``, whose size is then the resume point.
@@ -31,7 +31,10 @@ complete:
     trip and time to first byte on S3), so 16 ranged GETs of a 256 MiB object are slower
     than 4.
 
-  What is complete is tracked as one contiguous prefix, not as a set of ranges: parts are
+  The log says at INFO which way was taken and the rate measured.
+
+  What is complete is tracked as one contiguous prefix, not as a set of ranges: the one stream
+  records each write; parts are
   handed out in order with a bounded lookahead (:func:`_transfer.fetch_in_parts`), and whenever
   the bytes written from the start without a gap grow (completed parts, then what the first
   incomplete part has written), their end is written to the ETag file. A failed attempt cuts
@@ -108,7 +111,8 @@ PROBE_SECONDS = 0.25
 """... or over this long, whichever comes first (a slow link need not deliver 16 MiB first)."""
 
 PART_SIZE = 16 * MIB
-"""The smallest part of a parallel download; an object this size or smaller is one GET."""
+"""The smallest part of a parallel download; an object this size or smaller is one GET
+appended to the partial file (no probe, no preallocation)."""
 MAX_PART_SIZE = 64 * MIB
 """The largest part: bounds what a crash can waste (the parts in flight beyond the prefix)."""
 DOWNLOAD_WORKERS = 4
@@ -127,7 +131,8 @@ NAME_MAX = 255
 """The longest key segment, in UTF-8 bytes, that can become a file name on a local disk."""
 ETAG_SUFFIX = ".part.etag"
 """``<dest>.part.etag`` holds the ETag of the object version ``<dest>.part`` was fetched from; a
-parallel download adds a second line: the complete prefix in bytes and the boot id."""
+download into a preallocated file adds a second line: the complete prefix in bytes and the boot
+id."""
 
 _AUTH_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
                          "ExpiredToken", "TokenRefreshRequired"})
@@ -907,7 +912,7 @@ def kept_bytes(dest: Path) -> int:
 
     What the next :meth:`S3SourceClient.download` resumes from if the object still has the ETag
     recorded beside the partial file (not checked here): for progress displays and tests, since
-    during a parallel download the partial file's size is the full size.
+    during a download into a preallocated file its size is the full size.
     """
     part, tag = partial_files(dest)
     recorded = _read_tag(tag)
@@ -950,7 +955,7 @@ def _kept_prefix(version: _Version, part: Path, tag: Path) -> int:
 
 
 class _PrefixRecord:
-    """``<dest>.part.etag`` of a parallel download, its prefix rewritten in place as it grows.
+    """``<dest>.part.etag`` of a preallocated download, its prefix rewritten in place as it grows.
 
     The record is created whole by :func:`_write_tag` (a rename); after that only its
     fixed-width number is overwritten, one small ``pwrite`` per advance (a rename each time
@@ -978,7 +983,7 @@ _PREFIX_DIGITS = 20  # any file size in bytes fits
 
 
 def _write_tag(path: Path, if_match: str, done: int | None = None) -> None:
-    """Record the ETag of ``<dest>.part`` and, for a parallel download, its complete prefix.
+    """Record the ETag of ``<dest>.part`` and, for a preallocated download, its complete prefix.
 
     Written beside it and renamed over it, so a crash never leaves half a record (which could
     read as the first form, declaring a preallocated file complete).
