@@ -19,8 +19,13 @@ each block of :data:`SAMPLES_PER_PIXEL` samples becomes one pixel, its (min, max
 (:class:`~watch_pipeline.media.process.ToolProcess` with a ``stdout_sink``); only the peaks are
 kept: 2 bytes a pixel, 4.5 MB for 10 hours. A small PNG renders them.
 
-Both runs go through ``process.py`` (deadline from ``limits.ffmpeg_timeout``, only the end of
-stderr kept) and raise :class:`PreviewError` with the reason.
+Both read a local path or, as a :class:`~watch_pipeline.media.process.ToolInput`, a URL: a
+presigned S3 GET URL is read in place through ffmpeg's http protocol, with range requests (a
+seek, and an MP4 whose ``moov`` is at the end, cost a new ranged GET each, not a download), and
+reconnects after a dropped connection at the offset it reached. Both runs go through
+``process.py`` (deadline from ``limits.ffmpeg_timeout``, only the end of stderr kept, a URL
+scrubbed from it) and raise :class:`PreviewError` with the reason, naming the input by its
+``shown`` form (``s3://bucket/key``, or the file name), never by the URL.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import numpy as np
 
 from watch_pipeline.media import limits
 from watch_pipeline.media.errors import ToolTimeout
-from watch_pipeline.media.process import ToolProcess, one_line, run_tool
+from watch_pipeline.media.process import ToolInput, ToolProcess, one_line, run_tool
 
 THUMBNAIL_WIDTH = 640
 """Width in pixels of ``thumbnail.webp``."""
@@ -77,6 +82,10 @@ _DARK, _BRIGHT, _FLAT = 24.0, 232.0, 6.0
 _STDERR_TAIL_CHARS = 400
 _WAVE_RGB = (0x2F, 0x6F, 0xBD)
 _BACKGROUND_RGB = (0xF4, 0xF6, 0xF8)
+# Over http(s): reconnect after a dropped connection or a network error (at the byte offset
+# reached; a seekable input resumes with a ranged GET), waiting at most 4 s between attempts.
+_HTTP_INPUT = ["-reconnect", "1", "-reconnect_on_network_error", "1",
+               "-reconnect_delay_max", "4"]
 
 
 class PreviewError(Exception):
@@ -120,6 +129,11 @@ def _ffmpeg(*args: str) -> list[str]:
     return ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", *args]
 
 
+def _input(source: ToolInput) -> list[str]:
+    """``-i`` and the input's location, preceded by the http options for a URL."""
+    return [*(_HTTP_INPUT if source.is_url else []), "-i", source.location]
+
+
 def _window(start: float, keyframes: bool, duration: float | None) -> tuple[list[str], str]:
     """Input options and the filter prefix that produce the candidates of one window."""
     if keyframes:
@@ -132,10 +146,10 @@ def _window(start: float, keyframes: bool, duration: float | None) -> tuple[list
     return ["-ss", f"{start:.3f}", "-t", f"{span:.3f}"], f"fps={rate:.6f},"
 
 
-def _candidates(src: Path, inputs: list[str], prefix: str, timeout: float) -> np.ndarray:
+def _candidates(src: ToolInput, inputs: list[str], prefix: str, timeout: float) -> np.ndarray:
     """The window's frames as tiny grey images, shape ``(frames, height, width)``."""
     width, height = _CANDIDATE_SIZE
-    command = _ffmpeg(*inputs, "-i", str(src), "-map", "0:v:0", "-an", "-sn", "-dn",
+    command = _ffmpeg(*inputs, *_input(src), "-map", "0:v:0", "-an", "-sn", "-dn",
                       "-vf", f"{prefix}scale={width}:{height}", "-frames:v", str(CANDIDATES),
                       "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray",
                       "pipe:1")
@@ -162,12 +176,12 @@ def choose_frame(frames: np.ndarray) -> tuple[int, bool]:
     return best, bool(content[best])
 
 
-def make_thumbnail(src: Path, large: Path, small: Path, *, duration: float | None,
+def make_thumbnail(src: Path | ToolInput, large: Path, small: Path, *, duration: float | None,
                    timeout: float | None = None) -> Thumbnail:
     """Choose a frame of ``src`` that is not black or blank and write it as two WebP images.
 
     Args:
-        src: A video file.
+        src: A video file, or a :class:`ToolInput` (a presigned URL, read by ranged GETs).
         large: Where to write the :data:`THUMBNAIL_WIDTH` px WebP.
         small: Where to write the :data:`SMALL_WIDTH` px WebP.
         duration: The media's duration in seconds (the search starts at 10 % of it), or
@@ -181,6 +195,7 @@ def make_thumbnail(src: Path, large: Path, small: Path, *, duration: float | Non
         PreviewTimeout: ffmpeg outlived its deadline.
         PreviewError: No video frame could be decoded, or ffmpeg failed or is missing.
     """
+    src = ToolInput.of(src)
     start = SEEK_FRACTION * duration if duration and math.isfinite(duration) else 0.0
     deadline = timeout or limits.ffmpeg_timeout(KEYFRAME_WINDOW_SECONDS)
     windows = [(True, start), (False, start)] + ([(False, 0.0)] if start > 0 else [])
@@ -196,24 +211,24 @@ def make_thumbnail(src: Path, large: Path, small: Path, *, duration: float | Non
         if content:
             break
     if chosen is None:
-        raise PreviewError(f"{src.name}: no video frame could be decoded")
+        raise PreviewError(f"{src.shown}: no video frame could be decoded")
     inputs, prefix, index, at = chosen
     graph = (f"[0:v:0]{prefix}select=eq(n\\,{index}),scale={THUMBNAIL_WIDTH}:-2,split=2[l][s];"
              f"[s]scale={SMALL_WIDTH}:-2[t]")
     webp = ["-c:v", "libwebp", "-quality", str(WEBP_QUALITY), "-frames:v", "1", "-f", "webp"]
-    _run(_ffmpeg("-y", *inputs, "-i", str(src), "-filter_complex", graph,
+    _run(_ffmpeg("-y", *inputs, *_input(src), "-filter_complex", graph,
                  "-map", "[l]", *webp, str(large), "-map", "[t]", *webp, str(small)),
          src, deadline)
     return Thumbnail(large=_picture(large, src), small=_picture(small, src), window_seconds=at)
 
 
-def _picture(path: Path, src: Path) -> Picture:
+def _picture(path: Path, src: ToolInput) -> Picture:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise PreviewError(f"{src.name}: ffmpeg wrote no image") from None
+        raise PreviewError(f"{src.shown}: ffmpeg wrote no image") from None
     if not data:
-        raise PreviewError(f"{src.name}: ffmpeg wrote an empty image")
+        raise PreviewError(f"{src.shown}: ffmpeg wrote an empty image")
     width, height = image_size(data)
     return Picture(path=path, width=width, height=height, size=len(data))
 
@@ -359,14 +374,16 @@ def _png_1bit(ink: np.ndarray, background: tuple[int, int, int],
             + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
-def make_waveform(src: Path, *, duration: float | None = None, timeout: float | None = None,
+def make_waveform(src: Path | ToolInput, *, duration: float | None = None,
+                  timeout: float | None = None,
                   samples_per_pixel: int = SAMPLES_PER_PIXEL,
                   max_seconds: float = limits.hours_to_seconds(
                       limits.DEFAULT_MAX_DURATION_HOURS)) -> Waveform:
     """Decode the first audio stream of ``src`` and reduce it to peaks, streaming.
 
     Args:
-        src: Any audio or video file ffmpeg can read.
+        src: Any audio or video file ffmpeg can read, or a :class:`ToolInput` (a presigned
+            URL, read sequentially).
         duration: The media's duration in seconds, for the deadline; ``None`` uses the cap.
         timeout: Seconds ffmpeg may take; ``None`` derives it from the duration.
         samples_per_pixel: Samples per pixel.
@@ -379,50 +396,53 @@ def make_waveform(src: Path, *, duration: float | None = None, timeout: float | 
         PreviewTimeout: ffmpeg outlived its deadline.
         PreviewError: No audio stream, nothing decodable, or ffmpeg failed or is missing.
     """
+    src = ToolInput.of(src)
     peaks = _Peaks(samples_per_pixel)
     # Resampling without a low-pass filter (filter_size=0: the nearest sample): peaks need none,
     # and the default filter costs a fifth of the decode. The samples arrive in 8 bits, the
     # peaks' own resolution: half the bytes through the pipe and through numpy. ffmpeg flushes a
     # pipe after every packet unless told not to (-flush_packets 0): 300 000 tiny writes for 2
     # hours, which doubled the time.
-    command = _ffmpeg("-i", str(src), "-map", "0:a:0", "-vn", "-sn", "-dn",
+    command = _ffmpeg(*_input(src), "-map", "0:a:0", "-vn", "-sn", "-dn",
                       "-af", f"aresample={WAVEFORM_SAMPLE_RATE}:filter_size=0:phase_shift=0",
                       "-ac", "1", "-c:a", "pcm_u8",
                       "-t", f"{max_seconds + limits.CAP_MARGIN_SECONDS:.3f}",
                       "-flush_packets", "0", "-f", "u8", "pipe:1")
     deadline = timeout or limits.ffmpeg_timeout(max_seconds if duration is None else duration)
     try:
-        with ToolProcess(command, stdout_sink=peaks.add) as proc:
+        with ToolProcess(command, stdout_sink=peaks.add, scrub=src.scrub) as proc:
             result = proc.wait(deadline)
     except FileNotFoundError:
         raise PreviewError("ffmpeg is not installed (not found on PATH)") from None
     except ToolTimeout:
-        raise PreviewTimeout(f"{src.name}: ffmpeg timed out after {deadline:g} s") from None
+        raise PreviewTimeout(f"{src.shown}: ffmpeg timed out after {deadline:g} s") from None
     stderr = result.stderr.strip()
     if result.returncode != 0:
         if "matches no streams" in stderr:
-            raise PreviewError(f"{src.name}: no audio stream")
-        raise PreviewError(f"{src.name}: ffmpeg failed (exit {result.returncode}): "
+            raise PreviewError(f"{src.shown}: no audio stream")
+        raise PreviewError(f"{src.shown}: ffmpeg failed (exit {result.returncode}): "
                            f"{one_line(stderr, _STDERR_TAIL_CHARS)}")
     data = peaks.finish()
     if not peaks.samples:
-        raise PreviewError(f"{src.name}: no audio samples decoded: "
+        raise PreviewError(f"{src.shown}: no audio samples decoded: "
                            f"{one_line(stderr, _STDERR_TAIL_CHARS) or 'empty stream'}")
     return Waveform(sample_rate=WAVEFORM_SAMPLE_RATE, samples_per_pixel=samples_per_pixel,
                     samples=peaks.samples, peaks=data)
 
 
-def _run(command: list[str], src: Path, timeout: float, *, capture_stdout: bool = False) -> bytes:
+def _run(command: list[str], src: ToolInput, timeout: float, *,
+         capture_stdout: bool = False) -> bytes:
     try:
-        result = run_tool(command, timeout=timeout, capture_stdout=capture_stdout)
+        result = run_tool(command, timeout=timeout, capture_stdout=capture_stdout,
+                          scrub=src.scrub)
     except FileNotFoundError:
         raise PreviewError("ffmpeg is not installed (not found on PATH)") from None
     except ToolTimeout:
-        raise PreviewTimeout(f"{src.name}: ffmpeg timed out after {timeout:g} s") from None
+        raise PreviewTimeout(f"{src.shown}: ffmpeg timed out after {timeout:g} s") from None
     if result.returncode != 0:
         stderr = result.stderr.strip()
         if "matches no streams" in stderr:
-            raise PreviewError(f"{src.name}: no video stream")
-        raise PreviewError(f"{src.name}: ffmpeg failed (exit {result.returncode}): "
+            raise PreviewError(f"{src.shown}: no video stream")
+        raise PreviewError(f"{src.shown}: ffmpeg failed (exit {result.returncode}): "
                            f"{one_line(stderr, _STDERR_TAIL_CHARS)}")
     return result.stdout

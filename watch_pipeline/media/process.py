@@ -12,6 +12,12 @@ Every media subprocess of the package goes through :class:`ToolProcess` (or :fun
   ``-progress`` lines), with a flag when more arrived than was kept, or handed chunk by chunk to
   a ``stdout_sink`` (decoded PCM streamed into the waveform peaks, ``previews.py``).
 
+An input may be a URL that carries credentials (a presigned S3 GET URL: a signature and the
+access key id), and ffmpeg prints its input in its errors. :class:`ToolInput` names such an
+input twice: ``location`` for the command line only, ``shown`` (``s3://bucket/key``) for every
+message; a run given its :meth:`ToolInput.scrub` returns stderr with the URL replaced by
+``shown`` and any stray piece of its query removed.
+
 The deadlines themselves are chosen by the callers from ``limits.py``.
 """
 
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import subprocess
@@ -27,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import IO
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from watch_pipeline.media.errors import ToolTimeout
 from watch_pipeline.media.limits import STDERR_TAIL_BYTES
@@ -36,6 +44,70 @@ STDOUT_LIMIT_BYTES = 8 * 1024 * 1024
 
 _READ_SIZE = 64 * 1024
 _JOIN_SECONDS = 5.0
+
+# Pieces of a presigned URL's query that may survive a cut line: signing parameters, and the
+# credential scope (``<access key id>/<date>/<region>/s3/aws4_request``, plain or escaped).
+_SIGNING_PARAMETER = re.compile(r"[?&]?X-Amz-[A-Za-z-]+=[^&\s'\"]*", re.IGNORECASE)
+_CREDENTIAL_SCOPE = re.compile(r"[^\s'\"?&=]*aws4_request", re.IGNORECASE)
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{8,}")
+_SECRET_PARAMETERS = ("x-amz-signature", "x-amz-credential", "x-amz-security-token",
+                      "signature", "awsaccesskeyid")
+
+
+@dataclass(frozen=True)
+class ToolInput:
+    """What ffmpeg or ffprobe opens, and the name every message uses for it.
+
+    Attributes:
+        location: A local path, or a URL ffmpeg reads over http(s) (a presigned S3 GET URL,
+            which must not appear in any message, log or metadata).
+        shown: How messages name the input: ``s3://bucket/key`` for a URL, the file name for a
+            path.
+    """
+
+    location: str
+    shown: str
+
+    @classmethod
+    def of(cls, src: str | os.PathLike[str] | ToolInput) -> ToolInput:
+        """``src`` as it is, or a local path shown by its file name."""
+        if isinstance(src, ToolInput):
+            return src
+        location = os.fspath(src)
+        return cls(location=location, shown=PurePath(location).name)
+
+    @property
+    def is_url(self) -> bool:
+        """Whether ``location`` is an http(s) URL (read through ffmpeg's http protocol)."""
+        return urlsplit(self.location).scheme.lower() in ("http", "https")
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the URL (whole, or without its query) replaced by :attr:`shown`.
+
+        Whatever else of the query is left (a line cut in the URL's middle, a parameter printed
+        on its own) goes too: ``X-Amz-*`` parameters, the credential scope, the access key id,
+        the signature and any run of 8 or more of its hex digits. A path is left as it is.
+        """
+        if not text or not self.is_url:
+            return text
+        parts = urlsplit(self.location)
+        bare = urlunsplit(parts._replace(query="", fragment=""))
+        for whole in (self.location, bare):
+            text = text.replace(whole, self.shown)
+        if parts.query:
+            text = text.replace(parts.query, "")
+        secrets: set[str] = set()
+        for name, value in parse_qsl(parts.query):
+            if name.lower() in _SECRET_PARAMETERS and value:
+                secrets.update((value, quote(value, safe=""), value.split("/")[0]))
+        for secret in sorted(secrets, key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
+        text = _SIGNING_PARAMETER.sub("", text)
+        text = _CREDENTIAL_SCOPE.sub("***", text)
+        signatures = [v for n, v in parse_qsl(parts.query) if "signature" in n.lower()]
+        return _HEX_RUN.sub(
+            lambda m: "***" if any(m.group() in s for s in signatures) else m.group(), text)
 
 
 class _Tail:
@@ -112,6 +184,9 @@ class ToolProcess:
         stderr_limit: Bytes of stderr kept.
         stdout_sink: Called by the reader thread with each chunk of stdout as it comes (nothing
             is kept); it must not raise. Implies capturing.
+        scrub: Applied to stderr before anyone sees it (:meth:`ToolInput.scrub` of an input
+            that is a URL with credentials); when the kept tail starts mid-line, that partial
+            line is dropped first, as a cut URL could not be recognised.
 
     Raises:
         FileNotFoundError: The executable does not exist.
@@ -125,8 +200,10 @@ class ToolProcess:
         stdout_limit: int = STDOUT_LIMIT_BYTES,
         stderr_limit: int = STDERR_TAIL_BYTES,
         stdout_sink: Callable[[bytes], None] | None = None,
+        scrub: Callable[[str], str] | None = None,
     ) -> None:
         self.name = PurePath(command[0]).name
+        self._scrub = scrub
         self._stdout = _Tail(stdout_limit) if stdout_sink is None else _Sink(stdout_sink)
         capture_stdout = capture_stdout or stdout_sink is not None
         self._stderr = _Tail(stderr_limit)
@@ -183,9 +260,17 @@ class ToolProcess:
             returncode=-1 if self._proc.returncode is None else self._proc.returncode,
             stdout=self._stdout.value(),
             stdout_truncated=self._stdout.seen > self._stdout.limit,
-            stderr=self._stderr.value().decode("utf-8", errors="replace"),
+            stderr=self._stderr_text(),
             stderr_bytes=self._stderr.seen,
         )
+
+    def _stderr_text(self) -> str:
+        text = self._stderr.value().decode("utf-8", errors="replace")
+        if self._scrub is None:
+            return text
+        if self._stderr.seen > self._stderr.limit:
+            text = text.partition("\n")[2]
+        return self._scrub(text)
 
     def _join(self) -> None:
         # The pipes close when the last process holding them exits; a descendant that escaped
@@ -258,6 +343,7 @@ def run_tool(
     timeout: float | None,
     capture_stdout: bool = False,
     stdout_limit: int = STDOUT_LIMIT_BYTES,
+    scrub: Callable[[str], str] | None = None,
 ) -> ToolResult:
     """Run ``command`` to its end or its deadline; see :class:`ToolProcess`.
 
@@ -266,6 +352,7 @@ def run_tool(
         timeout: Seconds before the process tree is killed; ``None`` waits as long as it takes.
         capture_stdout: Keep the end of stdout.
         stdout_limit: Bytes of stdout kept when captured.
+        scrub: Applied to stderr (see :class:`ToolProcess`).
 
     Returns:
         The exit status and the kept ends of its output.
@@ -274,7 +361,8 @@ def run_tool(
         FileNotFoundError: The executable does not exist.
         ToolTimeout: The deadline passed (the process and its descendants were killed).
     """
-    with ToolProcess(command, capture_stdout=capture_stdout, stdout_limit=stdout_limit) as proc:
+    with ToolProcess(command, capture_stdout=capture_stdout, stdout_limit=stdout_limit,
+                     scrub=scrub) as proc:
         return proc.wait(timeout)
 
 

@@ -13,6 +13,13 @@ Audio-only media has no thumbnail of its own: its ``waveform.png`` is the thumbn
 ``thumbnail`` step says so (status ``audio only``) and stores nothing; ``media thumbnail``
 returns the PNG.
 
+ffmpeg reads the stored media in place: the store's :meth:`~ObjectStore.stream_url` is a local
+path or, on S3, a presigned GET URL read with range requests (the thumbnail seeks, the waveform
+reads once through), so neither step downloads the object; a store without one (``None``) is
+copied to scratch first (``steps.readable_copy``). The URL carries a signature and the access key
+id: it is handed to ffmpeg only, and every message (ffmpeg's stderr, the step's reason, the log)
+names the object as ``s3://bucket/key`` instead.
+
 Each step is idempotent: when its objects are already stored it reports them as cached and
 does nothing. A failure never raises: the media stays usable, the step's result carries the
 reason (status ``failed``), the log says how to retry (re-materialize the asset), and neither the
@@ -34,8 +41,9 @@ from pathlib import Path
 from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import MediaFile
-from watch_pipeline.media import previews
+from watch_pipeline.media import limits, previews
 from watch_pipeline.media.probe import ProbeError, probe
+from watch_pipeline.media.process import ToolInput
 from watch_pipeline.pipeline.steps import (
     Metadata,
     SourceAccess,
@@ -43,7 +51,7 @@ from watch_pipeline.pipeline.steps import (
     known,
     readable_copy,
 )
-from watch_pipeline.store.base import ObjectStore, ObjectStoreError
+from watch_pipeline.store.base import STREAM_URL_SECONDS, ObjectStore, ObjectStoreError
 
 THUMBNAIL = "thumbnail"
 WAVEFORM = "waveform"
@@ -203,6 +211,34 @@ def _workdir(sources: SourceAccess) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _media_input(store: ObjectStore, key: str, scratch: Path, *,
+                 expires: float) -> Iterator[ToolInput]:
+    """What ffmpeg reads ``key`` from: the store's stream URL or path, else a scratch copy.
+
+    A failure leaving the block whose message holds a piece of the URL (``probe`` names its
+    input) is re-raised as a :class:`~watch_pipeline.media.previews.PreviewError` with the
+    message scrubbed.
+    """
+    location = store.stream_url(key, expires=expires)
+    if location is None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        with readable_copy(store, key, scratch) as path:
+            yield ToolInput.of(path)
+        return
+    source = ToolInput.of(location)
+    if source.is_url:
+        source = ToolInput(location=location, shown=store.url(key))
+    try:
+        yield source
+    except _FAILURES as exc:
+        message = str(exc)
+        scrubbed = source.scrub(message)
+        if scrubbed == message:
+            raise
+        raise previews.PreviewError(scrubbed) from None
+
+
 def _put(store: ObjectStore, key: str, path: Path) -> None:
     store.put_file(key, path, content_type=_CONTENT_TYPES[path.suffix])
 
@@ -251,11 +287,11 @@ def make_thumbnail(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
                 picture=markdown_image(small_bytes, "thumbnail"))
         started = time.monotonic()
         sources.scratch.mkdir(parents=True, exist_ok=True)
-        with readable_copy(store, record.object_key or "", sources.scratch) as path, \
-                _workdir(sources) as work:
-            if is_audio_only(record) is None and probe(path).video is None:
+        with _media_input(store, record.object_key or "", sources.scratch,
+                          expires=STREAM_URL_SECONDS) as source, _workdir(sources) as work:
+            if is_audio_only(record) is None and probe(source.location).video is None:
                 return _audio_thumbnail(store, keys)
-            made = previews.make_thumbnail(path, work / "thumbnail.webp",
+            made = previews.make_thumbnail(source, work / "thumbnail.webp",
                                            work / "thumbnail_small.webp",
                                            duration=record.duration)
             _put(store, keys.thumbnail, made.large.path)
@@ -321,9 +357,12 @@ def make_waveform(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
                 picture=markdown_image(png_bytes, "waveform"))
         started = time.monotonic()
         sources.scratch.mkdir(parents=True, exist_ok=True)
-        with readable_copy(store, record.object_key or "", sources.scratch) as path, \
-                _workdir(sources) as work:
-            wave = previews.make_waveform(path, duration=record.duration)
+        # The URL must outlive the decode, which may take up to its deadline.
+        expires = max(STREAM_URL_SECONDS, limits.ffmpeg_timeout(
+            record.duration or limits.hours_to_seconds(limits.DEFAULT_MAX_DURATION_HOURS)) + 600)
+        with _media_input(store, record.object_key or "", sources.scratch,
+                          expires=expires) as source, _workdir(sources) as work:
+            wave = previews.make_waveform(source, duration=record.duration)
             data, image = work / "waveform.json", work / "waveform.png"
             with open(data, "w", encoding="ascii") as out:
                 wave.write_json(out)

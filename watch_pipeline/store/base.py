@@ -12,6 +12,9 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+STREAM_URL_SECONDS = 3600
+"""How long a :meth:`ObjectStore.stream_url` stays valid unless the caller asks otherwise."""
+
 
 @dataclass(frozen=True)
 class StoredObject:
@@ -153,6 +156,28 @@ class ObjectStore(abc.ABC):
 
         Raises:
             ObjectStoreError: The key is unsafe.
+        """
+        check_key(key)
+        return None
+
+    def stream_url(self, key: str, *, expires: float = STREAM_URL_SECONDS) -> str | None:
+        """A location ffmpeg can open and seek in to read ``key`` in place; ``None`` if none.
+
+        A local store returns the file's path; an S3 store a presigned GET URL that ffmpeg reads
+        with range requests (a seek is a new ranged GET), so a preview costs the bytes it reads,
+        not a download of the object. The default, ``None``, makes callers copy through
+        :meth:`open` (``pipeline/steps.readable_copy``).
+
+        A URL may carry credentials (a presigned URL holds a signature and the access key id):
+        callers must keep it out of logs, metadata and exception messages and name the object by
+        :meth:`url` instead (``media/process.ToolInput`` scrubs ffmpeg's stderr).
+
+        Args:
+            key: The object key.
+            expires: Seconds a URL must stay valid (a store may cap it); a path ignores it.
+
+        Raises:
+            ObjectStoreError: The key is unsafe, or the store cannot make the URL.
         """
         check_key(key)
         return None

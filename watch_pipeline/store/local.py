@@ -49,7 +49,13 @@ from pathlib import Path
 
 from watch_pipeline.catalog.files import fsync_dir
 from watch_pipeline.store import checksum
-from watch_pipeline.store.base import ObjectStore, ObjectStoreError, StoredObject, check_key
+from watch_pipeline.store.base import (
+    STREAM_URL_SECONDS,
+    ObjectStore,
+    ObjectStoreError,
+    StoredObject,
+    check_key,
+)
 
 COPY_STEP = 64 * 1024 * 1024
 """Bytes per kernel copy call: the granularity at which the checksums follow the copy."""
@@ -115,6 +121,14 @@ class LocalObjectStore(ObjectStore):
             ObjectStoreError: The key is unsafe.
         """
         return self.path(key)
+
+    def stream_url(self, key: str, *, expires: float = STREAM_URL_SECONDS) -> str | None:
+        """The path of the file that holds ``key``: ffmpeg reads it in place (``expires`` unused).
+
+        Raises:
+            ObjectStoreError: The key is unsafe.
+        """
+        return str(self.path(key))
 
     def put_file(self, key: str, src: Path, *, content_type: str | None = None) -> StoredObject:
         """Copy ``src`` to ``key`` atomically, verified by CRC32C; return its size and CRC32C.

@@ -26,12 +26,14 @@ and :class:`ObjectStoreError` raised; a refused part aborts the multipart upload
 stored before CRC32C carry ``x-amz-meta-sha256`` instead, which ``head`` still reports.
 
 Reads: :class:`S3RangeReader` is a seekable read-only file object over ranged GETs, so a
-fingerprint of three small windows costs three small requests, never a download.
+fingerprint of three small windows costs three small requests, never a download. ffmpeg reads
+objects the same way through a presigned GET URL (:meth:`S3ObjectStore.stream_url`).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -48,6 +50,7 @@ from botocore.config import Config
 from watch_pipeline.catalog.secrets import public_repr
 from watch_pipeline.store import checksum
 from watch_pipeline.store.base import (
+    STREAM_URL_SECONDS,
     ObjectStore,
     ObjectStoreError,
     SizedReader,
@@ -64,6 +67,9 @@ MAX_CONCURRENCY = 4
 CRC32C, so one upload holds at most ``MAX_CONCURRENCY * MULTIPART_CHUNKSIZE`` of parts."""
 MAX_ATTEMPTS = 3
 """Attempts per request (botocore "standard" retry mode: throttling, 5xx, connection errors)."""
+
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+"""The longest a SigV4 presigned URL may be valid (S3's limit); longer requests are capped."""
 
 CRC32C_METADATA = "crc32c"
 """User metadata name of the whole object's CRC32C (hex): the ``x-amz-meta-crc32c`` header."""
@@ -737,6 +743,26 @@ class S3ObjectStore(ObjectStore):
                 f"S3 bucket {self._bucket!r}{where} cannot be created: "
                 f"{describe_error(exc, endpoint=self._s3.endpoint_url)}") from exc
         return True
+
+    def stream_url(self, key: str, *, expires: float = STREAM_URL_SECONDS) -> str | None:
+        """A presigned GET URL of ``key``, valid ``expires`` seconds (1 s to 7 days), for ffmpeg.
+
+        Made offline (no request): a missing object shows when the URL is read. ffmpeg's http
+        protocol reads it with range requests (S3 and MinIO answer ``Range: bytes=N-`` with 206),
+        so a seek is one new GET. The URL holds a signature and the access key id, never the
+        secret; it must still not be logged (see :meth:`ObjectStore.stream_url`).
+
+        Raises:
+            ObjectStoreError: The key is unsafe, or the client cannot sign (no credentials).
+        """
+        full_key = self.full_key(key)
+        seconds = int(min(max(math.ceil(expires), 1), MAX_PRESIGN_SECONDS))
+        try:
+            return self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self._bucket, "Key": full_key},
+                ExpiresIn=seconds)
+        except _BOTO_ERRORS as exc:
+            raise self._error("presign", key, exc) from exc
 
     def url(self, key: str) -> str:
         """Return ``s3://bucket/<prefix><key>``."""
