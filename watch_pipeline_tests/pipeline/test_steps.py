@@ -282,3 +282,35 @@ def test_media_within_the_limit_is_imported(world):
         set_setting(s, "watch.max_media_duration_hours", 0.001)  # 3.6 s
     key = drop(world, "short.wav", tone_wav(1300, seconds=2.0))
     assert import_all(world, key)[2].object_key == "user_1/file_1/short.wav"
+
+
+def test_the_file_is_probed_once_and_the_store_reuses_raw_files_probe(world, monkeypatch):
+    calls: list[str] = []
+    real_probe = steps.probe
+    monkeypatch.setattr(steps, "probe", lambda path, **kw: calls.append(path.name)
+                        or real_probe(path, **kw))
+    key = drop(world, "in/once.wav", tone_wav(330, seconds=2.0))
+
+    _raw, _stitched, stored, _transcript = import_all(world, key)
+
+    assert calls == ["once.wav"]  # raw_file's; media_object read it back
+    (m,) = media(world)
+    assert m.duration == pytest.approx(2.0, abs=0.01) and m.content_type == "audio/wav"
+    assert stored.object_key == "user_1/file_1/once.wav"
+
+
+def test_a_probe_that_no_longer_fits_the_file_is_made_again(world, monkeypatch):
+    key = drop(world, "in/again.wav", tone_wav(330))
+    steps.fetch_raw_file(ctx(key, steps.RAW_FILE), world["catalog"], world["access"])
+    probes = next((world["access"].scratch / "imports").rglob("probes.json"))
+    probes.write_text("{not json")  # damaged: the store probes the file itself
+    calls: list[str] = []
+    real_probe = steps.probe
+    monkeypatch.setattr(steps, "probe", lambda path, **kw: calls.append(path.name)
+                        or real_probe(path, **kw))
+
+    steps.store_media(ctx(key, steps.MEDIA_OBJECT), world["catalog"], world["access"],
+                      world["store"])
+
+    assert calls == ["again.wav"]
+    assert media(world)[0].duration == pytest.approx(1.0, abs=0.01)
