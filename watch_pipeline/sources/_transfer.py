@@ -209,11 +209,10 @@ def fetch_in_parts(
     ``stop`` was set counts as incomplete. An exception in the calling thread while it waits
     (a run being terminated) also stops the workers before it propagates.
     """
-    bounds = [(first, min(first + part_size, total)) for first in range(start, total, part_size)]
-    if first_end is not None and start < first_end < total:
-        bounds = [(start, first_end)] + [
-            (first, min(first + part_size, total)) for first in range(first_end, total, part_size)
-        ]
+    head = [(start, first_end)] if first_end is not None and start < first_end < total else []
+    rest = head[0][1] if head else start
+    bounds = head + [(first, min(first + part_size, total))
+                     for first in range(rest, total, part_size)]
     ahead = lookahead or 2 * workers
     changed = threading.Condition()
     stop = threading.Event()
