@@ -7,12 +7,14 @@ import json
 import math
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from watch_pipeline.media import previews
+from watch_pipeline.media.process import ToolInput, ToolProcess
 
 
 def ffmpeg(*args: str) -> None:
@@ -156,3 +158,56 @@ def test_image_size_reads_webp_and_png_headers(tmp_path):
     assert previews.image_size((tmp_path / "lossless.webp").read_bytes()) == (200, 100)
     with pytest.raises(previews.PreviewError):
         previews.image_size(b"GIF89a....")
+
+
+# -- a presigned URL as input: never in a message ---------------------------------------------
+
+PRESIGNED = ("http://127.0.0.1:9000/media/user_1/file_7/talk.mp4?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+             "&X-Amz-Credential=AKIAEXAMPLEKEY0007%2F20261207%2Fus-east-1%2Fs3%2Faws4_request"
+             "&X-Amz-Date=20261207T120000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+             "&X-Amz-Signature=" + "5d1f0e" * 10 + "abcd")
+SHOWN = "s3://media/user_1/file_7/talk.mp4"
+LEAKS = ("X-Amz", "AKIAEXAMPLEKEY0007", "5d1f0e5d1f0e", "aws4_request", "127.0.0.1:9000")
+
+
+def assert_clean(text: str) -> None:
+    for leak in LEAKS:
+        assert leak not in text, (leak, text)
+
+
+@pytest.mark.parametrize("printed", [
+    PRESIGNED + ": Server returned 403 Forbidden (access denied)",
+    "[http @ 0x55d0] Opening '" + PRESIGNED.split("?")[0] + "' for reading",
+    PRESIGNED[170:] + ": Invalid data found when processing input",  # a line cut in the query
+    PRESIGNED[60:120] + " | " + PRESIGNED[-30:],
+    "Credential=AKIAEXAMPLEKEY0007/20261207/us-east-1/s3/aws4_request",  # unescaped
+])
+def test_scrub_replaces_the_url_and_every_piece_of_its_query(printed):
+    source = ToolInput(location=PRESIGNED, shown=SHOWN)
+    scrubbed = source.scrub(printed)
+    assert_clean(scrubbed)
+    if printed.startswith(("http", "[http")):
+        assert SHOWN in scrubbed
+    assert ToolInput.of(Path("/data/talk.mp4")).scrub(printed) == printed  # a path: as it is
+
+
+def test_a_stderr_tail_cut_inside_the_signature_keeps_no_piece_of_it():
+    source = ToolInput(location=PRESIGNED, shown=SHOWN)
+    noise = "".join(f"[h264 @ 0x55] error {i} in the stream\n" for i in range(40))
+    script = f"import sys; sys.stderr.write({noise + PRESIGNED + ': I/O error' + chr(10)!r})"
+    with ToolProcess([sys.executable, "-c", script], stderr_limit=50,
+                     scrub=source.scrub) as proc:
+        result = proc.wait(30)
+    assert result.stderr_bytes > len(PRESIGNED)
+    assert_clean(result.stderr)
+
+
+def test_a_waveform_over_http_names_the_shown_location_on_failure(tmp_path):
+    # nothing listens on port 9 of loopback: ffmpeg prints the URL in its connection error
+    source = ToolInput(location=PRESIGNED.replace("127.0.0.1:9000", "127.0.0.1:9"),
+                       shown=SHOWN)
+    with pytest.raises(previews.PreviewError) as failed:
+        previews.make_waveform(source, duration=1.0)
+    assert str(failed.value).startswith(SHOWN + ": ffmpeg failed")
+    assert_clean(str(failed.value))
+    assert "127.0.0.1:9/" not in str(failed.value)

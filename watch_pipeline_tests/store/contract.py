@@ -20,6 +20,7 @@ def assert_key_refused(store: ObjectStore, key: str, src: Path) -> None:
         lambda: store.head(key),
         lambda: store.open(key),
         lambda: store.delete(key),
+        lambda: store.stream_url(key),
     )
     for operation in operations:
         with pytest.raises(ObjectStoreError):

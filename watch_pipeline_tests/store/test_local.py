@@ -276,6 +276,15 @@ def test_url_is_a_file_uri_of_the_object(store: LocalObjectStore) -> None:
     assert Path(unquote(urlparse(url).path)).read_bytes() == b"hello"
 
 
+def test_stream_url_is_the_objects_file_read_in_place(store: LocalObjectStore) -> None:
+    store.put_bytes("user_1/file_1/talk.mp4", b"media bytes")
+
+    location = store.stream_url("user_1/file_1/talk.mp4")
+
+    assert location == str(store.path("user_1/file_1/talk.mp4"))
+    assert Path(location).is_absolute() and Path(location).read_bytes() == b"media bytes"
+
+
 def test_open_returns_a_normal_binary_file(store: LocalObjectStore) -> None:
     store.put_bytes("f", b"0123456789")
     with store.open("f") as fh:

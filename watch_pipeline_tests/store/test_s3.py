@@ -7,12 +7,15 @@ import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
+from urllib.parse import parse_qs, urlsplit
+from urllib.request import Request, urlopen
 
 import pytest
 
 from watch_pipeline.store import checksum
 from watch_pipeline.store.base import ObjectStoreError, StoredObject
-from watch_pipeline.store.s3 import S3ObjectStore, S3RangeReader
+from watch_pipeline.store.s3 import MAX_PRESIGN_SECONDS, S3ObjectStore, S3RangeReader
 from watch_pipeline_tests.fixtures.s3_server import S3AuthUsers, S3Server, _free_port
 from watch_pipeline_tests.store.contract import UNSAFE_KEYS, assert_key_refused
 
@@ -268,6 +271,33 @@ def test_overwritten_object_fails_the_reader_instead_of_mixing_versions(
 
     with pytest.raises(ObjectStoreError, match="changed"):
         reader.read(10)
+
+
+def test_stream_url_is_a_presigned_get_that_serves_ranges(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+) -> None:
+    store = make_store(s3_server, s3_bucket, prefix="media",
+                       secret_access_key="secret-never-in-a-url")
+    data = write_random(tmp_path / "talk.mp4", 300_000)
+    store.put_file("user_1/file_1/talk.mp4", tmp_path / "talk.mp4")
+
+    url = store.stream_url("user_1/file_1/talk.mp4", expires=120)
+
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == s3_server.endpoint_url
+    assert parts.path == f"/{s3_bucket}/media/user_1/file_1/talk.mp4"
+    query = parse_qs(parts.query)
+    assert query["X-Amz-Expires"] == ["120"] and "X-Amz-Signature" in query
+    assert "secret-never-in-a-url" not in url
+    # what ffmpeg's http protocol sends: an open-ended range from the offset it seeks to
+    with urlopen(Request(url, headers={"Range": "bytes=250000-"}), timeout=10) as response:
+        assert response.status == 206
+        assert response.read() == data[250_000:]
+    far = parse_qs(urlsplit(store.stream_url("user_1/file_1/talk.mp4", expires=10**9)).query)
+    assert far["X-Amz-Expires"] == [str(MAX_PRESIGN_SECONDS)]
+    with pytest.raises(HTTPError) as missing:
+        urlopen(store.stream_url("user_1/file_1/absent.mp4"), timeout=10)
+    assert missing.value.code == 404
 
 
 @pytest.mark.parametrize("key", UNSAFE_KEYS)
