@@ -12,12 +12,19 @@ with ``-fs``; default GOP of 250 frames) goes through ``make_thumbnail`` (seek t
 frames of the next minute, then the chosen frame encoded at 640 and 160 px). Beside it, the
 least any thumbnail costs: one seek to 10 % and one frame decoded to nowhere. Target: < 3 s.
 
+Thumbnail on S3: the same video stored in a loopback moto server (``python -m moto.server``, as
+the tests start it) through ``S3ObjectStore``. Before: the object copied to scratch
+(``steps.readable_copy``, as the preview steps did), then ``make_thumbnail`` on the copy. After:
+``make_thumbnail`` on the store's presigned ``stream_url``, read by ffmpeg with range requests.
+Loopback is the most favourable link for the copy; over a real network the copy only grows.
+
 Each measurement runs in a fresh child Python that times the call itself (its start-up is not
 counted) and reports ``getrusage`` of itself and of its children (ffmpeg). Runs alternate, after
 one untimed warm-up of each (page cache); medians of ``--runs`` (3) are printed with the ratio,
 and for the waveform the CPU time of the child and its ffmpeg (steadier on a shared machine).
 
 Usage: python bench/previews.py [--hours 2] [--video-mib 1024] [--runs 3] [--dir /tmp/previews]
+                                [--only waveform|thumbnail|s3]
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _remote_servers import ACCESS_KEY, BUCKET, REGION, SECRET_KEY, moto_server_process
 
 MIB = 1024 * 1024
 FFMPEG = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
@@ -62,21 +71,48 @@ def duration_of(path: Path) -> float:
     return float(json.loads(out)["format"]["duration"])
 
 
-def child(kind: str, src: Path, out: Path, duration: float) -> None:
-    """Run one measurement in this (fresh) process and print its figures as JSON."""
+def s3_store(endpoint_url: str):  # type: ignore[no-untyped-def]
+    from watch_pipeline.store.s3 import S3ObjectStore
+
+    return S3ObjectStore(BUCKET, endpoint_url=endpoint_url, region=REGION,
+                         access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY)
+
+
+def child(kind: str, src: str, out: Path, duration: float) -> None:
+    """Run one measurement in this (fresh) process and print its figures as JSON.
+
+    ``src`` is a file, or for the S3 kinds ``<endpoint URL> <object key>``.
+    """
     from watch_pipeline.media import previews
+    from watch_pipeline.media.process import ToolInput
+    from watch_pipeline.pipeline.steps import readable_copy
+
+    store = s3_store(src.split()[0]) if kind.startswith("s3-") else None
 
     own = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = own.ru_utime + own.ru_stime  # the imports above are not the measurement
     started = time.perf_counter()
     if kind == "waveform":
-        wave = previews.make_waveform(src, duration=duration)
+        wave = previews.make_waveform(Path(src), duration=duration)
         with open(out / "waveform.json", "w", encoding="ascii") as fh:
             wave.write_json(fh)
         (out / "waveform.png").write_bytes(wave.png())
         detail = {"length": wave.length, "json_bytes": (out / "waveform.json").stat().st_size}
     elif kind == "thumbnail":
-        made = previews.make_thumbnail(src, out / "t.webp", out / "s.webp", duration=duration)
+        made = previews.make_thumbnail(Path(src), out / "t.webp", out / "s.webp",
+                                       duration=duration)
+        detail = {"width": made.large.width, "bytes": made.large.size}
+    elif kind == "s3-copy" and store is not None:
+        key = src.split()[1]
+        with readable_copy(store, key, out) as copy:
+            made = previews.make_thumbnail(copy, out / "t.webp", out / "s.webp",
+                                           duration=duration)
+        detail = {"width": made.large.width, "bytes": made.large.size}
+    elif kind == "s3-url" and store is not None:
+        key = src.split()[1]
+        source = ToolInput(location=store.stream_url(key) or "", shown=store.url(key))
+        made = previews.make_thumbnail(source, out / "t.webp", out / "s.webp",
+                                       duration=duration)
         detail = {"width": made.large.width, "bytes": made.large.size}
     elif kind == "decode":
         subprocess.run([*FFMPEG, "-i", str(src), "-map", "0:a:0", "-f", "null", "-"],
@@ -99,15 +135,16 @@ def child(kind: str, src: Path, out: Path, duration: float) -> None:
         **detail}))
 
 
-def measure(kind: str, src: Path, duration: float) -> dict:
+def measure(kind: str, src: Path | str, duration: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-previews-") as out:
         proc = subprocess.run([sys.executable, __file__, "--child", kind, str(src), out,
                                str(duration)], check=True, capture_output=True, text=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def compare(ours: str, baseline: str, src: Path, runs: int) -> tuple[list[dict], list[dict]]:
-    duration = duration_of(src)
+def compare(ours: str, baseline: str, src: Path | str, runs: int, *,
+            duration: float | None = None) -> tuple[list[dict], list[dict]]:
+    duration = duration_of(Path(src)) if duration is None else duration
     measure(ours, src, duration)
     measure(baseline, src, duration)  # warm-up: page cache
     mine, base = [], []
@@ -115,6 +152,30 @@ def compare(ours: str, baseline: str, src: Path, runs: int) -> tuple[list[dict],
         mine.append(measure(ours, src, duration))
         base.append(measure(baseline, src, duration))
     return mine, base
+
+
+def s3_thumbnail(video: Path, runs: int) -> None:
+    """The thumbnail of ``video`` stored in moto: a scratch copy first, then the URL."""
+    duration = duration_of(video)
+    with tempfile.TemporaryDirectory(prefix="bench-previews-moto-") as logs, \
+            moto_server_process(Path(logs)) as server:
+        started = time.perf_counter()
+        s3_store(server.endpoint_url).put_file("bench/video.mp4", video,
+                                               content_type="video/mp4")
+        print(f"stored {video.stat().st_size / MIB:.0f} MiB in moto in "
+              f"{time.perf_counter() - started:.0f} s")
+        src = f"{server.endpoint_url} bench/video.mp4"
+        mine, base = compare("s3-url", "s3-copy", src, runs, duration=duration)
+    print(f"thumbnail of the {video.stat().st_size / MIB:.0f} MiB video in S3 (loopback moto), "
+          f"median of {runs}:")
+    print(f"  before: copy to scratch + make_thumbnail  {median(base, 'seconds'):7.2f} s")
+    print(f"  after:  make_thumbnail on the URL         {median(mine, 'seconds'):7.2f} s   "
+          f"{median(base, 'seconds') / median(mine, 'seconds'):.1f}x faster (target < 3 s); "
+          f"runs {runs_of(mine)} vs {runs_of(base)} s")
+
+
+def runs_of(rows: list[dict]) -> str:
+    return ", ".join(f"{row['seconds']:.2f}" for row in rows)
 
 
 def median(rows: list[dict], key: str) -> float:
@@ -127,32 +188,45 @@ def main() -> None:
     parser.add_argument("--video-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "previews")
+    parser.add_argument("--only", choices=("waveform", "thumbnail", "s3"),
+                        help="run one of the three comparisons")
     parser.add_argument("--child", nargs=4, metavar=("KIND", "SRC", "OUT", "DURATION"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, src, out, duration = args.child
-        child(kind, Path(src), Path(out), float(duration))
+        child(kind, src, Path(out), float(duration))
         return
 
     args.dir.mkdir(parents=True, exist_ok=True)
     recording = args.dir / f"recording-{args.hours:g}h.m4a"
     video = args.dir / f"video-{args.video_mib}mib.mp4"
+    wanted = {"waveform": {recording}, "thumbnail": {video}, "s3": {video}}.get(
+        args.only or "", {recording, video})
     for path, make in ((recording, lambda p: make_recording(p, args.hours)),
                        (video, lambda p: make_video(p, args.video_mib))):
-        if not path.exists():
+        if path in wanted and not path.exists():
             started = time.perf_counter()
             make(path.with_suffix(".tmp" + path.suffix))
             path.with_suffix(".tmp" + path.suffix).rename(path)
             print(f"made {path.name} ({path.stat().st_size / MIB:.0f} MiB) in "
                   f"{time.perf_counter() - started:.0f} s")
 
-    mine, base = compare("waveform", "decode", recording, args.runs)
+    if args.only in (None, "waveform"):
+        waveform(recording, args.runs)
+    if args.only in (None, "thumbnail"):
+        thumbnail(video, args.runs)
+    if args.only in (None, "s3"):
+        s3_thumbnail(video, args.runs)
+
+
+def waveform(recording: Path, runs: int) -> None:
+    mine, base = compare("waveform", "decode", recording, runs)
     ratio = median(mine, "seconds") / median(base, "seconds")
     rss_self = max(r["self_rss_mib"] for r in mine)
     rss_ffmpeg = max(r["children_rss_mib"] for r in mine)
     print(f"waveform of {duration_of(recording) / 3600:.2f} h "
-          f"({recording.stat().st_size / MIB:.0f} MiB AAC), median of {args.runs}:")
+          f"({recording.stat().st_size / MIB:.0f} MiB AAC), median of {runs}:")
     print(f"  ffmpeg decode to null   {median(base, 'seconds'):7.2f} s")
     print(f"  make_waveform+JSON+PNG  {median(mine, 'seconds'):7.2f} s   ratio {ratio:.2f}x "
           f"(target <= 1.2x)  [{mine[0]['length']} pixels, JSON {mine[0]['json_bytes'] / MIB:.1f}"
@@ -162,9 +236,11 @@ def main() -> None:
           f"{median(mine, 'cpu_seconds'):.2f} s, ratio {cpu:.2f}x (steadier on a shared machine)")
     print(f"  peak RSS: python {rss_self:.0f} MiB, ffmpeg {rss_ffmpeg:.0f} MiB (target < 150)")
 
-    mine, base = compare("thumbnail", "seek", video, args.runs)
+
+def thumbnail(video: Path, runs: int) -> None:
+    mine, base = compare("thumbnail", "seek", video, runs)
     print(f"thumbnail of {video.stat().st_size / MIB:.0f} MiB video "
-          f"({duration_of(video):.0f} s), median of {args.runs}:")
+          f"({duration_of(video):.0f} s), median of {runs}:")
     print(f"  one seek + one frame    {median(base, 'seconds'):7.2f} s")
     print(f"  make_thumbnail          {median(mine, 'seconds'):7.2f} s   (target < 3 s)  "
           f"ratio {median(mine, 'seconds') / median(base, 'seconds'):.2f}x; peak RSS python "
