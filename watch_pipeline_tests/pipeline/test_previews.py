@@ -18,6 +18,7 @@ from watch_pipeline.media.previews import image_size
 from watch_pipeline.pipeline import previews, steps
 from watch_pipeline.store.local import LocalObjectStore
 from watch_pipeline.store.s3 import S3ObjectStore
+from watch_pipeline_tests.fakes import FakeObjectStore
 from watch_pipeline_tests.media.test_previews import black_then_colour, ffmpeg
 
 LOG = logging.getLogger("test_previews")
@@ -272,3 +273,18 @@ def test_s3_ffmpeg_failures_name_the_key_never_the_presigned_url(
     for secret in ("X-Amz-", "Signature", ACCESS_KEY_ID, "scrub-secret-0042",
                    query[:40], s3_server.endpoint_url):
         assert secret not in recorded, secret
+
+
+def test_a_store_without_a_stream_url_is_copied_to_scratch_and_cleaned_up(
+        sqlite_catalog, access, tmp_path):
+    store = FakeObjectStore()  # keeps ObjectStore.stream_url's default: None
+    video = black_then_colour(tmp_path / "clip.mp4", black=0.5, colour=1.5)
+    stored(sqlite_catalog, store, video, content_type="video/mp4", duration=2.0)
+    assert store.stream_url("user_1/file_1/clip.mp4") is None
+
+    thumb = previews.make_thumbnail(ctx("thumbnail"), sqlite_catalog, access, store)
+    wave = previews.make_waveform(ctx("waveform"), sqlite_catalog, access, store)
+
+    assert (thumb.status, wave.status) == ("made", "made"), (thumb.reason, wave.reason)
+    assert image_size(store.get_bytes(thumb.key)) == (640, 480)
+    assert not list((tmp_path / "scratch").iterdir()), "the scratch copy was left behind"
