@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Protocol
 
 from watch_pipeline.catalog import queries
@@ -620,9 +620,8 @@ def _delete_originals(catalog: Catalog, item: queries.ImportItem, client: Source
 
     A remote original is deleted only while it is still the version the scan recorded: an S3
     object with the same ETag (and size), an SMB file with the same size and modification
-    time. One listing through :meth:`SourceClient.list_files` gives the current versions (the
-    ABC has no per-file stat). A local original is read in place and deleted directly (the
-    manual-imports source is never listed).
+    time, as :meth:`SourceClient.stat` gives them now. A local original is read in place and
+    deleted directly (the manual-imports source is never listed).
 
     Nothing here fails the import: a changed original is kept, and a delete the server refuses
     (or a server that cannot be reached) leaves the original in place; either way the file's
@@ -660,23 +659,9 @@ def _delete_originals(catalog: Catalog, item: queries.ImportItem, client: Source
 
 
 def _current_versions(client: SourceClient, paths: list[str]) -> dict[str, SourceEntry]:
-    """The listed entries of ``paths`` that still exist (the listing stops once all are seen)."""
-    wanted = set(paths)
-    suffixes = tuple(PurePosixPath(path).suffix.lower() for path in paths)
-    found: dict[str, SourceEntry] = {}
-    listing = client.list_files(recursive=any("/" in path for path in paths),
-                                extensions=suffixes if all(suffixes) else ())
-    try:
-        for entry in listing:
-            if isinstance(entry, SourceEntry) and entry.remote_path in wanted:
-                found[entry.remote_path] = entry
-                if len(found) == len(wanted):
-                    break
-    finally:
-        close = getattr(listing, "close", None)
-        if close is not None:
-            close()
-    return found
+    """The current entries of ``paths`` that still exist (one request each, see ``stat``)."""
+    found = {path: client.stat(path) for path in paths}
+    return {path: entry for path, entry in found.items() if entry is not None}
 
 
 def _changed_since_scan(catalog: Catalog, file_id: int, now: SourceEntry) -> str | None:

@@ -233,6 +233,27 @@ class SourceClient(abc.ABC):
     def delete(self, remote_path: str) -> None:
         """Remove ``remote_path`` (used by ``delete_after_import``)."""
 
+    def stat(self, remote_path: str) -> SourceEntry | None:
+        """The file's current entry, as a listing gives it; ``None`` when it is gone.
+
+        Compared with what a scan recorded (size, mtime, ETag), so it must describe a file the
+        way :meth:`list_files` does, to the same precision. This default walks the listing;
+        clients override it with one request.
+
+        Raises:
+            SourceError: The source cannot be read.
+        """
+        listing = self.list_files(recursive="/" in remote_path)
+        try:
+            for entry in listing:
+                if isinstance(entry, SourceEntry) and entry.remote_path == remote_path:
+                    return entry
+        finally:
+            close = getattr(listing, "close", None)
+            if close is not None:
+                close()
+        return None
+
     def browse(self, path: str = "") -> list[BrowseEntry]:
         """The folders and files directly inside ``path`` (relative to the root), sorted."""
         raise NotImplementedError(f"{type(self).__name__} cannot browse")

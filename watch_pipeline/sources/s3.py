@@ -380,6 +380,27 @@ class S3SourceClient(base.SourceClient):
         except _BOTO_ERRORS as exc:
             raise self._map_error(exc, "list", None) from exc
 
+    def stat(self, remote_path: str) -> base.SourceEntry | None:
+        """The object's entry, from a listing of that one key.
+
+        A HEAD's Last-Modified has whole seconds where a listing has milliseconds: the listing
+        is what scans recorded, so it is what a comparison needs.
+
+        Raises:
+            UnsafePathError: The path is unsafe.
+            SourceError: A subclass naming why S3 refused the request.
+        """
+        key = self._key(remote_path)
+        try:
+            page = self.client.list_objects_v2(Bucket=self._bucket, Prefix=key, MaxKeys=1)
+        except _BOTO_ERRORS as exc:
+            raise self._map_error(exc, "list", remote_path) from exc
+        for obj in page.get("Contents", ()):
+            if obj["Key"] == key:
+                item = self._classify(obj, ())
+                return item if isinstance(item, base.SourceEntry) else None
+        return None
+
     # -- file access ------------------------------------------------------------------------
 
     def open(

@@ -336,6 +336,31 @@ class SMBSourceClient(base.SourceClient):
             # Reversed so sub-folders are visited in the order the directory listed them.
             stack.extend(reversed(subdirs))
 
+    def stat(self, remote_path: str) -> base.SourceEntry | None:
+        """The file's entry from a listing of its folder; ``None`` when it is gone.
+
+        A listing gives the same attributes, to the same precision, as :meth:`list_files`
+        recorded at the scan.
+
+        Raises:
+            UnsafePathError: The path is unsafe.
+            SourceError: A subclass naming why the server refused.
+        """
+        parts = _file_parts(remote_path)
+        self._connect()
+        folder = self._unc(parts[:-1])
+        with self._errors(self._describe_file(remote_path)):
+            try:
+                with smbclient.scandir(folder, **self._kwargs()) as it:
+                    for entry in it:
+                        if entry.name == parts[-1]:
+                            item = _classify(entry, remote_path, False, (), [])
+                            return item if isinstance(item, base.SourceEntry) else None
+            except SMBOSError as exc:
+                if exc.ntstatus not in _NOT_FOUND_STATUSES:
+                    raise
+        return None
+
     def browse(self, path: str = "") -> list[base.BrowseEntry]:
         """The folders and files directly inside ``path`` (relative to the watched folder).
 

@@ -112,6 +112,20 @@ def test_lists_keys_relative_to_the_prefix(
     assert listed(client, extensions=(".MP4", ".wav"), recursive=False) == {"a.mp4"}
 
 
+def test_stat_is_the_listed_entry_and_none_once_gone(
+    s3_server: S3Server, bucket_with_tree: str
+) -> None:
+    client = make_client(s3_server, bucket_with_tree, prefix="incoming/")
+    listing = {e.remote_path: e for e in client.list_files() if isinstance(e, SourceEntry)}
+    traffic = Traffic(client.client)
+
+    assert client.stat("sub/b.MP4") == listing["sub/b.MP4"]  # ETag, size, mtime to the ms
+    assert client.stat("sub/b") is None  # a prefix of a key is not the key
+    client.delete("a.mp4")
+    assert client.stat("a.mp4") is None
+    assert traffic.calls["ListObjectsV2"] == 3 and traffic.calls["GetObject"] == 0
+
+
 def test_empty_prefix_lists_the_whole_bucket(s3_server: S3Server, bucket_with_tree: str) -> None:
     client = make_client(s3_server, bucket_with_tree)
 

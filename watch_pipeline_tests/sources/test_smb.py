@@ -172,6 +172,20 @@ def test_lists_recursively_relative_to_the_folder(smb_server: SambaServer, tree:
         assert listed(client) == {"a.mp4", "B.MOV", "notes.txt", "sub/c.mp4", "sub/deeper/d.wav"}
 
 
+def test_stat_is_the_listed_entry_and_none_once_gone(
+    smb_server: SambaServer, tree: str, folder: tuple[str, Path]
+) -> None:
+    with make_client(smb_server, tree) as client:
+        listing = {e.remote_path: e for e in client.list_files() if isinstance(e, SourceEntry)}
+
+        assert client.stat("sub/deeper/d.wav") == listing["sub/deeper/d.wav"]  # same mtime
+        assert client.stat("a.mp4") == listing["a.mp4"]
+        assert client.stat("sub/missing.mp4") is None
+        assert client.stat("gone/a.mp4") is None  # nor its folder
+        (folder[1] / "a.mp4").unlink()
+        assert client.stat("a.mp4") is None
+
+
 def test_folder_below_the_share_root_is_the_root(smb_server: SambaServer, tree: str) -> None:
     with make_client(smb_server, f"/{tree}/sub/") as client:
         assert listed(client) == {"c.mp4", "deeper/d.wav"}
