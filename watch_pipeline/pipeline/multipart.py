@@ -36,9 +36,10 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from watch_pipeline.catalog.validation import ValidationError, multipart_regex
+from watch_pipeline.sources.base import SourceEntry
 
 GROUP_FINGERPRINT_PREFIX = "mp1:"
 """Versions the group-fingerprint recipe; a new recipe gets a new prefix."""
@@ -123,22 +124,14 @@ def parse_part(regex: re.Pattern[str], filename: str) -> PartName | None:
 
 
 @dataclass(frozen=True)
-class PartFile:
-    """One listed file offered to :func:`group_parts`.
+class PartFile(SourceEntry):
+    """One listed file offered to :func:`group_parts`: a :class:`SourceEntry` with its imohash.
 
     Attributes:
-        remote_path: Path relative to the source root, ``/``-separated.
-        filename: The file's name (the last segment of ``remote_path``).
-        size: Size in bytes.
-        mtime: Last modification time, timezone-aware.
         fingerprint: The file's imohash, or ``None`` when not computed yet.
 
     """
 
-    remote_path: str
-    filename: str
-    size: int
-    mtime: datetime
     fingerprint: str | None = None
 
     @property

@@ -472,8 +472,8 @@ def decide_groups(waiting: Iterable[PartRow], rules: SourceRules, *,
         return []
     by_path = {r.remote_path: r for r in rows}
     grouping = group_parts(
-        [PartFile(r.remote_path, r.filename, r.file_size or 0, r.file_modified_at or now,
-                  r.imohash) for r in rows],
+        [PartFile(r.remote_path, r.file_size or 0, r.file_modified_at or now,
+                  fingerprint=r.imohash) for r in rows],
         regex=rules.parts.regex, time_window_hours=rules.parts.time_window_hours)
     decisions: list[GroupDecision] = []
     for group in grouping.groups:

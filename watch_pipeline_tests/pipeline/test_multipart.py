@@ -33,7 +33,6 @@ T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 def _file(remote_path: str, minutes: float = 0, fingerprint: str | None = None) -> PartFile:
     return PartFile(
         remote_path=remote_path,
-        filename=remote_path.rsplit("/", 1)[-1],
         size=1000,
         mtime=T0 + timedelta(minutes=minutes),
         fingerprint=fingerprint,
