@@ -37,20 +37,19 @@ def test_every_forwarded_variable_is_set_for_the_daemon() -> None:
     assert not missing, f"the DockerRunLauncher would fail: daemon lacks {missing}"
 
 
+def _env_names(node: object) -> set[str]:
+    """The variables named by ``{env: NAME}`` entries anywhere in ``node`` (dagster.yaml)."""
+    if isinstance(node, dict):
+        if set(node) == {"env"}:
+            return {node["env"]}
+        return set().union(*map(_env_names, node.values()))
+    if isinstance(node, list):
+        return set().union(*map(_env_names, node))
+    return set()
+
+
 def test_instance_reads_only_variables_the_services_set() -> None:
-    wanted: set[str] = set()
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if set(node) == {"env"}:
-                wanted.add(node["env"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(_instance())
+    wanted = _env_names(_instance())
     assert {"DAGSTER_PG_PASSWORD", "WATCH_IMAGE", "WATCH_DOCKER_NETWORK"} <= wanted
     env = _compose()["services"]["daemon"]["environment"]
     assert wanted <= set(env), wanted - set(env)
@@ -122,19 +121,7 @@ def test_the_webserver_gets_neither_keys_nor_app_secrets_but_what_the_instance_n
     env = webserver["environment"]
     assert not set(APP_SECRETS) & set(env), set(APP_SECRETS) & set(env)
     assert not _references(env, ROOT_VARIABLES)
-    needed: set[str] = set()
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if set(node) == {"env"}:
-                needed.add(node["env"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(_instance())
+    needed = _env_names(_instance())
     assert needed <= set(env), needed - set(env)
 
 
