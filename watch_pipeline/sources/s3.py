@@ -578,18 +578,13 @@ class S3SourceClient(base.SourceClient):
             The offset reached and the stream's rate in MiB/s since its headers arrived;
             ``None`` for the rate when the stream dropped (the caller closes ``body``).
         """
-        fd, part = out
         view = memoryview(bytearray(DOWNLOAD_CHUNK))
         pos, stop_at = first, min(end, first + PROBE_BYTES)
         start = time.perf_counter()
         deadline = start + PROBE_SECONDS
         try:
             while pos < stop_at:
-                n = body.readinto(view[: stop_at - pos])
-                if not n:  # botocore normally raises first: fewer bytes than announced
-                    raise http.client.IncompleteRead(b"", end - pos)
-                _transfer.pwrite_all(fd, view[:n], pos, part)
-                pos += n
+                pos = _read_into(body, view, out, pos, stop_at, end)
                 progress(pos)
                 if time.perf_counter() >= deadline:
                     break
@@ -610,7 +605,6 @@ class S3SourceClient(base.SourceClient):
         GET. A stream that drops is re-requested from the byte it reached; returns early,
         leaving the part incomplete, once ``stop`` is set.
         """
-        fd, part = out
         first, end = span
         view = memoryview(bytearray(DOWNLOAD_CHUNK))
         pos, failures = first, 0
@@ -620,11 +614,7 @@ class S3SourceClient(base.SourceClient):
                 body = self._get_range(remote_path, key, version, pos, end)
             try:
                 while pos < end and not stop.is_set():
-                    n = body.readinto(view[: end - pos])
-                    if not n:  # botocore normally raises first: fewer bytes than announced
-                        raise http.client.IncompleteRead(b"", end - pos)
-                    _transfer.pwrite_all(fd, view[:n], pos, part)
-                    pos += n
+                    pos = _read_into(body, view, out, pos, end, end)
                     progress(pos)
             except _STREAM_ERRORS as exc:
                 failures = 1 if pos > reached else failures + 1
@@ -834,6 +824,23 @@ class S3SourceClient(base.SourceClient):
                 f"cannot set up the S3 client for bucket {self._bucket}: "
                 f"{describe_error(exc, endpoint=self._s3.endpoint_url)}"
             ) from exc
+
+
+def _read_into(body: Any, view: memoryview, out: tuple[int, Path], pos: int, limit: int,
+               end: int) -> int:
+    """Read one chunk (up to ``limit``) of ``body`` and write it at ``pos`` of ``out`` (fd, path).
+
+    Returns:
+        The offset after the bytes written.
+
+    Raises:
+        http.client.IncompleteRead: The stream ended before ``end``.
+    """
+    n = body.readinto(view[: limit - pos])
+    if not n:  # botocore normally raises first: fewer bytes than announced
+        raise http.client.IncompleteRead(b"", end - pos)
+    _transfer.pwrite_all(out[0], view[:n], pos, out[1])
+    return pos + n
 
 
 def _normalise_prefix(prefix: str | None) -> str:
