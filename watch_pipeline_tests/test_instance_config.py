@@ -8,6 +8,8 @@ import dagster as dg
 import pytest
 import yaml
 
+from watch_pipeline_tests.fixtures.config_tree import env_refs
+
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = ("concurrency", "run_queue", "run_monitoring", "retention", "telemetry")
 
@@ -23,20 +25,9 @@ def test_embedded_and_production_configs_carry_the_same_policy():
     assert production["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
 
 
-def _env_refs(node: object) -> set[str]:
-    """The names of every ``{env: NAME}`` value in a config tree."""
-    if isinstance(node, dict):
-        if set(node) == {"env"}:
-            return {node["env"]}
-        return set().union(*map(_env_refs, node.values()))
-    if isinstance(node, list):
-        return set().union(*map(_env_refs, node))
-    return set()
-
-
 def test_run_containers_get_every_variable_the_storage_block_reads():
     production = _load(ROOT / "docker" / "dagster.yaml")
-    storage_vars = _env_refs(production["storage"])
+    storage_vars = env_refs(production["storage"])
     assert storage_vars == {f"DAGSTER_PG_{k}" for k in
                             ("USERNAME", "PASSWORD", "HOST", "PORT", "DB")}
     # each run's container resolves the storage block again from its own environment

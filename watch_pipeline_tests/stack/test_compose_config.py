@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from watch_pipeline_tests.fixtures.config_tree import env_refs
+
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
 
@@ -37,19 +39,8 @@ def test_every_forwarded_variable_is_set_for_the_daemon() -> None:
     assert not missing, f"the DockerRunLauncher would fail: daemon lacks {missing}"
 
 
-def _env_names(node: object) -> set[str]:
-    """The variables named by ``{env: NAME}`` entries anywhere in ``node`` (dagster.yaml)."""
-    if isinstance(node, dict):
-        if set(node) == {"env"}:
-            return {node["env"]}
-        return set().union(*map(_env_names, node.values()))
-    if isinstance(node, list):
-        return set().union(*map(_env_names, node))
-    return set()
-
-
 def test_instance_reads_only_variables_the_services_set() -> None:
-    wanted = _env_names(_instance())
+    wanted = env_refs(_instance())
     assert {"DAGSTER_PG_PASSWORD", "WATCH_IMAGE", "WATCH_DOCKER_NETWORK"} <= wanted
     env = _compose()["services"]["daemon"]["environment"]
     assert wanted <= set(env), wanted - set(env)
@@ -121,7 +112,7 @@ def test_the_webserver_gets_neither_keys_nor_app_secrets_but_what_the_instance_n
     env = webserver["environment"]
     assert not set(APP_SECRETS) & set(env), set(APP_SECRETS) & set(env)
     assert not _references(env, ROOT_VARIABLES)
-    needed = _env_names(_instance())
+    needed = env_refs(_instance())
     assert needed <= set(env), needed - set(env)
 
 
