@@ -315,16 +315,20 @@ def test_model_change_backfill_keeps_old_transcripts(env, speech_factory):
         assert len(names) == 2  # the old model's transcript is kept beside the new one
 
 
+def _import_with(env, req, transcriber, model: str, **kwargs):
+    """Materialize the whole import of ``req``'s partition, transcribed by ``transcriber``."""
+    assets = [raw_file, stitched_media, media_object, build_transcript_asset(model)]
+    return dg.materialize(assets, partition_key=req.partition_key, instance=env["instance"],
+                          resources={**env["resources"], "transcriber": transcriber}, **kwargs)
+
+
 def test_transcription_failure_keeps_the_import(env, tmp_path):
     add_source(env)
     _wav(env["watch"], "tone.wav", 440)
     age(env["watch"] / "tone.wav")
     (req,), _ = tick(env)
-    broken = {**env["resources"],
-              "transcriber": TranscriberResource(whisper_model=str(tmp_path / "no-model"))}
-    assets = [raw_file, stitched_media, media_object, build_transcript_asset("broken")]
-    result = dg.materialize(assets, partition_key=req.partition_key, resources=broken,
-                            instance=env["instance"], raise_on_error=False)
+    broken = TranscriberResource(whisper_model=str(tmp_path / "no-model"))
+    result = _import_with(env, req, broken, "broken", raise_on_error=False)
     assert not result.success
     (media,) = media_rows(env)
     assert media.status == "error" and "transcription failed" in media.error_message
@@ -340,13 +344,10 @@ def test_riva_backend_in_the_pipeline(env, riva_server, speech_factory):
     speech_factory("hello there good morning", env["watch"] / "call.wav")
     age(env["watch"] / "call.wav")
     (req,), _ = tick(env)
-    riva = {**env["resources"], "transcriber": TranscriberResource(
-        backend="riva", riva_uri=riva_server.uri, riva_max_retries=1)}
-    model = riva["transcriber"].model_id
+    riva = TranscriberResource(backend="riva", riva_uri=riva_server.uri, riva_max_retries=1)
+    model = riva.model_id
     assert model.startswith("riva:")
-    assets = [raw_file, stitched_media, media_object, build_transcript_asset(model)]
-    assert dg.materialize(assets, partition_key=req.partition_key, resources=riva,
-                          instance=env["instance"]).success
+    assert _import_with(env, req, riva, model).success
     (media,) = media_rows(env)
     assert media.transcript_model == model
     store = LocalObjectStore(env["home"] / "object_store")
@@ -366,11 +367,9 @@ def test_riva_down_keeps_the_import(env, tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    down = {**env["resources"], "transcriber": TranscriberResource(
-        backend="riva", riva_uri=f"127.0.0.1:{port}", riva_max_retries=1, riva_timeout=5)}
-    assets = [raw_file, stitched_media, media_object, build_transcript_asset("riva")]
-    result = dg.materialize(assets, partition_key=req.partition_key, resources=down,
-                            instance=env["instance"], raise_on_error=False)
+    down = TranscriberResource(
+        backend="riva", riva_uri=f"127.0.0.1:{port}", riva_max_retries=1, riva_timeout=5)
+    result = _import_with(env, req, down, "riva", raise_on_error=False)
     assert not result.success
     (media,) = media_rows(env)
     assert media.status == "error" and "unreachable" in media.error_message
