@@ -75,6 +75,27 @@ def _watcher(catalog, root: Path, **kwargs) -> EventWatcher:
     return EventWatcher(catalog, root, refresh_seconds=0.3, **kwargs)
 
 
+@contextmanager
+def watching(catalog, watch: tuple[Path, int]):
+    """A running watcher of the ``watch`` fixture's source, once the source is in events mode."""
+    root, source_id = watch
+    with running(_watcher(catalog, root)) as watcher:
+        wait_for(lambda: mode(catalog, source_id) == ("events", None), "events mode")
+        yield watcher
+
+
+@contextmanager
+def polling(catalog, watch: tuple[Path, int], why: str, **kwargs):
+    """A running watcher that fell back to polling the source, saying ``why``, and watches
+    nothing."""
+    root, source_id = watch
+    with running(_watcher(catalog, root, **kwargs)) as watcher:
+        wait_for(lambda: mode(catalog, source_id)[0] == "polling", "polling mode")
+        assert why in mode(catalog, source_id)[1]
+        assert watcher.watched == set()
+        yield watcher
+
+
 def tick(catalog, root: Path) -> set[str]:
     """One local watch-sensor tick: scan what is due, claim imports; the paths requested."""
     with catalog.session() as s:
@@ -135,9 +156,8 @@ def tick_until_requested(catalog, root: Path, name: str) -> datetime:
 
 def test_a_file_written_slowly_is_imported_after_its_writer_closes_it(
         sqlite_catalog, watch, wav_bytes):
-    root, source_id = watch
-    with running(_watcher(sqlite_catalog, root)):
-        wait_for(lambda: mode(sqlite_catalog, source_id) == ("events", None), "events mode")
+    root = watch[0]
+    with watching(sqlite_catalog, watch):
         tick(sqlite_catalog, root)  # the first scan (the watch's own rescan) of an empty folder
         step = -(-len(wav_bytes) // 5)
         with open(root / "slow.wav", "wb") as fh:
@@ -158,9 +178,8 @@ def test_a_file_written_slowly_is_imported_after_its_writer_closes_it(
 
 def test_a_file_moved_in_whole_is_imported_without_waiting_for_the_window(
         sqlite_catalog, watch, wav_bytes, tmp_path):
-    root, source_id = watch
-    with running(_watcher(sqlite_catalog, root)):
-        wait_for(lambda: mode(sqlite_catalog, source_id) == ("events", None), "events mode")
+    root = watch[0]
+    with watching(sqlite_catalog, watch):
         tick(sqlite_catalog, root)
         (root / "in").mkdir()
         time.sleep(0.5)  # the new folder's watch is added by the watcher
@@ -221,36 +240,30 @@ def test_events_off_behaves_as_polling_with_the_window(sqlite_catalog, watch, wa
 def test_a_network_file_system_is_polled_and_says_why(sqlite_catalog, watch, wav_bytes,
                                                       tmp_path):
     root, source_id = watch
-    with running(_watcher(sqlite_catalog, root, fs_type=lambda _path: "nfs4")) as watcher:
-        wait_for(lambda: mode(sqlite_catalog, source_id)[0] == "polling", "polling mode")
-        assert "network file system (nfs4)" in mode(sqlite_catalog, source_id)[1]
-        assert watcher.watched == set()
+    with polling(sqlite_catalog, watch, "network file system (nfs4)",
+                 fs_type=lambda _path: "nfs4"):
         _behaves_as_polling(sqlite_catalog, root, source_id, wav_bytes, tmp_path / "o")
 
 
 def test_more_folders_than_the_watch_limit_fall_back_to_polling(sqlite_catalog, watch):
-    root, source_id = watch
+    root = watch[0]
     for name in "abc":
         (root / name).mkdir()
-    with running(_watcher(sqlite_catalog, root, max_watches=3)) as watcher:
-        wait_for(lambda: mode(sqlite_catalog, source_id)[0] == "polling", "polling mode")
-        assert "inotify watch limit" in mode(sqlite_catalog, source_id)[1]
-        assert watcher.watched == set()
+    with polling(sqlite_catalog, watch, "inotify watch limit", max_watches=3):
+        pass  # the fallback and its reason are checked on entry
 
 
 def test_files_dropped_while_the_watcher_was_down_are_found_by_the_next_poll(
         sqlite_catalog, watch, wav_bytes, tmp_path):
     root, source_id = watch
-    with running(_watcher(sqlite_catalog, root)):
-        wait_for(lambda: mode(sqlite_catalog, source_id) == ("events", None), "events mode")
+    with watching(sqlite_catalog, watch):
         tick(sqlite_catalog, root)
     assert mode(sqlite_catalog, source_id) == ("polling", "the events watcher stopped")
     move_in(wav_bytes, tmp_path / "o", root / "a.wav")
     (root / "b.wav").write_bytes(wav_bytes + b"b")
     tick(sqlite_catalog, root)
     assert rows(sqlite_catalog) == {}  # polled every 15 minutes: not due yet, no events
-    with running(_watcher(sqlite_catalog, root)):
-        wait_for(lambda: mode(sqlite_catalog, source_id) == ("events", None), "events mode")
+    with watching(sqlite_catalog, watch):
         wait_for(lambda: "rescan" in events_of(sqlite_catalog, ""), "the restart's rescan")
         tick(sqlite_catalog, root)
     assert rows(sqlite_catalog) == {"a.wav": "pending", "b.wav": "pending"}
@@ -311,8 +324,7 @@ def test_a_queue_overflow_makes_the_next_tick_scan_and_says_events_were_lost(
         sqlite_catalog, watch, wav_bytes, tmp_path):
     """watchdog drops IN_Q_OVERFLOW silently; the watcher counts it and asks for a full scan."""
     root, source_id = watch
-    with running(_watcher(sqlite_catalog, root)):
-        wait_for(lambda: mode(sqlite_catalog, source_id) == ("events", None), "events mode")
+    with watching(sqlite_catalog, watch):
         tick(sqlite_catalog, root)
         (root / "lost.wav").write_bytes(wav_bytes)
         wait_for(lambda: "closed" in events_of(sqlite_catalog, "lost.wav"), "its events")
