@@ -78,6 +78,14 @@ class Traffic:
         self.body_bytes += int(parsed.get("ContentLength", 0))
 
 
+def leave_partial(dest: Path, data: bytes, tag_text: str) -> tuple[Path, Path]:
+    """Write what an earlier attempt at ``dest`` left (partial file, tag file); their paths."""
+    part, tag = partial_files(dest)
+    part.write_bytes(data)
+    tag.write_text(tag_text)
+    return part, tag
+
+
 def listed(client: S3SourceClient, **kwargs: Any) -> set[str]:
     return {e.remote_path for e in client.list_files(**kwargs) if isinstance(e, SourceEntry)}
 
@@ -372,9 +380,7 @@ def test_download_resumes_from_the_partial_file(
     data = random_bytes(2 * MIB + 123)
     etag = put(s3_server, s3_bucket, "talk.mp4", data)
     dest = tmp_path / "talk.mp4"
-    part, tag = partial_files(dest)
-    part.write_bytes(data[: 700 * KIB])
-    tag.write_text(f'"{etag}"')
+    part, tag = leave_partial(dest, data[: 700 * KIB], f'"{etag}"')
     client = make_client(s3_server, s3_bucket)
     traffic = Traffic(client.client)
 
@@ -393,9 +399,7 @@ def test_partial_file_of_another_version_is_discarded(
     new_data = b"b" * 6000
     put(s3_server, s3_bucket, "talk.mp4", new_data)
     dest = tmp_path / "talk.mp4"
-    part, tag = partial_files(dest)
-    part.write_bytes(b"a" * 1000)
-    tag.write_text(f'"{old_etag}"')
+    leave_partial(dest, b"a" * 1000, f'"{old_etag}"')
     client = make_client(s3_server, s3_bucket)
     traffic = Traffic(client.client)
 
@@ -411,9 +415,7 @@ def test_object_replaced_between_attempts_is_a_changed_error(
     data = random_bytes(300 * KIB)
     etag = put(s3_server, s3_bucket, "talk.mp4", data)
     dest = tmp_path / "talk.mp4"
-    part, tag = partial_files(dest)
-    part.write_bytes(data[:1000])
-    tag.write_text(f'"{etag}"')
+    part, tag = leave_partial(dest, data[:1000], f'"{etag}"')
     put(s3_server, s3_bucket, "talk.mp4", random_bytes(300 * KIB, seed=1))
     client = make_client(s3_server, s3_bucket)
 

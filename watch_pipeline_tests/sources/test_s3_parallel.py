@@ -25,7 +25,13 @@ from watch_pipeline.sources import s3 as s3_module
 from watch_pipeline.sources.base import SourceChangedError, SourceUnreachableError
 from watch_pipeline.sources.s3 import S3SourceClient, kept_bytes, partial_files
 from watch_pipeline_tests.fixtures.s3_server import S3Server
-from watch_pipeline_tests.sources.test_s3 import FlakyBody, make_client, put, random_bytes
+from watch_pipeline_tests.sources.test_s3 import (
+    FlakyBody,
+    leave_partial,
+    make_client,
+    put,
+    random_bytes,
+)
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -89,6 +95,16 @@ def assert_split(gets: Gets, first: int, end: int) -> None:
     else:
         assert parts == []
     assert if_match and {m for _, m in gets.sent} == {if_match}
+
+
+def assert_fetches_the_rest(s3_server: S3Server, s3_bucket: str, dest: Path, data: bytes,
+                            etag: str, *, kept: int) -> None:
+    """A new client completes ``dest`` with ``data``, fetching (split) only from ``kept`` on."""
+    client = make_client(s3_server, s3_bucket)
+    gets = Gets(client)
+    client.download("talk.mp4", dest, expected_size=len(data), etag=etag)
+    assert dest.read_bytes() == data
+    assert_split(gets, kept, len(data))
 
 
 def patch_gets(monkeypatch: pytest.MonkeyPatch, client: S3SourceClient, hook: Any) -> None:
@@ -160,14 +176,9 @@ def test_a_failed_part_leaves_the_complete_prefix_and_the_next_attempt_fetches_t
     assert part.read_bytes() == data[: 2 * PART]
     assert not dest.exists()
 
-    monkeypatch.undo()
+    monkeypatch.undo()  # the next attempt: the real GETs again
     small_parts(monkeypatch)
-    again = make_client(s3_server, s3_bucket)
-    gets = Gets(again)
-    again.download("talk.mp4", dest, expected_size=len(data), etag=etag)
-
-    assert dest.read_bytes() == data
-    assert_split(gets, 2 * PART, len(data))  # only what was missing
+    assert_fetches_the_rest(s3_server, s3_bucket, dest, data, etag, kept=2 * PART)
     assert [p.name for p in tmp_path.iterdir()] == ["talk.mp4"]
 
 
@@ -201,19 +212,13 @@ def test_a_crash_leaves_a_full_size_file_that_is_resumed_from_its_recorded_prefi
     data = random_bytes(6 * PART)
     etag = put(s3_server, s3_bucket, "talk.mp4", data)
     dest = tmp_path / "talk.mp4"
-    part, tag = partial_files(dest)
     # What a killed process leaves: preallocated to the full size, two parts recorded whole,
     # a third written but not yet recorded, the rest zeros.
-    part.write_bytes(data[: 3 * PART] + bytes(3 * PART))
-    tag.write_text(f'"{etag}"\n{2 * PART} {_transfer.boot_id()}\n')
+    leave_partial(dest, data[: 3 * PART] + bytes(3 * PART),
+                  f'"{etag}"\n{2 * PART} {_transfer.boot_id()}\n')
     assert kept_bytes(dest) == 2 * PART
-    client = make_client(s3_server, s3_bucket)
-    gets = Gets(client)
 
-    client.download("talk.mp4", dest, expected_size=len(data), etag=etag)
-
-    assert dest.read_bytes() == data
-    assert_split(gets, 2 * PART, len(data))
+    assert_fetches_the_rest(s3_server, s3_bucket, dest, data, etag, kept=2 * PART)
 
 
 def test_a_prefix_recorded_before_a_reboot_is_not_trusted(
@@ -222,16 +227,10 @@ def test_a_prefix_recorded_before_a_reboot_is_not_trusted(
     data = random_bytes(3 * PART)
     etag = put(s3_server, s3_bucket, "talk.mp4", data)
     dest = tmp_path / "talk.mp4"
-    part, tag = partial_files(dest)
-    part.write_bytes(bytes(3 * PART))  # the page cache never reached the disk
-    tag.write_text(f'"{etag}"\n{2 * PART} another-boot\n')
-    client = make_client(s3_server, s3_bucket)
-    gets = Gets(client)
+    # The page cache never reached the disk: the recorded prefix is zeros.
+    leave_partial(dest, bytes(3 * PART), f'"{etag}"\n{2 * PART} another-boot\n')
 
-    client.download("talk.mp4", dest, expected_size=len(data), etag=etag)
-
-    assert dest.read_bytes() == data
-    assert_split(gets, 0, len(data))
+    assert_fetches_the_rest(s3_server, s3_bucket, dest, data, etag, kept=0)
 
 
 def test_object_replaced_mid_download_fails_and_keeps_nothing(
@@ -292,13 +291,9 @@ def test_a_part_that_keeps_dropping_keeps_what_the_first_part_had_written(
     assert part.read_bytes() == data[: 40 * KIB]
     assert kept_bytes(dest) == 40 * KIB
 
-    monkeypatch.undo()
+    monkeypatch.undo()  # the next attempt: the real GETs again
     small_parts(monkeypatch)
-    again = make_client(s3_server, s3_bucket)
-    gets = Gets(again)
-    again.download("talk.mp4", dest, expected_size=len(data), etag=etag)
-    assert dest.read_bytes() == data
-    assert_split(gets, 40 * KIB, len(data))
+    assert_fetches_the_rest(s3_server, s3_bucket, dest, data, etag, kept=40 * KIB)
 
 
 @pytest.mark.parametrize(
