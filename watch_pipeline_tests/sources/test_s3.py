@@ -78,6 +78,13 @@ class Traffic:
         self.body_bytes += int(parsed.get("ContentLength", 0))
 
 
+def stored_talk(server: S3Server, bucket: str, tmp_path: Path, size: int,
+                seed: int = 0) -> tuple[bytes, str, Path]:
+    """``size`` random bytes stored as ``talk.mp4``: the bytes, their ETag, the download path."""
+    data = random_bytes(size, seed)
+    return data, put(server, bucket, "talk.mp4", data), tmp_path / "talk.mp4"
+
+
 def leave_partial(dest: Path, data: bytes, tag_text: str) -> tuple[Path, Path]:
     """Write what an earlier attempt at ``dest`` left (partial file, tag file); their paths."""
     part, tag = partial_files(dest)
@@ -377,9 +384,7 @@ def test_download_of_an_empty_object(s3_server: S3Server, s3_bucket: str, tmp_pa
 def test_download_resumes_from_the_partial_file(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path
 ) -> None:
-    data = random_bytes(2 * MIB + 123)
-    etag = put(s3_server, s3_bucket, "talk.mp4", data)
-    dest = tmp_path / "talk.mp4"
+    data, etag, dest = stored_talk(s3_server, s3_bucket, tmp_path, 2 * MIB + 123)
     part, tag = leave_partial(dest, data[: 700 * KIB], f'"{etag}"')
     client = make_client(s3_server, s3_bucket)
     traffic = Traffic(client.client)
@@ -412,9 +417,7 @@ def test_partial_file_of_another_version_is_discarded(
 def test_object_replaced_between_attempts_is_a_changed_error(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path
 ) -> None:
-    data = random_bytes(300 * KIB)
-    etag = put(s3_server, s3_bucket, "talk.mp4", data)
-    dest = tmp_path / "talk.mp4"
+    data, etag, dest = stored_talk(s3_server, s3_bucket, tmp_path, 300 * KIB)
     part, tag = leave_partial(dest, data[:1000], f'"{etag}"')
     put(s3_server, s3_bucket, "talk.mp4", random_bytes(300 * KIB, seed=1))
     client = make_client(s3_server, s3_bucket)

@@ -15,7 +15,6 @@ import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import botocore.exceptions
@@ -23,10 +22,20 @@ import pytest
 
 from watch_pipeline.sources import _transfer
 from watch_pipeline.sources import s3 as s3_module
+from watch_pipeline.sources.s3 import S3SourceClient
 from watch_pipeline_tests.fixtures.s3_server import S3Server
 from watch_pipeline_tests.fixtures.throttle_proxy import ThrottleProxy, throttle_proxy
-from watch_pipeline_tests.sources.test_s3 import FlakyBody, make_client, put, random_bytes
-from watch_pipeline_tests.sources.test_s3_parallel import Gets, patch_gets
+from watch_pipeline_tests.sources.test_s3 import (
+    leave_partial,
+    make_client,
+    random_bytes,
+    stored_talk,
+)
+from watch_pipeline_tests.sources.test_s3_parallel import (
+    Gets,
+    download_through,
+    drops_once,
+)
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -64,21 +73,28 @@ def mode_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
             if r.name == s3_module.__name__ and r.levelno == logging.INFO]
 
 
+def fetch_logged(client: S3SourceClient, caplog: pytest.LogCaptureFixture, dest: Path,
+                 data: bytes, etag: str) -> tuple[Gets, str]:
+    """Download ``talk.mp4`` to ``dest`` and check it is ``data`` and the only file left; the
+    GETs sent and the one line that logged the mode."""
+    gets = Gets(client)
+    with caplog.at_level(logging.INFO, logger=s3_module.__name__):
+        client.download("talk.mp4", dest, expected_size=len(data), etag=etag)
+    assert dest.read_bytes() == data
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]
+    (message,) = mode_logged(caplog)
+    return gets, message
+
+
 def test_a_slow_link_splits_into_parallel_ranged_gets(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path, slow_link: ThrottleProxy,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    data = random_bytes(SIZE, seed=3)
-    etag = put(s3_server, s3_bucket, "talk.mp4", data)
+    data, etag, dest = stored_talk(s3_server, s3_bucket, tmp_path, SIZE, seed=3)
     client = make_client(s3_server, s3_bucket, endpoint_url=slow_link.endpoint_url)
-    gets = Gets(client)
-    dest = tmp_path / "talk.mp4"
 
-    with caplog.at_level(logging.INFO, logger=s3_module.__name__):
-        client.download("talk.mp4", dest, expected_size=SIZE, etag=etag)
+    gets, message = fetch_logged(client, caplog, dest, data, etag)
 
-    assert dest.read_bytes() == data
-    assert [p.name for p in tmp_path.iterdir()] == ["talk.mp4"]
     # The probe's GET asked for everything; it was read only up to the first part boundary,
     # and the other five parts came as ranged GETs of one version.
     assert gets.sent[0] == (f"bytes=0-{SIZE - 1}", f'"{etag}"')
@@ -87,38 +103,26 @@ def test_a_slow_link_splits_into_parallel_ranged_gets(
     assert_tiles(spans, PART, SIZE)
     assert len(spans) == SIZE // PART - 1
     assert {m for _, m in gets.sent} == {f'"{etag}"'}
-    (message,) = mode_logged(caplog)
     assert "split" in message and "MiB/s" in message
 
 
 def test_a_fast_server_is_fetched_with_one_get(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    data = random_bytes(SIZE, seed=4)
-    etag = put(s3_server, s3_bucket, "talk.mp4", data)
-    client = make_client(s3_server, s3_bucket)
-    gets = Gets(client)
-    dest = tmp_path / "talk.mp4"
+    data, etag, dest = stored_talk(s3_server, s3_bucket, tmp_path, SIZE, seed=4)
 
-    with caplog.at_level(logging.INFO, logger=s3_module.__name__):
-        client.download("talk.mp4", dest, expected_size=SIZE, etag=etag)
+    gets, message = fetch_logged(make_client(s3_server, s3_bucket), caplog, dest, data, etag)
 
-    assert dest.read_bytes() == data
-    assert [p.name for p in tmp_path.iterdir()] == ["talk.mp4"]
     assert gets.sent == [(f"bytes=0-{SIZE - 1}", f'"{etag}"')]
-    (message,) = mode_logged(caplog)
     assert "one stream" in message and "kept to the end" in message
 
 
 def test_a_split_resumed_download_keeps_its_part_boundaries(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path, slow_link: ThrottleProxy
 ) -> None:
-    data = random_bytes(SIZE, seed=5)
-    etag = put(s3_server, s3_bucket, "talk.mp4", data)
-    dest = tmp_path / "talk.mp4"
-    part, tag = s3_module.partial_files(dest)
-    part.write_bytes(data[: 300 * KIB])  # left by a one-GET attempt: its size is the prefix
-    tag.write_text(f'"{etag}"')
+    data, etag, dest = stored_talk(s3_server, s3_bucket, tmp_path, SIZE, seed=5)
+    # Left by a one-GET attempt: its size is the prefix.
+    leave_partial(dest, data[: 300 * KIB], f'"{etag}"')
     client = make_client(s3_server, s3_bucket, endpoint_url=slow_link.endpoint_url)
     gets = Gets(client)
 
@@ -134,47 +138,25 @@ def test_a_split_resumed_download_keeps_its_part_boundaries(
 def test_a_single_stream_that_drops_is_re_requested_from_the_byte_it_reached(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = random_bytes(SIZE, seed=6)
-    etag = put(s3_server, s3_bucket, "talk.mp4", data)
-    client = make_client(s3_server, s3_bucket)
     monkeypatch.setattr(s3_module, "FAST_STREAM_MIBPS", 0.0)  # never split
+    reset = botocore.exceptions.ResponseStreamingError(error="connection reset")
+    first_get_drops_after_the_probe = drops_once(0, after=2 * MIB, error=reset)
 
-    def first_get_drops_after_the_probe(first: int, real: Any, kwargs: dict[str, Any]
-                                        ) -> dict[str, Any]:
-        response = real(**kwargs)
-        if first == 0:
-            error = botocore.exceptions.ResponseStreamingError(error="connection reset")
-            response["Body"] = FlakyBody(response["Body"], 2 * MIB, error)
-        return response
+    gets = download_through(s3_server, s3_bucket, tmp_path / "talk.mp4", monkeypatch,
+                            random_bytes(SIZE, seed=6), first_get_drops_after_the_probe)
 
-    patch_gets(monkeypatch, client, first_get_drops_after_the_probe)
-    gets = Gets(client)
-    client.download("talk.mp4", tmp_path / "talk.mp4", expected_size=SIZE, etag=etag)
-
-    assert (tmp_path / "talk.mp4").read_bytes() == data
     assert [r for r, _ in gets.sent] == [f"bytes=0-{SIZE - 1}", f"bytes={2 * MIB}-{SIZE - 1}"]
 
 
 def test_a_probe_that_drops_splits_and_keeps_what_it_had(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = random_bytes(SIZE, seed=7)
-    etag = put(s3_server, s3_bucket, "talk.mp4", data)
-    client = make_client(s3_server, s3_bucket)
+    closed = botocore.exceptions.ConnectionClosedError(endpoint_url="x")
+    probe_drops_at_100_kib = drops_once(0, after=100 * KIB, error=closed)
 
-    def probe_drops_at_100_kib(first: int, real: Any, kwargs: dict[str, Any]
-                               ) -> dict[str, Any]:
-        response = real(**kwargs)
-        if first == 0:
-            error = botocore.exceptions.ConnectionClosedError(endpoint_url="x")
-            response["Body"] = FlakyBody(response["Body"], 100 * KIB, error)
-        return response
+    gets = download_through(s3_server, s3_bucket, tmp_path / "talk.mp4", monkeypatch,
+                            random_bytes(SIZE, seed=7), probe_drops_at_100_kib)
 
-    patch_gets(monkeypatch, client, probe_drops_at_100_kib)
-    gets = Gets(client)
-    client.download("talk.mp4", tmp_path / "talk.mp4", expected_size=SIZE, etag=etag)
-
-    assert (tmp_path / "talk.mp4").read_bytes() == data
     spans = gets.spans()
     spans.remove((0, SIZE))
     # The first part is continued from the byte the probe reached, the rest as parts.

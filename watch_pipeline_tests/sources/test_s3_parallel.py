@@ -31,6 +31,7 @@ from watch_pipeline_tests.sources.test_s3 import (
     make_client,
     put,
     random_bytes,
+    stored_talk,
 )
 
 KIB = 1024
@@ -118,6 +119,34 @@ def patch_gets(monkeypatch: pytest.MonkeyPatch, client: S3SourceClient, hook: An
     monkeypatch.setattr(client.client, "get_object", get_object)
 
 
+def drops_once(first_byte: int, *, after: int, error: BaseException) -> Any:
+    """A :func:`patch_gets` hook: the first GET from ``first_byte`` drops with ``error`` after
+    ``after`` bytes; every other GET is served whole."""
+    dropped = threading.Event()
+
+    def hook(first: int, real: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        response = real(**kwargs)
+        if first == first_byte and not dropped.is_set():
+            dropped.set()
+            response["Body"] = FlakyBody(response["Body"], after, error)
+        return response
+
+    return hook
+
+
+def download_through(s3_server: S3Server, s3_bucket: str, dest: Path,
+                     monkeypatch: pytest.MonkeyPatch, data: bytes, hook: Any) -> Gets:
+    """Store ``data`` as ``talk.mp4``, download it to ``dest`` with its GETs through ``hook``
+    and check the file is ``data``; the GETs sent."""
+    etag = put(s3_server, s3_bucket, "talk.mp4", data)
+    client = make_client(s3_server, s3_bucket)
+    patch_gets(monkeypatch, client, hook)
+    gets = Gets(client)
+    client.download("talk.mp4", dest, expected_size=len(data), etag=etag)
+    assert dest.read_bytes() == data
+    return gets
+
+
 def wait_until(condition: Any) -> None:
     deadline = time.monotonic() + WAIT_S
     while not condition():
@@ -185,33 +214,19 @@ def test_a_failed_part_leaves_the_complete_prefix_and_the_next_attempt_fetches_t
 def test_a_dropped_part_is_re_requested_from_the_byte_it_reached(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = random_bytes(4 * PART)
-    etag = put(s3_server, s3_bucket, "talk.mp4", data)
-    client = make_client(s3_server, s3_bucket)
-    dropped = threading.Event()
+    reset = botocore.exceptions.ResponseStreamingError(error="connection reset")
+    second_part_drops_once = drops_once(PART, after=10 * KIB, error=reset)
 
-    def second_part_drops_once(first: int, real: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        response = real(**kwargs)
-        if first == PART and not dropped.is_set():
-            dropped.set()
-            error = botocore.exceptions.ResponseStreamingError(error="connection reset")
-            response["Body"] = FlakyBody(response["Body"], 10 * KIB, error)
-        return response
+    gets = download_through(s3_server, s3_bucket, tmp_path / "talk.mp4", monkeypatch,
+                            random_bytes(4 * PART), second_part_drops_once)
 
-    patch_gets(monkeypatch, client, second_part_drops_once)
-    gets = Gets(client)
-    client.download("talk.mp4", tmp_path / "talk.mp4", expected_size=len(data), etag=etag)
-
-    assert (tmp_path / "talk.mp4").read_bytes() == data
     assert f"bytes={PART + 10 * KIB}-{2 * PART - 1}" in [r for r, _ in gets.sent]
 
 
 def test_a_crash_leaves_a_full_size_file_that_is_resumed_from_its_recorded_prefix(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path
 ) -> None:
-    data = random_bytes(6 * PART)
-    etag = put(s3_server, s3_bucket, "talk.mp4", data)
-    dest = tmp_path / "talk.mp4"
+    data, etag, dest = stored_talk(s3_server, s3_bucket, tmp_path, 6 * PART)
     # What a killed process leaves: preallocated to the full size, two parts recorded whole,
     # a third written but not yet recorded, the rest zeros.
     leave_partial(dest, data[: 3 * PART] + bytes(3 * PART),
@@ -224,9 +239,7 @@ def test_a_crash_leaves_a_full_size_file_that_is_resumed_from_its_recorded_prefi
 def test_a_prefix_recorded_before_a_reboot_is_not_trusted(
     s3_server: S3Server, s3_bucket: str, tmp_path: Path
 ) -> None:
-    data = random_bytes(3 * PART)
-    etag = put(s3_server, s3_bucket, "talk.mp4", data)
-    dest = tmp_path / "talk.mp4"
+    data, etag, dest = stored_talk(s3_server, s3_bucket, tmp_path, 3 * PART)
     # The page cache never reached the disk: the recorded prefix is zeros.
     leave_partial(dest, bytes(3 * PART), f'"{etag}"\n{2 * PART} another-boot\n')
 
