@@ -21,20 +21,18 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from watch_pipeline.catalog.secrets import KEY_FILENAME
+from watch_pipeline_tests.fixtures.installed import BIN, RunsTheCli, sql_rows, start_logged
 from watch_pipeline_tests.fixtures.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +44,7 @@ def production_instance_config() -> dict:
     return config
 
 
-class Stack:
+class Stack(RunsTheCli):
     """One instance: DAGSTER_HOME, watch folder, catalog, and the daemon once started.
 
     Args:
@@ -90,18 +88,10 @@ class Stack:
         self.log = tmp / "daemon.log"
         self.daemon: subprocess.Popen[bytes] | None = None
 
-    def cli(self, *args: str) -> str:
-        proc = subprocess.run([str(BIN / "watch-pipeline"), *args], env=self.env,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.daemon = subprocess.Popen(
-                [str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+        self.daemon = start_logged(
+            [str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT, env=self.env, log=self.log)
 
     def stop(self, *, graceful: bool = False) -> None:
         """Stop the daemon: only its own process when ``graceful`` (runs already launched go
@@ -121,12 +111,7 @@ class Stack:
 
     def query(self, sql: str, url: str | None = None) -> list[tuple]:
         """Rows of ``sql`` on the catalog (or on the database at ``url``)."""
-        engine = sa.create_engine(url or self.catalog_url)
-        try:
-            with engine.connect() as conn:
-                return [tuple(r) for r in conn.exec_driver_sql(sql)]
-        finally:
-            engine.dispose()
+        return sql_rows(url or self.catalog_url, sql)
 
     def check_production_instance(self) -> None:
         """The postgres variant really ran on PostgreSQL, queued, with the production key."""

@@ -32,9 +32,9 @@ from watch_pipeline.catalog.models import WatchSource, WatchSourceFile
 from watch_pipeline.catalog.resource import CatalogResource
 from watch_pipeline.defs.recovery import STRANDED_TAG, build_stranded_run_sensor
 from watch_pipeline.pipeline import claims, recovery
+from watch_pipeline_tests.fixtures.installed import BIN, RunsTheCli, sql_rows, start_logged
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 IMPORT_TAGS = {"watch_pipeline/kind": "import"}
 UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
               dg.DagsterRunStatus.STARTED]
@@ -209,7 +209,7 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-class EmbeddedDefault:
+class EmbeddedDefault(RunsTheCli):
     """Dagster started as ``scripts/start.sh`` starts it, on a temp DAGSTER_HOME."""
 
     def __init__(self, tmp: Path) -> None:
@@ -232,19 +232,10 @@ class EmbeddedDefault:
         self.log = tmp / "dagster.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def cli(self, *args: str) -> str:
-        proc = subprocess.run([str(BIN / "watch-pipeline"), *args], env=self.env,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(BIN / "dg"), "dev", "-w", str(self.workspace), "-h", "127.0.0.1",
-                 "-p", str(_free_port())],
-                cwd=self.home, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+        self.proc = start_logged(
+            [str(BIN / "dg"), "dev", "-w", str(self.workspace), "-h", "127.0.0.1",
+             "-p", str(_free_port())], cwd=self.home, env=self.env, log=self.log)
 
     def crash(self) -> None:
         """SIGKILL every process of the group at once: daemon, code server, run workers."""
@@ -260,12 +251,7 @@ class EmbeddedDefault:
         self.proc = None
 
     def rows(self, sql: str) -> list[tuple]:
-        engine = sa.create_engine(self.catalog_url)
-        try:
-            with engine.connect() as conn:
-                return [tuple(r) for r in conn.exec_driver_sql(sql)]
-        finally:
-            engine.dispose()
+        return sql_rows(self.catalog_url, sql)
 
     def statuses(self) -> dict[str, int]:
         return dict(self.rows("SELECT status, count(*) FROM watch_source_file GROUP BY status"))
