@@ -252,6 +252,26 @@ class FieldOptions:
         return fields
 
 
+def field_option(decls: str, column: str, text: str | None = None, **kwargs: Any) -> FieldOption:
+    """One column's option: ``decls`` space-separated, as click spells them; ``text`` its help.
+
+    ``"--from from_address"`` also names the parameter. An on/off flag (``--a/--b``) defaults
+    to ``None``: not given, it leaves the column as it is.
+    """
+    names = tuple(decls.split())
+    if "/" in names[0]:
+        kwargs.setdefault("default", None)
+    if text is not None:
+        kwargs["help"] = text
+    return names, column, kwargs
+
+
+def for_kind(kind: str, options: Iterable[FieldOption]) -> list[FieldOption]:
+    """``options`` that only a ``kind`` of row uses; their help says so first (``s3: ...``)."""
+    return [(decls, column, {**kwargs, "help": f"{kind}: {kwargs['help']}"})
+            for decls, column, kwargs in options]
+
+
 def _param_name(decls: tuple[str, ...]) -> str:
     if len(decls) == 2 and not decls[1].startswith("-"):
         return decls[1]

@@ -29,6 +29,8 @@ from watch_pipeline.cli.context import (
     FieldOptions,
     emit_json,
     fail,
+    field_option,
+    for_kind,
     pass_cli,
     print_fields,
     print_table,
@@ -42,28 +44,37 @@ from watch_pipeline.mail.render import render_test_message
 PROVIDERS = [p.value for p in EmailProvider]
 
 _OPTIONS = FieldOptions([
-    (("--name",), "name", {"help": "Unique display name (1-200 characters)."}),
-    (("--provider",), "provider",
-     {"type": click.Choice(PROVIDERS), "help": "Delivery provider (fixed at creation)."}),
-    (("--from", "from_address"), "from_address", {"metavar": "ADDR", "help": "Sender address."}),
-    (("--recipients", "default_recipients"), "default_recipients",
-     {"metavar": "A,B", "help": "Comma-separated default recipients."}),
-    (("--enabled/--disabled",), "is_enabled",
-     {"default": None, "help": "Send notifications with this configuration (default on)."}),
-    (("--host",), "smtp_host", {"help": "smtp: server host name or address."}),
-    (("--port",), "smtp_port",
-     {"type": int, "help": "smtp/exchange: port (default 587; 465 = implicit TLS)."}),
-    (("--tls/--no-tls",), "smtp_use_tls",
-     {"default": None, "help": "smtp: STARTTLS on ports other than 465 (default on)."}),
-    (("--insecure-skip-verify/--verify-certificate",), "smtp_insecure_skip_verify",
-     {"default": None, "help": "smtp: accept any server certificate (off unless you set it)."}),
-    (("--allow-insecure-auth/--no-allow-insecure-auth",), "smtp_allow_insecure_auth",
-     {"default": None, "help": "smtp: send the login over a connection without TLS (--no-tls); "
-      "off unless you set it, only for a trusted local relay."}),
-    (("--server",), "exchange_server", {"help": "exchange: server host name or address."}),
-    (("--domain",), "exchange_domain", {"help": "exchange: Windows domain (login DOMAIN\\user)."}),
-    (("--tenant-id",), "m365_tenant_id", {"help": "m365: Entra tenant id or domain."}),
-    (("--client-id",), "m365_client_id", {"help": "m365: app registration client id."}),
+    field_option("--name", "name", "Unique display name (1-200 characters)."),
+    field_option("--provider", "provider", "Delivery provider (fixed at creation).",
+                 type=click.Choice(PROVIDERS)),
+    field_option("--from from_address", "from_address", "Sender address.", metavar="ADDR"),
+    field_option("--recipients default_recipients", "default_recipients",
+                 "Comma-separated default recipients.", metavar="A,B"),
+    field_option("--enabled/--disabled", "is_enabled",
+                 "Send notifications with this configuration (default on)."),
+    *for_kind("smtp", [
+        field_option("--host", "smtp_host", "server host name or address."),
+    ]),
+    *for_kind("smtp/exchange", [
+        field_option("--port", "smtp_port", "port (default 587; 465 = implicit TLS).", type=int),
+    ]),
+    *for_kind("smtp", [
+        field_option("--tls/--no-tls", "smtp_use_tls",
+                     "STARTTLS on ports other than 465 (default on)."),
+        field_option("--insecure-skip-verify/--verify-certificate", "smtp_insecure_skip_verify",
+                     "accept any server certificate (off unless you set it)."),
+        field_option("--allow-insecure-auth/--no-allow-insecure-auth", "smtp_allow_insecure_auth",
+                     "send the login over a connection without TLS (--no-tls); off unless you "
+                     "set it, only for a trusted local relay."),
+    ]),
+    *for_kind("exchange", [
+        field_option("--server", "exchange_server", "server host name or address."),
+        field_option("--domain", "exchange_domain", "Windows domain (login DOMAIN\\user)."),
+    ]),
+    *for_kind("m365", [
+        field_option("--tenant-id", "m365_tenant_id", "Entra tenant id or domain."),
+        field_option("--client-id", "m365_client_id", "app registration client id."),
+    ]),
 ])
 _USERNAME_COLUMN = {EmailProvider.SMTP: "smtp_username",
                     EmailProvider.EXCHANGE: "exchange_username"}
