@@ -53,13 +53,14 @@ smbclient quirks, all handled here and nowhere else:
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -408,7 +409,7 @@ class SMBSourceClient(base.SourceClient):
             raw = smbclient.open_file(
                 unc, mode="rb", buffering=0, share_access="rwd", **self._kwargs()
             )
-        return _SMBReader(raw, unc, self, what)
+        return _SMBReader(raw, unc, functools.partial(self._errors, what))
 
     def local_path(self, remote_path: str) -> None:
         """Return ``None``: files on a share are never read in place."""
@@ -724,12 +725,12 @@ class _SMBReader(io.RawIOBase):
     smbclient's raw handle, with every failure translated into a :class:`SourceError` subclass.
     """
 
-    def __init__(self, raw: Any, unc: str, client: SMBSourceClient, what: str) -> None:
+    def __init__(self, raw: Any, unc: str,
+                 errors: Callable[[], contextlib.AbstractContextManager[None]]) -> None:
         super().__init__()
         self._raw = raw
         self._unc = unc
-        self._client = client
-        self._what = what
+        self._errors = errors  # translates a failure inside it into a SourceError
 
     @property
     def name(self) -> str:
@@ -743,7 +744,7 @@ class _SMBReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        with self._client._errors(self._what):
+        with self._errors():
             return self._raw.readinto(buffer)
 
     def readall(self) -> bytes:
