@@ -601,14 +601,7 @@ class SMBSourceClient(base.SourceClient):
 
     def _register(self) -> None:
         """Open (or reuse) this client's session and bound its read wait; raw failures."""
-        session = smbclient.register_session(
-            self._server,
-            username=self._login,
-            password=self._password,
-            port=self._port,
-            connection_timeout=self._connect_timeout,
-            connection_cache=self._cache,
-        )
+        session = smbclient.register_session(self._server, **self._kwargs())
         _bound_receive_wait(session.connection, self._read_timeout)
 
     def _drop_connection(self) -> None:
