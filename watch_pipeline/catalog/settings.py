@@ -66,6 +66,9 @@ SETTINGS: dict[str, SettingSpec] = {
         SettingSpec("import.url_max_redirects", int, 5,
                     "Redirects a URL download follows before giving up.",
                     minimum=0, maximum=20),
+        SettingSpec("previews.enabled", bool, True,
+                    "Import runs make a thumbnail and a waveform of each media; false skips "
+                    "them (materializing the thumbnail or waveform asset still makes them)."),
         SettingSpec("fingerprints.recompute_complete", bool, False,
                     "Set by recompute_fingerprints_job; false makes the sensor launch it once."),
     )

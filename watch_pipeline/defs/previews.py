@@ -21,6 +21,17 @@ from watch_pipeline.pipeline import previews
 from watch_pipeline.sources.resource import SourcesResource
 from watch_pipeline.store.resource import ObjectStoreResource
 
+
+def preview_requested(context: dg.AssetExecutionContext) -> bool:
+    """Whether the run asked for previews rather than importing media.
+
+    That is a backfill or a UI materialization without ``media_object``; such a run makes
+    previews even with ``previews.enabled`` off.
+    """
+    selection = context.run.asset_selection
+    return bool(selection) and dg.AssetKey("media_object") not in selection
+
+
 PRIORITY_TAG = "dagster/priority"
 """Higher runs first among the steps ready at once (the transcript has the default, 0)."""
 
@@ -37,7 +48,8 @@ def waveform(context: dg.AssetExecutionContext, sources: SourcesResource,
     """
     ctx = step_context(context, previews.WAVEFORM, context.partition_key)
     result = previews.make_waveform(ctx, catalog.get(), source_access(sources),
-                                    object_store.get_store())
+                                    object_store.get_store(),
+                                    requested=preview_requested(context))
     return dg.MaterializeResult(metadata=to_metadata(result.metadata()))
 
 
@@ -53,5 +65,6 @@ def thumbnail(context: dg.AssetExecutionContext, sources: SourcesResource,
     """
     ctx = step_context(context, previews.THUMBNAIL, context.partition_key)
     result = previews.make_thumbnail(ctx, catalog.get(), source_access(sources),
-                                     object_store.get_store())
+                                     object_store.get_store(),
+                                     requested=preview_requested(context))
     return dg.MaterializeResult(metadata=to_metadata(result.metadata()))

@@ -41,6 +41,7 @@ from pathlib import Path
 from watch_pipeline.catalog import queries
 from watch_pipeline.catalog.db import Catalog
 from watch_pipeline.catalog.models import MediaFile
+from watch_pipeline.catalog.settings import get_setting
 from watch_pipeline.media import limits, previews
 from watch_pipeline.media.probe import ProbeError, probe
 from watch_pipeline.media.process import ToolInput
@@ -243,8 +244,17 @@ def _put(store: ObjectStore, key: str, path: Path) -> None:
     store.put_file(key, path, content_type=_CONTENT_TYPES[path.suffix])
 
 
-def _stored(ctx: StepContext, catalog: Catalog) -> MediaFile | str:
-    """The partition's stored media row, or why there is none."""
+def _stored(ctx: StepContext, catalog: Catalog, *, requested: bool) -> MediaFile | str:
+    """The partition's stored media row, or why there is no preview to make for it.
+
+    An import run (``requested`` false) makes previews only while ``previews.enabled`` is on;
+    a run that asked for the preview itself always makes it.
+    """
+    if not requested:
+        with catalog.session() as session:
+            if not get_setting(session, "previews.enabled"):
+                return ("previews.enabled is off (materialize this asset for the partition to "
+                        "make it anyway)")
     record = queries.media_for(catalog, ctx.partition_key)
     if record is None or not record.object_key:
         return f"no stored media for partition {ctx.partition_key} (media_object stored none)"
@@ -262,13 +272,14 @@ def _failed(ctx: StepContext, exc: Exception) -> str:
 
 
 def make_thumbnail(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
-                   store: ObjectStore) -> ThumbnailPreview:
+                   store: ObjectStore, *, requested: bool = False) -> ThumbnailPreview:
     """``thumbnail``: a frame that is not black, as 640 px and 160 px WebP beside the media.
 
     Audio-only media stores nothing (its ``waveform.png`` is the thumbnail). Cached when both
-    images are stored. Never raises: a failure is the result's ``reason``.
+    images are stored. Never raises: a failure is the result's ``reason``. ``requested``: the
+    run asked for the thumbnail itself (made even with ``previews.enabled`` off).
     """
-    record = _stored(ctx, catalog)
+    record = _stored(ctx, catalog, requested=requested)
     if isinstance(record, str):
         return ThumbnailPreview(status="skipped", reason=record)
     keys = PreviewKeys.of(record.object_key or "")
@@ -332,13 +343,14 @@ def waveform_header(start: bytes) -> dict[str, int]:
 
 
 def make_waveform(ctx: StepContext, catalog: Catalog, sources: SourceAccess,
-                  store: ObjectStore) -> WaveformPreview:
+                  store: ObjectStore, *, requested: bool = False) -> WaveformPreview:
     """``waveform``: audiowaveform JSON v2 peaks and a PNG of them, beside the media.
 
-    Cached when both are stored. Never raises: a failure (no audio stream, undecodable audio)
+    ``requested``: the run asked for the waveform itself (made even with ``previews.enabled``
+    off). Cached when both are stored. Never raises: a failure (no audio stream, undecodable audio)
     is the result's ``reason``.
     """
-    record = _stored(ctx, catalog)
+    record = _stored(ctx, catalog, requested=requested)
     if isinstance(record, str):
         return WaveformPreview(status="skipped", reason=record)
     keys = PreviewKeys.of(record.object_key or "")

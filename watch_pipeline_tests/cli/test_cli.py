@@ -140,7 +140,8 @@ def test_settings_get_set(run):
         "watch.max_concurrent_imports": 5, "watch.fs_events_enabled": True,
         "fingerprints.recompute_complete": False, "watch.max_media_duration_hours": 12.0,
         "watch.fs_events_quiet_seconds": 1.0, "import.url_max_bytes": 20 * 1024**3,
-        "import.url_timeout_seconds": 60.0, "import.url_max_redirects": 5}
+        "import.url_timeout_seconds": 60.0, "import.url_max_redirects": 5,
+        "previews.enabled": True}
     run("settings", "set", "watch.max_concurrent_imports", "2")
     assert run("settings", "get", "watch.max_concurrent_imports").output.strip() == "2"
     assert json.loads(run("settings", "get", "watch.max_concurrent_imports", "--json").output) \

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from watch_pipeline.catalog.models import MediaFile, MediaStatus
+from watch_pipeline.catalog.settings import set_setting
 from watch_pipeline.media.previews import image_size
 from watch_pipeline.pipeline import previews, steps
 from watch_pipeline.store.local import LocalObjectStore
@@ -122,6 +123,24 @@ def test_a_preview_failure_is_a_reason_not_an_exception(sqlite_catalog, store, a
     assert "re-materialize thumbnail for partition fp1 to retry" in caplog.text
     assert store.head("user_1/file_1/thumbnail.webp") is None
     assert not list((tmp_path / "scratch").iterdir()), "temp files left behind"
+
+
+def test_previews_off_skips_them_in_an_import_but_not_when_asked_for(sqlite_catalog, store,
+                                                                    access, tmp_path):
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:duration=1", str(tmp_path / "memo.wav"))
+    stored(sqlite_catalog, store, tmp_path / "memo.wav", content_type="audio/wav", duration=1.0)
+    with sqlite_catalog.session() as s:
+        set_setting(s, "previews.enabled", False)
+
+    skipped = previews.make_waveform(ctx("waveform"), sqlite_catalog, access, store)
+    assert skipped.status == "skipped" and "previews.enabled is off" in skipped.reason
+    assert store.head("user_1/file_1/waveform.json") is None
+
+    asked = previews.make_waveform(ctx("waveform"), sqlite_catalog, access, store,
+                                   requested=True)
+    assert asked.status == "made" and store.head("user_1/file_1/waveform.json") is not None
+    thumb = previews.make_thumbnail(ctx("thumbnail"), sqlite_catalog, access, store)
+    assert thumb.status == "skipped"
 
 
 def test_nothing_stored_is_skipped(sqlite_catalog, access, tmp_path):
