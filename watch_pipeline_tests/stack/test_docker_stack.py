@@ -222,6 +222,12 @@ def test_dropped_file_becomes_a_transcript_through_the_containers(
     transcript = stack.compose("run", "--rm", "--no-deps", "setup", "watch-pipeline", "media",
                                "transcript", str(media_id), "--format", "txt").stdout.lower()
     assert "quick" in transcript and "fox" in transcript
+    # The run container made the previews from the object in the bucket (a presigned URL).
+    shown = json.loads(stack.compose("run", "--rm", "--no-deps", "setup", "watch-pipeline",
+                                     "media", "show", str(media_id), "--json").stdout)
+    folder = object_key.rsplit("/", 1)[0]
+    assert shown["previews"]["waveform"] == f"{folder}/waveform.json", shown["previews"]
+    assert shown["previews"]["waveform_png"] == f"{folder}/waveform.png", shown["previews"]
 
     # The import ran in a container of its own, launched by the DockerRunLauncher.
     with stack.dagster_db().connect() as conn:
