@@ -71,14 +71,29 @@ def step_metadata(step: str, result: steps.Result, catalog: Catalog, store: Obje
 
     The glance (``previews.glance``) is the small thumbnail or waveform picture, the duration,
     the source and path, and for ``transcript`` the first lines of the text. The previews are
-    made after ``media_object``, so its first materialization has no picture yet; the
-    transcript's has, and so has every later one of either.
+    made after ``media_object``, so its first materialization has no picture yet: the
+    ``thumbnail`` step then records the picture on ``media_object`` as an observation (see
+    :func:`picture_observation`); the transcript's materialization has it, and so has every
+    later one of either.
     """
     values = dict(result.metadata())
     if step in GLANCE_STEPS and not getattr(result, "skipped", None):
         extra = previews.glance(catalog, store, partition_key, transcript=GLANCE_STEPS[step])
         values.update({key: value for key, value in extra.items() if key not in values})
     return to_metadata(values)
+
+
+def picture_observation(result: Any, partition_key: str) -> dg.AssetObservation | None:
+    """The thumbnail's picture as an observation of ``media_object`` (whose page shows it).
+
+    ``media_object`` is materialized before the previews exist; the observation puts the
+    picture on its page without a second materialization. ``None`` when there is no picture.
+    """
+    picture = getattr(result, "picture", "")
+    if not picture:
+        return None
+    return dg.AssetObservation(asset_key=steps.MEDIA_OBJECT, partition=partition_key,
+                               metadata={"picture": dg.MetadataValue.md(picture)})
 
 
 def transcript_requested(context: dg.AssetExecutionContext) -> bool:

@@ -15,7 +15,13 @@ from typing import Any
 import dagster as dg
 
 from watch_pipeline.catalog.resource import CatalogResource
-from watch_pipeline.defs.assets import failing_clearly, source_access, step_context, step_metadata
+from watch_pipeline.defs.assets import (
+    failing_clearly,
+    picture_observation,
+    source_access,
+    step_context,
+    step_metadata,
+)
 from watch_pipeline.defs.jobs import IMPORT_TAGS
 from watch_pipeline.defs.pools import IMPORT_POOL
 from watch_pipeline.pipeline import previews, steps
@@ -66,6 +72,10 @@ def import_batch(context: dg.OpExecutionContext, config: ImportBatchConfig,
             context.log_event(dg.AssetMaterialization(
                 asset_key=step, partition=key,
                 metadata=step_metadata(step, result, cat, store, key)))
+            observed = (picture_observation(result, key) if step == previews.THUMBNAIL
+                        else None)
+            if observed is not None:
+                context.log_event(observed)
     if failed:
         raise dg.Failure(
             description=f"{len(failed)} of {total} partitions failed: " + "; ".join(failed),

@@ -14,7 +14,14 @@ answer is the waveform's PNG.
 import dagster as dg
 
 from watch_pipeline.catalog.resource import CatalogResource
-from watch_pipeline.defs.assets import GROUP, media_object, source_access, step_context, to_metadata
+from watch_pipeline.defs.assets import (
+    GROUP,
+    media_object,
+    picture_observation,
+    source_access,
+    step_context,
+    to_metadata,
+)
 from watch_pipeline.defs.partitions import media
 from watch_pipeline.defs.pools import IMPORT_POOL
 from watch_pipeline.pipeline import previews
@@ -67,4 +74,7 @@ def thumbnail(context: dg.AssetExecutionContext, sources: SourcesResource,
     result = previews.make_thumbnail(ctx, catalog.get(), source_access(sources),
                                      object_store.get_store(),
                                      requested=preview_requested(context))
+    observed = picture_observation(result, context.partition_key)
+    if observed is not None:
+        context.log_event(observed)
     return dg.MaterializeResult(metadata=to_metadata(result.metadata()))

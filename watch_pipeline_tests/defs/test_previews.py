@@ -94,8 +94,19 @@ def test_the_batch_makes_previews_and_a_rerun_finds_them_cached(env, tmp_path):
     assert by_partition[(memo, "waveform")]["status"] == "made"
     assert by_partition[(memo, "thumbnail")]["reason"] == (
         "audio only: waveform.png is the thumbnail")
+    # media_object was stored before its previews: its page gets the picture as an observation
+    observed = {(e.event_specific_data.asset_observation.partition,
+                 e.asset_key.to_user_string()): e.event_specific_data.asset_observation.metadata
+                for e in batch.get_asset_observation_events()}
+    assert observed[(clip, "media_object")]["picture"].value.startswith(
+        "![thumbnail](data:image/webp;base64,")
+    assert observed[(memo, "media_object")]["picture"].value.startswith(
+        "![waveform](data:image/png;base64,")
 
-    again = materializations(run_import_job(env, clip))
+    rerun = run_import_job(env, clip)
+    (seen,) = rerun.get_asset_observation_events()
+    assert seen.asset_key.to_user_string() == "media_object"
+    again = materializations(rerun)
     assert again["thumbnail"]["status"] == "cached"
     assert again["media_object"]["picture"].startswith("![thumbnail](data:image/webp;base64,")
     assert again["media_object"]["path"] == "clip.mp4"
