@@ -300,12 +300,20 @@ def test_two_crashes_with_imports_in_flight_lose_nothing_and_double_nothing(
     retry_delays: list[float] = []
 
     def in_flight() -> bool:
-        """A live import run holds files it is importing."""
+        """A live import run is at work while files are still to be imported.
+
+        It may hold files it is importing, or be transcribing one while the rest of its batch
+        waits: a file is 'importing' only until it is stored, a short window that a poll once a
+        second can miss when imports are quick, so waiting for that alone was flaky.
+        """
         started = {r.dagster_run.run_id
                    for r in _import_runs(dagster, statuses=[dg.DagsterRunStatus.STARTED])}
+        if not started:
+            return False
         holders = {r[0] for r in embedded.rows(
             "SELECT import_run_id FROM watch_source_file WHERE status = 'importing'")}
-        return bool(started & holders)
+        left = embedded.rows("SELECT id FROM watch_source_file WHERE status != 'imported'")
+        return bool(started & holders) or bool(left)
 
     def retried_since(restart: datetime) -> bool:
         """Every file not yet imported has been requested again after ``restart``."""
