@@ -295,7 +295,11 @@ def the_part(scratch: Path, filename: str) -> Path:
 
 def test_s3_server_killed_mid_download_resumes_after_restart(env, s3_server, s3_bucket,
                                                               moto_server, tmp_path,
-                                                              record_property):
+                                                              record_property, monkeypatch):
+    # Loopback moto serves one stream at GB/s: the download could end before the kill lands.
+    # A short pause per 256 KiB chunk (~50 MB/s) keeps it mid-way when the server goes away.
+    read_into = s3._read_into
+    monkeypatch.setattr(s3, "_read_into", lambda *a: time.sleep(0.005) or read_into(*a))
     with env["catalog"].session() as s:
         set_setting(s, "watch.file_stability_seconds", 0)
     scratch = tmp_path / "scratch"
@@ -318,6 +322,7 @@ def test_s3_server_killed_mid_download_resumes_after_restart(env, s3_server, s3_
     with when(s3_kept(scratch, "big.wav"), KILL_AFTER, moto_server.kill) as killed:
         assert not run_request(env, big_request).success
     assert killed.fired, "the download finished before the server could be killed"
+    monkeypatch.setattr(s3, "_read_into", read_into)  # the resume runs at full speed
 
     # The failed download is recorded on the file's row; its partial file stays for the retry.
     row = file_row(env, "flaky", "big.wav")
