@@ -43,7 +43,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -389,26 +389,22 @@ def _copy_in_kernel(src_fd: int, dst_fd: int, progress: _Progress) -> int | None
 
     Explicit source offsets throughout: the checking thread reads the same descriptors.
     """
+    steps: list[Callable[[int], int]] = [
+        lambda offset: os.sendfile(dst_fd, src_fd, offset, COPY_STEP)]
+    if hasattr(os, "copy_file_range"):
+        steps.insert(0, lambda offset: os.copy_file_range(src_fd, dst_fd, COPY_STEP, offset,
+                                                          offset))
     try:
-        offset = 0
-        if hasattr(os, "copy_file_range"):
+        for step in steps:
+            offset = 0
             try:
-                while not progress.stopped and (
-                        n := os.copy_file_range(src_fd, dst_fd, COPY_STEP, offset, offset)):
+                while not progress.stopped and (n := step(offset)):
                     offset += n
                     progress.advance(offset)
                 return offset
             except OSError as exc:
                 if offset or exc.errno not in _UNSUPPORTED:
                     raise
-        try:
-            while not progress.stopped and (n := os.sendfile(dst_fd, src_fd, offset, COPY_STEP)):
-                offset += n
-                progress.advance(offset)
-            return offset
-        except OSError as exc:
-            if offset or exc.errno not in _UNSUPPORTED:
-                raise
         return None
     finally:
         progress.finish()
